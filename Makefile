@@ -1,0 +1,43 @@
+# The two commands: `make run` (the service on embedded defaults) and
+# `make test` (the whole suite). Both install what they need first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+JS := clients/js
+
+.PHONY: run test lint bench install influxdb docs clean
+
+$(VENV)/.installed: requirements.lock requirements-dev.lock
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.lock
+	touch $@
+
+$(JS)/node_modules/.installed: $(JS)/package.json $(JS)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is required for the JavaScript client tests (apt-get install nodejs npm)"; exit 1; }
+	cd $(JS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(VENV)/.installed $(JS)/node_modules/.installed
+
+influxdb:
+	scripts/influxdb.sh start
+
+run: $(VENV)/.installed
+	scripts/run.sh
+
+test: install influxdb
+	$(VENV)/bin/ruff check .
+	$(PY) -m service.entrypoints.telemetry_doc --check
+	$(PY) -m pytest tests/unit tests/integration tests/e2e
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+docs: $(VENV)/.installed
+	$(PY) -m service.entrypoints.telemetry_doc
+
+clean:
+	rm -rf $(VENV) $(JS)/node_modules .pytest_cache .ruff_cache

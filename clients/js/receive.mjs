@@ -1,0 +1,58 @@
+// A receiving user, with the official socket.io-client, as a browser would.
+//
+//   node receive.mjs URL TOKEN [--last-offset N] [--expect N] [--timeout-ms N] [--no-ack]
+//                    [--auth-json JSON]   (sends JSON as the whole auth object instead)
+//
+// Prints one JSON object per line on stdout: {"event": "connect"},
+// {"event": "notifications", "batch": [...]}, {"event": "ack", "reply": {...}},
+// {"event": "connect_error", "message", "data"}, {"event": "error", ...},
+// and finally {"event": "done", "received": N}. Exits 0 after --expect
+// notifications, or at the timeout (exit 0; the caller checks the count).
+import { io } from "socket.io-client";
+
+const [url, token, ...rest] = process.argv.slice(2);
+const opt = (name, fallback) => {
+  const i = rest.indexOf(name);
+  return i >= 0 ? rest[i + 1] : fallback;
+};
+const lastOffset = opt("--last-offset");
+const expect = Number(opt("--expect", "0"));
+const timeoutMs = Number(opt("--timeout-ms", "10000"));
+const ack = !rest.includes("--no-ack");
+const print = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+
+let auth = { token };
+if (lastOffset !== undefined) auth.last_offset = Number(lastOffset);
+if (opt("--auth-json") !== undefined) auth = JSON.parse(opt("--auth-json"));
+
+// WebSocket only: the server does not offer HTTP long-polling.
+const socket = io(url, { transports: ["websocket"], auth, reconnection: false });
+let received = 0;
+
+const finish = (code) => {
+  print({ event: "done", received });
+  socket.close();
+  setTimeout(() => process.exit(code), 50);
+};
+
+socket.on("connect", () => print({ event: "connect" }));
+socket.on("connect_error", (err) => {
+  print({ event: "connect_error", message: err.message, data: err.data ?? null });
+  finish(0);
+});
+socket.on("error", (body) => print({ event: "error", body }));
+socket.on("notifications", (batch) => {
+  received += batch.length;
+  print({ event: "notifications", batch });
+  if (ack) {
+    const offset = batch[batch.length - 1].offset;
+    socket.emit("ack", { offset }, (reply) => {
+      print({ event: "ack", reply });
+      if (expect && received >= expect) finish(0);
+    });
+  } else if (expect && received >= expect) {
+    finish(0);
+  }
+});
+socket.on("disconnect", (reason) => print({ event: "disconnect", reason }));
+setTimeout(() => finish(0), timeoutMs);

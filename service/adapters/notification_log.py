@@ -1,0 +1,221 @@
+"""The notification log in SQL: one append-only stream per user.
+
+Offsets are per user, start at 1 and have no gaps: each append takes the
+user's stream row lock (``streams.head``), so offsets are assigned and
+committed in the same order even with many publishers at once. A node that
+sees offset n+2 after n therefore knows that n+1 exists and can fetch it.
+
+Message bodies live once in ``messages``; ``entries`` holds one small row per
+recipient, so a broadcast stores its payload once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from service.domain.errors import StorageUnavailable
+from service.domain.model import Notification, Priority, PublishRequest
+from service.service_layer.ports import StreamPosition
+
+metadata = MetaData()
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("category", String(64), nullable=False),
+    Column("priority", String(8), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at_us", BigInteger, nullable=False),
+    Column("broadcast", Integer, nullable=False, default=0),
+)
+
+streams = Table(
+    "streams",
+    metadata,
+    Column("user_id", String(128), primary_key=True),
+    Column("head", BigInteger, nullable=False, default=0),
+    Column("acked", BigInteger, nullable=False, default=0),
+    Column("epoch", Integer, nullable=False, default=1),
+)
+
+entries = Table(
+    "entries",
+    metadata,
+    Column("user_id", String(128), primary_key=True),
+    Column("stream_offset", BigInteger, primary_key=True),
+    Column("message_id", String(32), ForeignKey("messages.id"), nullable=False),
+)
+
+
+def create_schema(engine: Engine) -> None:
+    """Create missing tables (the README says: create-all at start for now)."""
+    with _storage_errors():
+        metadata.create_all(engine)
+
+
+@contextmanager
+def _storage_errors() -> Iterator[None]:
+    try:
+        yield
+    except (OperationalError, PoolTimeout) as exc:
+        raise StorageUnavailable(
+            f"the notification log is unavailable: {exc.orig if hasattr(exc, 'orig') else exc}"
+        ) from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise StorageUnavailable("the database connection was lost") from exc
+        raise
+
+
+def _to_us(moment: datetime) -> int:
+    return int(moment.timestamp() * 1_000_000)
+
+
+def _from_us(value: int) -> datetime:
+    return datetime.fromtimestamp(value / 1_000_000, tz=UTC)
+
+
+class SqlNotificationLog:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        dialect = engine.dialect.name
+        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+    def append(
+        self, request: PublishRequest, message_id: str, created_at: datetime
+    ) -> list[Notification]:
+        with _storage_errors(), self._engine.begin() as conn:
+            conn.execute(
+                messages.insert().values(
+                    id=message_id,
+                    category=request.category,
+                    priority=request.priority.value,
+                    payload=request.payload_json,
+                    created_at_us=_to_us(created_at),
+                    broadcast=int(request.recipients.broadcast),
+                )
+            )
+            heads = self._advance_heads(conn, request)
+            if heads:
+                conn.execute(
+                    entries.insert(),
+                    [
+                        {"user_id": u, "stream_offset": o, "message_id": message_id}
+                        for u, o in heads
+                    ],
+                )
+        return [
+            Notification(
+                id=message_id,
+                user_id=user_id,
+                offset=offset,
+                category=request.category,
+                priority=request.priority,
+                payload_json=request.payload_json,
+                created_at=created_at,
+            )
+            for user_id, offset in heads
+        ]
+
+    def _advance_heads(self, conn: Connection, request: PublishRequest) -> list[tuple[str, int]]:
+        """Take each recipient's stream lock, in user-id order so that two
+        publishers can never deadlock, and move its head by one."""
+        if request.recipients.broadcast:
+            where = streams.c.user_id.is_not(None)
+        else:
+            users = sorted(request.recipients.user_ids)
+            conn.execute(
+                self._insert(streams).on_conflict_do_nothing(),
+                [{"user_id": u, "head": 0, "acked": 0, "epoch": 1} for u in users],
+            )
+            where = streams.c.user_id.in_(users)
+        conn.execute(
+            select(streams.c.user_id).where(where).order_by(streams.c.user_id).with_for_update()
+        ).all()
+        rows = conn.execute(
+            update(streams)
+            .where(where)
+            .values(head=streams.c.head + 1)
+            .returning(streams.c.user_id, streams.c.head)
+        ).all()
+        return sorted((r.user_id, r.head) for r in rows)
+
+    def read(self, user_id: str, after: int, limit: int) -> list[Notification]:
+        query = (
+            select(
+                entries.c.stream_offset,
+                messages.c.id,
+                messages.c.category,
+                messages.c.priority,
+                messages.c.payload,
+                messages.c.created_at_us,
+            )
+            .join(messages, messages.c.id == entries.c.message_id)
+            .where(entries.c.user_id == user_id, entries.c.stream_offset > after)
+            .order_by(entries.c.stream_offset)
+            .limit(limit)
+        )
+        with _storage_errors(), self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            Notification(
+                id=r.id,
+                user_id=user_id,
+                offset=r.stream_offset,
+                category=r.category,
+                priority=Priority(r.priority),
+                payload_json=r.payload,
+                created_at=_from_us(r.created_at_us),
+            )
+            for r in rows
+        ]
+
+    def open_stream(self, user_id: str) -> StreamPosition:
+        with _storage_errors(), self._engine.begin() as conn:
+            conn.execute(
+                self._insert(streams).on_conflict_do_nothing(),
+                {"user_id": user_id, "head": 0, "acked": 0, "epoch": 1},
+            )
+            row = conn.execute(
+                select(streams.c.head, streams.c.acked).where(streams.c.user_id == user_id)
+            ).one()
+        return StreamPosition(head=row.head, acked=row.acked)
+
+    def ack(self, user_id: str, offset: int) -> int:
+        with _storage_errors(), self._engine.begin() as conn:
+            row = conn.execute(
+                select(streams.c.acked, streams.c.head)
+                .where(streams.c.user_id == user_id)
+                .with_for_update()
+            ).one_or_none()
+            if row is None or offset <= row.acked:
+                return 0
+            offset = min(offset, row.head)
+            conn.execute(update(streams).where(streams.c.user_id == user_id).values(acked=offset))
+            return offset - row.acked
+
+    def ping(self) -> None:
+        with _storage_errors(), self._engine.connect() as conn:
+            conn.execute(text("SELECT 1"))

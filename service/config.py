@@ -1,0 +1,153 @@
+"""Settings from environment variables (twelve-factor), with dev defaults.
+
+The three secrets (PUBLISH_TOKEN, ADMIN_TOKEN, USER_TOKEN_SECRET) are
+generated for development when unset, kept in ``var/dev-secrets.json`` so
+that ``serve`` and ``token`` agree across processes and restarts, and printed
+at start. Set them explicitly in production.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from service.adapters.database import default_sqlite_url
+from service.adapters.influx import InfluxSettings
+
+LEVELS = ("conservative", "balanced", "aggressive", "maximum")
+SECRET_NAMES = ("PUBLISH_TOKEN", "ADMIN_TOKEN", "USER_TOKEN_SECRET")
+
+
+class ConfigError(ValueError):
+    """An environment variable has a value the service cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    database_url: str = ""
+    influx_url: str = "http://127.0.0.1:8086"
+    influx_db: str = "notify"
+    influx_token: str | None = None
+    influx_username: str | None = None
+    influx_password: str | None = None
+    redis_url: str | None = None
+    publish_token: str = ""
+    admin_token: str = ""
+    user_token_secret: str = ""
+    user_token_ttl: int = 86_400
+    optimization_level: str = "balanced"
+    demo: bool = False
+    grafana_url: str = "http://127.0.0.1:3000"
+    var_dir: str = "var"
+    node_id: str = ""
+    ping_interval: float = 25.0
+    ping_timeout: float = 8.0
+    cors_allowed_origins: str = "*"
+    generated_secrets: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def storage_kind(self) -> str:
+        return "sqlite" if self.database_url.startswith("sqlite") else "postgresql"
+
+    def influx_settings(self) -> InfluxSettings:
+        return InfluxSettings(
+            url=self.influx_url,
+            database=self.influx_db,
+            token=self.influx_token,
+            username=self.influx_username,
+            password=self.influx_password,
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        var_dir = env.get("VAR_DIR", "var")
+        port = _int(env, "PORT", 8000)
+        secrets_found, generated = _dev_secrets(env, Path(var_dir))
+        level = env.get("OPTIMIZATION_LEVEL", "balanced")
+        if level not in LEVELS:
+            raise ConfigError(
+                f"OPTIMIZATION_LEVEL must be one of {', '.join(LEVELS)}, not {level!r}"
+            )
+        return cls(
+            host=env.get("HOST", "127.0.0.1"),
+            port=port,
+            database_url=env.get("DATABASE_URL") or default_sqlite_url(var_dir),
+            influx_url=env.get("INFLUX_URL", "http://127.0.0.1:8086"),
+            influx_db=env.get("INFLUX_DB", "notify"),
+            influx_token=env.get("INFLUX_TOKEN") or None,
+            influx_username=env.get("INFLUX_USERNAME") or None,
+            influx_password=env.get("INFLUX_PASSWORD") or None,
+            redis_url=env.get("REDIS_URL") or None,
+            publish_token=secrets_found["PUBLISH_TOKEN"],
+            admin_token=secrets_found["ADMIN_TOKEN"],
+            user_token_secret=secrets_found["USER_TOKEN_SECRET"],
+            user_token_ttl=_int(env, "USER_TOKEN_TTL", 86_400),
+            optimization_level=level,
+            demo=env.get("DEMO", "0") == "1",
+            grafana_url=env.get("GRAFANA_URL", "http://127.0.0.1:3000"),
+            var_dir=var_dir,
+            node_id=env.get("NODE_ID") or f"{socket.gethostname()}-{port}",
+            ping_interval=_float(env, "PING_INTERVAL", 25.0),
+            ping_timeout=_float(env, "PING_TIMEOUT", 8.0),
+            cors_allowed_origins=env.get("CORS_ALLOWED_ORIGINS", "*"),
+            generated_secrets=generated,
+        )
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, not {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive")
+    return value
+
+
+def _dev_secrets(env: Mapping[str, str], var_dir: Path) -> tuple[dict[str, str], tuple[str, ...]]:
+    found = {name: env.get(name, "") for name in SECRET_NAMES}
+    missing = [name for name, value in found.items() if not value]
+    if not missing:
+        return found, ()
+    path = var_dir / "dev-secrets.json"
+    stored: dict[str, str] = {}
+    if path.exists():
+        stored = json.loads(path.read_text())
+    changed = False
+    for name in missing:
+        if not stored.get(name):
+            stored[name] = secrets.token_urlsafe(24)
+            changed = True
+        found[name] = stored[name]
+    if changed:
+        var_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(stored, handle, indent=2)
+        os.replace(tmp, path)
+    return found, tuple(missing)

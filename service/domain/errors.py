@@ -1,0 +1,59 @@
+"""One exception type per kind of failure.
+
+The entrypoints map each of these to an HTTP status or a Socket.IO error in
+one place (``service.entrypoints.errors``); nothing below the entrypoints
+knows about HTTP.
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base class: every error the service raises on purpose."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict:
+        body = {"error": self.code, "message": self.message}
+        if self.field is not None:
+            body["field"] = self.field
+        return body
+
+
+class InvalidInput(ServiceError):
+    """The request is well-formed but a field breaks a rule."""
+
+    code = "invalid_input"
+
+
+class MalformedRequest(ServiceError):
+    """The request could not be parsed at all (bad JSON, wrong content type)."""
+
+    code = "malformed_request"
+
+
+class PayloadTooLarge(ServiceError):
+    code = "payload_too_large"
+
+
+class Unauthorized(ServiceError):
+    """No credentials, or credentials that do not verify."""
+
+    code = "unauthorized"
+
+
+class OffsetOutOfRange(ServiceError):
+    """A client named an offset that its stream never reached."""
+
+    code = "offset_out_of_range"
+
+
+class StorageUnavailable(ServiceError):
+    """The notification log cannot be reached; the caller may retry."""
+
+    code = "storage_unavailable"

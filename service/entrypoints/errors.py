@@ -1,0 +1,81 @@
+"""The one place where service errors become HTTP and Socket.IO answers."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from service.domain.errors import (
+    InvalidInput,
+    MalformedRequest,
+    OffsetOutOfRange,
+    PayloadTooLarge,
+    ServiceError,
+    StorageUnavailable,
+    Unauthorized,
+)
+
+log = logging.getLogger(__name__)
+
+HTTP_STATUS: dict[type[ServiceError], int] = {
+    MalformedRequest: 400,
+    Unauthorized: 401,
+    OffsetOutOfRange: 409,
+    PayloadTooLarge: 413,
+    InvalidInput: 422,
+    StorageUnavailable: 503,
+}
+RETRY_AFTER_SECONDS = 1
+
+
+def http_status(error: ServiceError) -> int:
+    for kind in type(error).__mro__:
+        if kind in HTTP_STATUS:
+            return HTTP_STATUS[kind]
+    return 400
+
+
+def to_response(error: ServiceError) -> Response:
+    response = jsonify(error.to_dict())
+    response.status_code = http_status(error)
+    if isinstance(error, Unauthorized):
+        response.headers["WWW-Authenticate"] = 'Bearer realm="notify"'
+    if isinstance(error, StorageUnavailable):
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
+def socket_error(error: ServiceError) -> dict:
+    """The body of an ``error`` event, and of a refused connection's data."""
+    return error.to_dict()
+
+
+def register_http_errors(app: Flask) -> None:
+    @app.errorhandler(ServiceError)
+    def _service_error(error: ServiceError) -> Response:
+        return to_response(error)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(_error: RequestEntityTooLarge) -> Response:
+        limit = app.config.get("MAX_CONTENT_LENGTH")
+        return to_response(PayloadTooLarge(f"the request body is over {limit} bytes", field="body"))
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> Response:
+        response = jsonify(
+            {
+                "error": (error.name or "error").lower().replace(" ", "_"),
+                "message": error.description,
+            }
+        )
+        response.status_code = error.code or 500
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        log.exception("unhandled error: %s", error)
+        response = jsonify({"error": "internal_error", "message": "internal server error"})
+        response.status_code = 500
+        return response

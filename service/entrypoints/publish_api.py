@@ -1,0 +1,52 @@
+"""POST /api/v1/notifications: parse, call the handler, shape the answer."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from service.domain.errors import MalformedRequest
+from service.domain.model import PublishResult, format_time
+from service.entrypoints.auth import require_token
+
+MAX_OFFSETS_IN_ANSWER = 1000
+
+
+def publish_blueprint(publish: Callable[[Any], PublishResult], publish_token: str) -> Blueprint:
+    bp = Blueprint("publish", __name__)
+
+    @bp.post("/api/v1/notifications")
+    def create_notification() -> tuple[Response, int]:
+        require_token(publish_token, "publish")
+        result = publish(_json_body())
+        return jsonify(_answer(result)), 202
+
+    return bp
+
+
+def _json_body() -> Any:
+    raw = request.get_data(cache=False)
+    if not raw:
+        raise MalformedRequest("the body is empty; send a JSON object", field="body")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedRequest(f"the body is not valid JSON: {exc}", field="body") from None
+
+
+def _answer(result: PublishResult) -> dict:
+    offsets = result.offsets
+    answer: dict[str, Any] = {
+        "id": result.id,
+        "created_at": format_time(result.created_at),
+        "recipients": result.recipients,
+    }
+    if len(offsets) > MAX_OFFSETS_IN_ANSWER:
+        answer["offsets"] = dict(list(offsets.items())[:MAX_OFFSETS_IN_ANSWER])
+        answer["offsets_truncated"] = True
+    else:
+        answer["offsets"] = offsets
+    return answer

@@ -1,0 +1,45 @@
+"""Start-up checks shared by the long-running commands."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+
+class NotMonkeyPatched(RuntimeError):
+    pass
+
+
+def check_monkey_patched() -> None:
+    """Refuse to start a gevent process whose standard library is not patched:
+    one blocking socket call would then freeze every connection."""
+    from gevent import monkey
+
+    missing = [
+        m
+        for m in ("socket", "ssl", "threading", "select", "time")
+        if not monkey.is_module_patched(m)
+    ]
+    if missing:
+        raise NotMonkeyPatched(
+            "gevent monkey-patching was not applied to: "
+            + ", ".join(missing)
+            + ". Start through `python -m service`, which patches first."
+        )
+    try:
+        import psycopg2.extensions
+        from psycogreen.gevent import gevent_wait_callback
+
+        if psycopg2.extensions.get_wait_callback() is not gevent_wait_callback:
+            raise NotMonkeyPatched("psycogreen's wait callback is not installed for psycopg2")
+    except ImportError:
+        pass
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )

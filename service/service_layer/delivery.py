@@ -1,0 +1,183 @@
+"""Live delivery and replay, per connection, in offset order without duplicates.
+
+Each connection remembers the highest offset it was sent (``delivered``).
+Live entries are sent only when they continue that sequence exactly; anything
+else (a connection still replaying, or a gap because another publisher's
+entry has not reached this node yet) sends the connection back to the log,
+which is the source of truth. Offsets per user have no gaps, so a gap is
+always visible.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import gevent
+
+from service.domain.errors import OffsetOutOfRange, StorageUnavailable
+from service.domain.model import Notification, utcnow
+from service.service_layer.ports import NotificationLog, Sender, Spawner, Telemetry
+
+log = logging.getLogger(__name__)
+
+REPLAY_PAGE = 500
+RETRY_SECONDS = 1.0
+
+
+@dataclass
+class Connection:
+    sid: str
+    user_id: str
+    delivered: int  # highest offset sent on this connection
+    acked: int  # highest offset this user acknowledged
+    catching_up: bool = True
+    has_pending: bool = False
+    connected_at: float = field(default_factory=time.monotonic)
+
+
+class DeliveryHub:
+    def __init__(
+        self,
+        log: NotificationLog,
+        sender: Sender,
+        telemetry: Telemetry,
+        spawn: Spawner,
+        *,
+        replay_page: int = REPLAY_PAGE,
+    ) -> None:
+        self._log = log
+        self._sender = sender
+        self._telemetry = telemetry
+        self._spawn = spawn
+        self._replay_page = replay_page
+        self._connections: dict[str, Connection] = {}
+        self._by_user: dict[str, set[str]] = defaultdict(set)
+
+    # -- connections --------------------------------------------------------
+    def connect(self, sid: str, user_id: str, last_offset: int | None) -> Connection:
+        """Register a connection and start replaying what it missed.
+
+        Without ``last_offset`` the replay starts after the user's last
+        acknowledged offset: the offline queue is the unacknowledged tail.
+        """
+        position = self._log.open_stream(user_id)
+        start = position.acked if last_offset is None else last_offset
+        if start > position.head:
+            raise OffsetOutOfRange(
+                f"last_offset {start} is beyond the stream head {position.head}",
+                field="last_offset",
+            )
+        conn = Connection(sid=sid, user_id=user_id, delivered=start, acked=position.acked)
+        self._connections[sid] = conn
+        self._by_user[user_id].add(sid)
+        self._spawn(self._catch_up, conn)
+        return conn
+
+    def disconnect(self, sid: str) -> Connection | None:
+        conn = self._connections.pop(sid, None)
+        if conn is not None:
+            sids = self._by_user.get(conn.user_id)
+            if sids is not None:
+                sids.discard(sid)
+                if not sids:
+                    del self._by_user[conn.user_id]
+        return conn
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    @property
+    def user_count(self) -> int:
+        return len(self._by_user)
+
+    # -- delivery -----------------------------------------------------------
+    def deliver(self, notifications: list[Notification]) -> None:
+        """Hand freshly committed entries to the local connections of their users."""
+        by_user: dict[str, list[Notification]] = defaultdict(list)
+        for n in notifications:
+            if n.user_id in self._by_user:
+                by_user[n.user_id].append(n)
+        for user_id, items in by_user.items():
+            for sid in tuple(self._by_user.get(user_id, ())):
+                conn = self._connections.get(sid)
+                if conn is not None:
+                    self._offer(conn, items)
+
+    def _offer(self, conn: Connection, items: list[Notification]) -> None:
+        if conn.catching_up:
+            conn.has_pending = True
+            return
+        fresh = [n for n in items if n.offset > conn.delivered]
+        if not fresh:
+            return
+        if fresh[0].offset != conn.delivered + 1:
+            # An earlier entry is committed but not here yet: read the log.
+            conn.catching_up = True
+            self._spawn(self._catch_up, conn)
+            return
+        self._send(conn, fresh, "live")
+
+    def _catch_up(self, conn: Connection) -> None:
+        """Send everything after conn.delivered from the log, page by page.
+
+        Entries offered live meanwhile only set ``has_pending``: they are
+        already committed, so the next read finds them.
+        """
+        while self._connections.get(conn.sid) is conn:
+            conn.has_pending = False
+            try:
+                page = self._log.read(conn.user_id, conn.delivered, self._replay_page)
+            except StorageUnavailable as exc:
+                log.warning("replay for %s paused: %s", conn.sid, exc)
+                gevent.sleep(RETRY_SECONDS)
+                continue
+            if self._connections.get(conn.sid) is not conn:
+                return
+            fresh = [n for n in page if n.offset > conn.delivered]
+            if fresh:
+                self._send(conn, fresh, "replay")
+            if len(page) < self._replay_page and not conn.has_pending:
+                conn.catching_up = False  # no yield since the read: nothing missed
+                return
+
+    def _send(self, conn: Connection, items: list[Notification], mode: str) -> None:
+        self._sender.send(conn.sid, "notifications", [n.to_wire() for n in items])
+        conn.delivered = items[-1].offset
+        now = utcnow()
+        latencies = [(now - n.created_at).total_seconds() * 1000.0 for n in items]
+        self._telemetry.emit(
+            "notify_delivery",
+            {"mode": mode},
+            {
+                "count": len(items),
+                "latency_ms_max": max(latencies),
+                "latency_ms_mean": sum(latencies) / len(latencies),
+            },
+        )
+
+    # -- acknowledgements ---------------------------------------------------
+    def ack(self, sid: str, offset: int) -> int:
+        conn = self._connections.get(sid)
+        if conn is None:
+            return 0
+        if offset > conn.delivered:
+            raise OffsetOutOfRange(
+                f"ack for offset {offset}, but this connection was only sent up to "
+                f"{conn.delivered}",
+                field="offset",
+            )
+        if offset <= conn.acked:
+            return 0
+        covered = self._log.ack(conn.user_id, offset)
+        conn.acked = offset
+        for other in self._by_user.get(conn.user_id, ()):
+            peer = self._connections.get(other)
+            if peer is not None and peer.acked < offset:
+                peer.acked = offset
+        if covered:
+            self._telemetry.emit("notify_ack", {}, {"count": covered})
+        return covered

@@ -1,0 +1,112 @@
+"""Live metrics and component health, computed from in-process state."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import gevent
+
+from service.domain.errors import StorageUnavailable
+from service.service_layer.delivery import DeliveryHub
+from service.service_layer.ports import NotificationLog
+from service.service_layer.telemetry import TelemetryRing
+
+HEALTHY, WARNING, CRITICAL = "healthy", "warning", "critical"
+_RANK = {HEALTHY: 0, WARNING: 1, CRITICAL: 2}
+
+
+class TelemetrySinkStatus(Protocol):
+    written: int
+    spooled: int
+    last_error: str | None
+
+    @property
+    def total_dropped(self) -> int: ...
+
+
+@dataclass
+class StatusSources:
+    node_id: str
+    storage_kind: str
+    hub: DeliveryHub
+    ring: TelemetryRing
+    sink: TelemetrySinkStatus
+    log: NotificationLog
+    started_at: float
+
+
+def process_stats() -> dict:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    try:
+        with open("/proc/self/statm") as statm:
+            rss = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        open_fds = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        rss, open_fds = usage.ru_maxrss * 1024, -1
+    return {
+        "rss_bytes": rss,
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+        "open_fds": open_fds,
+    }
+
+
+def live_metrics(src: StatusSources) -> dict:
+    totals = src.ring.totals
+    return {
+        "node": src.node_id,
+        "uptime_s": round(time.time() - src.started_at, 1),
+        "connections": src.hub.connection_count,
+        "users_online": src.hub.user_count,
+        "totals": {
+            "published": totals.get("notify_publish", 0),
+            "delivered": totals.get("notify_delivery", 0),
+            "acked": totals.get("notify_ack", 0),
+        },
+        "telemetry": {
+            "emitted": src.ring.emitted,
+            "written": src.sink.written,
+            "spooled": src.sink.spooled,
+            "dropped": src.sink.total_dropped,
+            "queued": len(src.ring),
+            "influx_reachable": src.sink.last_error is None,
+        },
+        "storage": {"kind": src.storage_kind},
+        "process": process_stats(),
+    }
+
+
+def component_health(src: StatusSources) -> dict:
+    components = {
+        "delivery": _component(HEALTHY, f"{src.hub.connection_count} connection(s)"),
+        "storage": _storage_health(src.log),
+        "telemetry": _telemetry_health(src),
+    }
+    worst = max((c["status"] for c in components.values()), key=_RANK.__getitem__)
+    return {"status": worst, "node": src.node_id, "components": components}
+
+
+def _component(status: str, reason: str) -> dict:
+    return {"status": status, "reason": reason}
+
+
+def _storage_health(log: NotificationLog) -> dict:
+    try:
+        with gevent.Timeout(3, StorageUnavailable("no answer within 3 s")):
+            log.ping()
+    except StorageUnavailable as exc:
+        return _component(CRITICAL, str(exc))
+    return _component(HEALTHY, "the notification log answers")
+
+
+def _telemetry_health(src: StatusSources) -> dict:
+    if src.sink.last_error is not None:
+        return _component(
+            WARNING, f"InfluxDB unreachable, telemetry is not being written: {src.sink.last_error}"
+        )
+    if src.sink.total_dropped:
+        return _component(WARNING, f"{src.sink.total_dropped} record(s) dropped since start")
+    return _component(HEALTHY, f"{src.sink.written} record(s) written")

@@ -1,0 +1,86 @@
+"""Every step is recorded in InfluxDB, and the node reports live state."""
+
+from __future__ import annotations
+
+import time
+
+from service.adapters.influx import InfluxClient, InfluxSettings
+from tests.conftest import INFLUX_URL
+from tests.e2e.test_publish_receive import PyClient, publish_n
+
+
+def wait_for_sum(influx: InfluxClient, measurement: str, expected: int, timeout: float = 15.0):
+    query = f'SELECT sum("count") FROM "{measurement}"'
+    value = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        series = influx.query(query)[0].get("series")
+        value = series[0]["values"][0][1] if series else None
+        if value == expected:
+            return value
+        time.sleep(0.25)
+    return value
+
+
+def test_publish_delivery_and_ack_counts_reach_influxdb(server):
+    influx = InfluxClient(InfluxSettings(url=INFLUX_URL, database=server.env["INFLUX_DB"]))
+    alice = PyClient(server.url, server.token("alice"))
+    bob = PyClient(server.url, server.token("bob"))
+    try:
+        publish_n(server, "alice", 7)
+        server.publish({"user_ids": ["alice", "bob"], "category": "chat", "payload": {}})
+        alice.wait_for(8)
+        bob.wait_for(1)
+        time.sleep(0.5)  # let the last acks land
+    finally:
+        alice.close()
+        bob.close()
+    assert wait_for_sum(influx, "notify_publish", 9) == 9
+    assert wait_for_sum(influx, "notify_delivery", 9) == 9
+    assert wait_for_sum(influx, "notify_ack", 9) == 9
+    opened = influx.query('SELECT sum("count") FROM "notify_connection" WHERE "event" = \'opened\'')
+    assert opened[0]["series"][0]["values"][0][1] == 2
+    tags = influx.query('SHOW TAG VALUES FROM "notify_publish" WITH KEY = "node"')
+    assert tags[0]["series"][0]["values"] == [["node", server.env["NODE_ID"]]]
+
+
+def test_admin_routes_need_the_admin_token_and_answer_from_live_state(server):
+    alice = PyClient(server.url, server.token("alice"))
+    try:
+        publish_n(server, "alice", 3)
+        alice.wait_for(3)
+        for token in (None, "wrong", server.env["PUBLISH_TOKEN"]):
+            response = server.request("GET", "/admin/api/performance/metrics", token=token)
+            assert response.status == 401
+        metrics = server.request("GET", "/admin/api/performance/metrics",
+                                 token=server.env["ADMIN_TOKEN"]).json()
+        assert metrics["connections"] == 1
+        assert metrics["totals"]["published"] == 3
+        assert metrics["totals"]["delivered"] == 3
+        assert metrics["process"]["rss_bytes"] > 0
+        health = server.request("GET", "/admin/api/performance/health",
+                                token=server.env["ADMIN_TOKEN"]).json()
+        assert health["components"]["storage"]["status"] == "healthy"
+        assert set(health["components"]) >= {"delivery", "storage", "telemetry"}
+    finally:
+        alice.close()
+    healthz = server.request("GET", "/healthz")
+    assert healthz.status == 200 and healthz.json()["status"] in ("ok", "degraded")
+
+
+def test_delivery_goes_on_when_influxdb_is_unreachable(pg_url, tmp_path):
+    from tests.e2e.conftest import start_server, stop_server
+
+    server = start_server({"DATABASE_URL": pg_url, "INFLUX_URL": "http://127.0.0.1:9"}, tmp_path)
+    try:
+        alice = PyClient(server.url, server.token("alice"))
+        publish_n(server, "alice", 5)
+        assert [n["offset"] for n in alice.wait_for(5, timeout=5)] == [1, 2, 3, 4, 5]
+        alice.close()
+        time.sleep(1.5)  # one writer round
+        health = server.request("GET", "/admin/api/performance/health",
+                                token=server.env["ADMIN_TOKEN"]).json()
+        assert health["components"]["telemetry"]["status"] == "warning"
+        assert server.request("GET", "/healthz").json()["status"] == "degraded"
+    finally:
+        assert stop_server(server) == 0

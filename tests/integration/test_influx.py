@@ -1,0 +1,52 @@
+"""The telemetry writer against a real InfluxDB: what is emitted is read back."""
+
+from service.adapters.influx import InfluxClient, InfluxSettings
+from service.adapters.influx_writer import InfluxWriter
+from service.service_layer.telemetry import TelemetryRing
+from tests.conftest import INFLUX_URL
+
+
+def test_points_written_are_read_back_exactly(influx):
+    ring = TelemetryRing()
+    writer = InfluxWriter(ring, influx, {"node": "test-node", "role": "serve"})
+    for i in range(50):
+        ring.emit("notify_publish", {"priority": "high", "category": "chat", "target": "user"},
+                  {"count": i, "payload_bytes": 10, "duration_ms": 0.5})
+    ring.emit("notify_delivery", {"mode": "live"},
+              {"count": 7, "latency_ms_max": 3.5, "latency_ms_mean": 1.25})
+    ring.emit("notify_ack", {}, {"count": 4})
+    assert writer.flush() == 52
+    assert writer.written == 52 and writer.dropped == 0
+
+    result = influx.query('SELECT sum("count"), count("count") FROM "notify_publish" '
+                          "WHERE \"node\" = 'test-node' AND \"priority\" = 'high'")
+    assert result[0]["series"][0]["values"][0][1:] == [sum(range(50)), 50]
+    delivery = influx.query('SELECT "count", "latency_ms_max", "mode" FROM "notify_delivery"')
+    assert delivery[0]["series"][0]["values"][0][1:] == [7, 3.5, "live"]
+    ack = influx.query('SELECT "count" FROM "notify_ack"')
+    assert ack[0]["series"][0]["values"][0][1] == 4
+
+
+def test_an_unreachable_influxdb_costs_nothing_but_counted_drops():
+    ring = TelemetryRing()
+    client = InfluxClient(InfluxSettings(url="http://127.0.0.1:9", timeout=1.0))
+    writer = InfluxWriter(ring, client, {"node": "n", "role": "serve"})
+    ring.emit("notify_ack", {}, {"count": 1})
+    writer.flush()
+    assert writer.dropped == 1 and writer.dropped_by_reason == {"unavailable": 1}
+    assert writer.last_error is not None
+
+
+def test_the_writer_creates_its_database(influx_database):
+    name = influx_database + "_new"
+    client = InfluxClient(InfluxSettings(url=INFLUX_URL, database=name))
+    ring = TelemetryRing()
+    writer = InfluxWriter(ring, client, {"node": "n", "role": "serve"})
+    try:
+        ring.emit("notify_ack", {}, {"count": 1})
+        writer.flush()
+        assert writer.written == 1
+        databases = client.query("SHOW DATABASES", db=None)[0]["series"][0]["values"]
+        assert [name] in databases
+    finally:
+        client.query(f'DROP DATABASE "{name}"', method="POST", db=None)

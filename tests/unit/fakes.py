@@ -1,0 +1,91 @@
+"""Simple in-memory stand-ins for the service layer's ports (unit tests only)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from service.domain.model import Notification, PublishRequest
+from service.service_layer.ports import StreamPosition
+
+
+class InMemoryNotificationLog:
+    def __init__(self) -> None:
+        self.streams: dict[str, list[Notification]] = defaultdict(list)
+        self.acked: dict[str, int] = defaultdict(int)
+
+    def append(
+        self, request: PublishRequest, message_id: str, created_at: datetime
+    ) -> list[Notification]:
+        users = list(self.streams) if request.recipients.broadcast else request.recipients.user_ids
+        out = []
+        for user_id in sorted(users):
+            entry = Notification(
+                id=message_id,
+                user_id=user_id,
+                offset=len(self.streams[user_id]) + 1,
+                category=request.category,
+                priority=request.priority,
+                payload_json=request.payload_json,
+                created_at=created_at,
+            )
+            self.streams[user_id].append(entry)
+            out.append(entry)
+        return out
+
+    def read(self, user_id: str, after: int, limit: int) -> list[Notification]:
+        return [n for n in self.streams.get(user_id, []) if n.offset > after][:limit]
+
+    def open_stream(self, user_id: str) -> StreamPosition:
+        stream = self.streams[user_id]
+        return StreamPosition(head=len(stream), acked=self.acked[user_id])
+
+    def ack(self, user_id: str, offset: int) -> int:
+        offset = min(offset, len(self.streams[user_id]))
+        covered = max(0, offset - self.acked[user_id])
+        self.acked[user_id] = max(self.acked[user_id], offset)
+        return covered
+
+    def ping(self) -> None:
+        return None
+
+
+class RecordingSender:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, Any]] = []
+
+    def send(self, sid: str, event: str, data: Any) -> None:
+        self.sent.append((sid, event, data))
+
+    def offsets(self, sid: str) -> list[int]:
+        return [n["offset"] for s, event, batch in self.sent if s == sid for n in batch]
+
+    def disconnect(self, sid: str) -> None:
+        self.sent.append((sid, "disconnect", None))
+
+
+class RecordingTelemetry:
+    def __init__(self) -> None:
+        self.records: list[tuple[str, dict, dict]] = []
+
+    def emit(self, measurement: str, tags: Any, fields: Any) -> None:
+        self.records.append((measurement, dict(tags), dict(fields)))
+
+    def total(self, measurement: str, field: str = "count") -> int:
+        return sum(f.get(field, 0) for m, _, f in self.records if m == measurement)
+
+
+class ManualSpawner:
+    """Runs background work only when the test says so."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Any, tuple]] = []
+
+    def __call__(self, target: Any, *args: Any) -> None:
+        self.pending.append((target, args))
+
+    def run_all(self) -> None:
+        while self.pending:
+            target, args = self.pending.pop(0)
+            target(*args)

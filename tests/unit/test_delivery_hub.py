@@ -1,0 +1,123 @@
+import pytest
+
+from service.domain.errors import OffsetOutOfRange
+from service.domain.model import PublishRequest, utcnow
+from service.service_layer.delivery import DeliveryHub
+from tests.unit.fakes import (
+    InMemoryNotificationLog,
+    ManualSpawner,
+    RecordingSender,
+    RecordingTelemetry,
+)
+
+
+@pytest.fixture
+def parts():
+    log = InMemoryNotificationLog()
+    sender = RecordingSender()
+    telemetry = RecordingTelemetry()
+    spawn = ManualSpawner()
+    hub = DeliveryHub(log, sender, telemetry, spawn, replay_page=3)
+    return log, sender, telemetry, spawn, hub
+
+
+def append(log, user="alice", n=1):
+    out = []
+    for i in range(n):
+        request = PublishRequest.from_body({"user_id": user, "category": "c", "payload": {"i": i}})
+        out += log.append(request, f"m{user}{i}{len(log.streams[user])}", utcnow())
+    return out
+
+
+def test_replay_sends_everything_after_last_offset_in_pages(parts):
+    log, sender, _, spawn, hub = parts
+    append(log, n=7)
+    hub.connect("s1", "alice", last_offset=2)
+    spawn.run_all()
+    assert sender.offsets("s1") == [3, 4, 5, 6, 7]
+    assert [len(batch) for _, _, batch in sender.sent] == [3, 2]
+
+
+def test_without_last_offset_replay_starts_after_the_acknowledged_offset(parts):
+    log, sender, _, spawn, hub = parts
+    append(log, n=4)
+    log.ack("alice", 3)
+    hub.connect("s1", "alice", last_offset=None)
+    spawn.run_all()
+    assert sender.offsets("s1") == [4]
+
+
+def test_live_entries_during_replay_are_sent_once_and_in_order(parts):
+    log, sender, _, spawn, hub = parts
+    append(log, n=2)
+    hub.connect("s1", "alice", last_offset=0)
+    live = append(log, n=2)  # committed while the replay has not run yet
+    hub.deliver(live)
+    assert sender.sent == []  # held back: the connection is catching up
+    spawn.run_all()
+    hub.deliver(live)  # a late duplicate offer changes nothing
+    assert sender.offsets("s1") == [1, 2, 3, 4]
+
+
+def test_a_gap_sends_the_connection_back_to_the_log(parts):
+    log, sender, _, spawn, hub = parts
+    hub.connect("s1", "alice", last_offset=0)
+    spawn.run_all()
+    first, second = append(log, n=2)
+    hub.deliver([second])  # offset 2 arrives before offset 1 was offered
+    assert sender.offsets("s1") == []
+    spawn.run_all()
+    hub.deliver([first])
+    assert sender.offsets("s1") == [1, 2]
+
+
+def test_a_user_never_receives_another_users_entries(parts):
+    log, sender, _, spawn, hub = parts
+    hub.connect("a", "alice", None)
+    hub.connect("b", "bob", None)
+    spawn.run_all()
+    hub.deliver(append(log, "alice", 2))
+    assert sender.offsets("a") == [1, 2]
+    assert sender.offsets("b") == []
+
+
+def test_last_offset_beyond_the_head_is_refused(parts):
+    log, _, _, _, hub = parts
+    append(log, n=1)
+    with pytest.raises(OffsetOutOfRange):
+        hub.connect("s1", "alice", last_offset=5)
+    assert hub.connection_count == 0
+
+
+def test_ack_beyond_what_was_delivered_is_refused(parts):
+    log, _, telemetry, spawn, hub = parts
+    append(log, n=2)
+    hub.connect("s1", "alice", last_offset=0)
+    spawn.run_all()
+    with pytest.raises(OffsetOutOfRange):
+        hub.ack("s1", 3)
+    assert hub.ack("s1", 2) == 2
+    assert hub.ack("s1", 1) == 0  # acks only move forward
+    assert telemetry.total("notify_ack") == 2
+    assert log.acked["alice"] == 2
+
+
+def test_delivery_telemetry_counts_every_entry(parts):
+    log, _, telemetry, spawn, hub = parts
+    append(log, n=4)
+    hub.connect("s1", "alice", last_offset=0)
+    spawn.run_all()
+    hub.deliver(append(log, n=1))
+    assert telemetry.total("notify_delivery") == 5
+    modes = [tags["mode"] for m, tags, _ in telemetry.records if m == "notify_delivery"]
+    assert modes == ["replay", "replay", "live"]
+
+
+def test_disconnected_connections_get_nothing(parts):
+    log, sender, _, spawn, hub = parts
+    hub.connect("s1", "alice", None)
+    spawn.run_all()
+    hub.disconnect("s1")
+    hub.deliver(append(log, n=1))
+    assert sender.sent == []
+    assert hub.user_count == 0

@@ -1,0 +1,77 @@
+import json
+
+import pytest
+from itsdangerous import URLSafeTimedSerializer
+
+from service.adapters.tokens import UserTokens
+from service.config import ConfigError, Settings
+from service.domain.errors import Unauthorized
+
+
+def test_a_token_verifies_to_its_user():
+    tokens = UserTokens("s3cret", ttl_seconds=60)
+    assert tokens.verify(tokens.issue("alice")) == "alice"
+
+
+@pytest.mark.parametrize("bad", [None, "", "garbage", 42, "x" * 2000])
+def test_bad_tokens_are_refused(bad):
+    with pytest.raises(Unauthorized):
+        UserTokens("s3cret", 60).verify(bad)
+
+
+def test_a_token_signed_with_another_secret_is_refused():
+    forged = UserTokens("other", 60).issue("alice")
+    with pytest.raises(Unauthorized, match="not valid"):
+        UserTokens("s3cret", 60).verify(forged)
+
+
+def test_an_expired_token_is_refused():
+    tokens = UserTokens("s3cret", ttl_seconds=0)
+    token = tokens.issue("alice")
+    with pytest.raises(Unauthorized, match="expired"):
+        import time
+
+        time.sleep(1.1)
+        tokens.verify(token)
+
+
+def test_a_token_must_name_a_valid_user():
+    raw = URLSafeTimedSerializer("s3cret", salt="notify.user-token.v1").dumps({"sub": "no spaces"})
+    with pytest.raises(Exception):  # noqa: B017 - InvalidInput or Unauthorized, both refuse
+        UserTokens("s3cret", 60).verify(raw)
+
+
+def test_dev_secrets_are_generated_once_and_kept(tmp_path):
+    env = {"VAR_DIR": str(tmp_path)}
+    first = Settings.from_env(env)
+    second = Settings.from_env(env)
+    assert first.publish_token and first.publish_token == second.publish_token
+    assert set(first.generated_secrets) == {"PUBLISH_TOKEN", "ADMIN_TOKEN", "USER_TOKEN_SECRET"}
+    stored = json.loads((tmp_path / "dev-secrets.json").read_text())
+    assert stored["ADMIN_TOKEN"] == first.admin_token
+    assert (tmp_path / "dev-secrets.json").stat().st_mode & 0o077 == 0
+
+
+def test_explicit_secrets_win_and_are_not_reported_as_generated(tmp_path):
+    env = {"VAR_DIR": str(tmp_path), "PUBLISH_TOKEN": "p", "ADMIN_TOKEN": "a",
+           "USER_TOKEN_SECRET": "u"}
+    settings = Settings.from_env(env)
+    assert (settings.publish_token, settings.generated_secrets) == ("p", ())
+    assert not (tmp_path / "dev-secrets.json").exists()
+
+
+def test_defaults_follow_the_design(tmp_path):
+    settings = Settings.from_env({"VAR_DIR": str(tmp_path)})
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert settings.database_url.startswith("sqlite:///")
+    assert (settings.influx_url, settings.influx_db) == ("http://127.0.0.1:8086", "notify")
+    assert settings.optimization_level == "balanced"
+    assert (settings.ping_interval, settings.ping_timeout) == (25.0, 8.0)
+
+
+@pytest.mark.parametrize("env", [{"PORT": "http"}, {"OPTIMIZATION_LEVEL": "ludicrous"},
+                                 {"PING_TIMEOUT": "0"}])
+def test_bad_settings_are_named(tmp_path, env):
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"VAR_DIR": str(tmp_path), **env})
+    assert next(iter(env)) in str(caught.value)
