@@ -43,3 +43,6 @@ def configure_logging() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Per-request and per-job lines at INFO would drown everything else.
+    for noisy in ("geventwebsocket.handler", "apscheduler"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
