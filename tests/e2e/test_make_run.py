@@ -27,9 +27,9 @@ def start_run_script(tmp_path, influx_database: str, demo: str):
            "NODE_ID": f"run-{port}"}
     for name in ("PUBLISH_TOKEN", "ADMIN_TOKEN", "USER_TOKEN_SECRET", "DATABASE_URL"):
         env.pop(name, None)  # the embedded defaults, as a newcomer has them
-    log = open(tmp_path / "run.log", "wb")  # noqa: SIM115 - closed by the caller's process end
-    process = subprocess.Popen(["scripts/run.sh"], cwd=ROOT, env=env, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    with open(tmp_path / "run.log", "wb") as log:
+        process = subprocess.Popen(["scripts/run.sh"], cwd=ROOT, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     http = urllib3.PoolManager(retries=False)
     deadline = time.monotonic() + 30
