@@ -11,7 +11,7 @@ JS := clients/js
 $(VENV)/.installed: requirements.lock requirements-dev.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet pip==25.3
 	$(PY) -m pip install --quiet -r requirements-dev.lock
 	touch $@
 
