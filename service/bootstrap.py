@@ -13,13 +13,17 @@ from dataclasses import dataclass
 
 import socketio
 from flask import Flask
+from gevent.pool import Pool
 from sqlalchemy import Engine
 
 from service.adapters.database import make_engine
+from service.adapters.db_metrics import QueryStats
 from service.adapters.influx import InfluxClient
 from service.adapters.influx_writer import InfluxWriter
 from service.adapters.notification_log import SqlNotificationLog, create_schema
+from service.adapters.runtime_metrics import RuntimeSampler
 from service.adapters.socketio_server import SocketIOSender, make_socketio_server
+from service.adapters.telemetry_spool import DiskSpool
 from service.adapters.tokens import UserTokens
 from service.config import Settings
 from service.entrypoints.admin_api import admin_blueprint, health_blueprint
@@ -45,19 +49,43 @@ class App:
     hub: DeliveryHub
     ring: TelemetryRing
     writer: InfluxWriter
+    sampler: RuntimeSampler
     influx: InfluxClient
     engine: Engine
+    handlers: Pool  # the WSGI server's request greenlets
 
     def start_background(self) -> None:
+        self.ring.emit("config_change", {"kind": "startup"}, {
+            "level": self.settings.optimization_level,
+            "text": f"node {self.settings.node_id} started at level "
+                    f"{self.settings.optimization_level}",
+        })
         self.sio.start_background_task(self.writer.run)
+        self.sio.start_background_task(self.sampler.run)
 
     def close(self) -> None:
-        """Stop background work and flush what telemetry is left."""
-        self.writer.stop()
-        self.writer.report_self()
-        while self.writer.flush():
-            pass
+        """Stop background work; write (or spool) the telemetry still in memory."""
+        self.sampler.stop()
+        self.sampler.sample()
+        self.writer.close()
         self.engine.dispose()
+
+
+def make_telemetry(
+    settings: Settings, role: str
+) -> tuple[TelemetryRing, InfluxWriter, InfluxClient]:
+    """The ring, and the writer that drains it to InfluxDB through a disk spool."""
+    ring = TelemetryRing()
+    influx = InfluxClient(settings.influx_settings())
+    retention = settings.retention()
+    writer = InfluxWriter(
+        ring,
+        influx,
+        {"node": settings.node_id, "role": role},
+        spool=DiskSpool(settings.spool_dir(role), settings.telemetry_spool_max_bytes),
+        prepare=lambda: influx.ensure_database(retention),
+    )
+    return ring, writer, influx
 
 
 def create_app(settings: Settings, *, role: str = "serve") -> App:
@@ -65,9 +93,8 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
     create_schema(engine)
     notification_log = SqlNotificationLog(engine)
 
-    ring = TelemetryRing()
-    influx = InfluxClient(settings.influx_settings())
-    writer = InfluxWriter(ring, influx, {"node": settings.node_id, "role": role})
+    query_stats = QueryStats(engine, slow_ms=settings.db_slow_ms)
+    ring, writer, influx = make_telemetry(settings, role)
 
     sio = make_socketio_server(
         ping_interval=settings.ping_interval,
@@ -98,6 +125,9 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
     flask_app.register_blueprint(health_blueprint(sources))
 
     wsgi = socketio.WSGIApp(sio, flask_app, socketio_path="socket.io")
+    handlers = Pool()
+    sampler = RuntimeSampler(ring, handlers=handlers, eio_sockets=sio.eio.sockets,
+                             ping_timeout=settings.ping_timeout, extra=[query_stats.emit])
     return App(
         settings=settings,
         flask=flask_app,
@@ -106,6 +136,8 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
         hub=hub,
         ring=ring,
         writer=writer,
+        sampler=sampler,
         influx=influx,
         engine=engine,
+        handlers=handlers,
     )

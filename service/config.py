@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import socket
 from collections.abc import Mapping
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.adapters.database import default_sqlite_url
-from service.adapters.influx import InfluxSettings
+from service.adapters.influx import InfluxSettings, Retention
 
 LEVELS = ("conservative", "balanced", "aggressive", "maximum")
 SECRET_NAMES = ("PUBLISH_TOKEN", "ADMIN_TOKEN", "USER_TOKEN_SECRET")
@@ -50,11 +51,27 @@ class Settings:
     ping_interval: float = 25.0
     ping_timeout: float = 8.0
     cors_allowed_origins: str = "*"
+    telemetry_spool_max_bytes: int = 256 * 1024 * 1024
+    influx_raw_retention: str = "7d"
+    influx_rollup_1m_retention: str = "90d"
+    influx_rollup_1h_retention: str = "730d"
+    db_slow_ms: float = 100.0
     generated_secrets: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def storage_kind(self) -> str:
         return "sqlite" if self.database_url.startswith("sqlite") else "postgresql"
+
+    def retention(self) -> Retention:
+        return Retention(
+            raw=self.influx_raw_retention,
+            rollup_1m=self.influx_rollup_1m_retention,
+            rollup_1h=self.influx_rollup_1h_retention,
+        )
+
+    def spool_dir(self, role: str) -> Path:
+        """One spool per process: two processes never share a directory."""
+        return Path(self.var_dir) / "telemetry-spool" / f"{self.node_id}-{role}"
 
     def influx_settings(self) -> InfluxSettings:
         return InfluxSettings(
@@ -71,6 +88,11 @@ class Settings:
         var_dir = env.get("VAR_DIR", "var")
         port = _int(env, "PORT", 8000)
         secrets_found, generated = _dev_secrets(env, Path(var_dir))
+        for name in ("INFLUX_RAW_RETENTION", "INFLUX_ROLLUP_1M_RETENTION",
+                     "INFLUX_ROLLUP_1H_RETENTION"):
+            value = env.get(name)
+            if value is not None and not re.match(r"^(INF|\d+[mhdw])$", value):
+                raise ConfigError(f"{name} must look like 7d, 12h, 52w or INF, not {value!r}")
         level = env.get("OPTIMIZATION_LEVEL", "balanced")
         if level not in LEVELS:
             raise ConfigError(
@@ -98,6 +120,11 @@ class Settings:
             ping_interval=_float(env, "PING_INTERVAL", 25.0),
             ping_timeout=_float(env, "PING_TIMEOUT", 8.0),
             cors_allowed_origins=env.get("CORS_ALLOWED_ORIGINS", "*"),
+            telemetry_spool_max_bytes=_int(env, "TELEMETRY_SPOOL_MAX_BYTES", 256 * 1024 * 1024),
+            influx_raw_retention=env.get("INFLUX_RAW_RETENTION", "7d"),
+            influx_rollup_1m_retention=env.get("INFLUX_ROLLUP_1M_RETENTION", "90d"),
+            influx_rollup_1h_retention=env.get("INFLUX_ROLLUP_1H_RETENTION", "730d"),
+            db_slow_ms=_float(env, "DB_SLOW_MS", 100.0),
             generated_secrets=generated,
         )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -26,6 +27,32 @@ class InfluxRejected(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"{status}: {message}")
         self.status = status
+
+
+_DURATION = re.compile(r"^(INF|\d+[mhdw])$")
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long raw events and rollups are kept (InfluxQL durations: 7d, 52w, INF).
+
+    Raw events go to the default policy ``raw``; the analysis jobs write
+    rollups to ``rollup_1m`` and ``rollup_1h``.
+    """
+
+    raw: str = "7d"
+    rollup_1m: str = "90d"
+    rollup_1h: str = "730d"
+
+    def __post_init__(self) -> None:
+        for name in ("raw", "rollup_1m", "rollup_1h"):
+            if not _DURATION.match(getattr(self, name)):
+                raise ValueError(f"retention {name} must look like 7d, 12h, 52w or INF, "
+                                 f"not {getattr(self, name)!r}")
+
+    def policies(self) -> list[tuple[str, str, bool]]:
+        return [("raw", self.raw, True), ("rollup_1m", self.rollup_1m, False),
+                ("rollup_1h", self.rollup_1h, False)]
 
 
 @dataclass(frozen=True)
@@ -74,13 +101,36 @@ class InfluxClient:
             return False
         return True
 
-    def ensure_database(self) -> None:
-        """CREATE DATABASE is idempotent on 1.x; on 2.x/3.x the bucket is made
-        by the operator and this call is answered with an error we ignore."""
+    def ensure_database(self, retention: Retention | None = None) -> None:
+        """Create the database and its retention policies if missing.
+
+        CREATE DATABASE is idempotent on 1.x. On 2.x/3.x the bucket (and its
+        retention) is made by the operator; these statements are refused
+        there and the refusal is ignored.
+        """
+        db = self.settings.database
         try:
-            self.query(f'CREATE DATABASE "{self.settings.database}"', method="POST", db=None)
+            self.query(f'CREATE DATABASE "{db}"', method="POST", db=None)
         except InfluxRejected:
-            pass
+            return
+        if retention is None:
+            return
+        existing = self.retention_policies()
+        for name, duration, default in retention.policies():
+            verb = "ALTER" if name in existing else "CREATE"
+            statement = (f'{verb} RETENTION POLICY "{name}" ON "{db}" DURATION {duration}'
+                         f"{' REPLICATION 1' if verb == 'CREATE' else ''}"
+                         f"{' DEFAULT' if default else ''}")
+            self.query(statement, method="POST", db=None)
+
+    def retention_policies(self) -> dict[str, str]:
+        results = self.query(f'SHOW RETENTION POLICIES ON "{self.settings.database}"', db=None)
+        series = results[0].get("series", []) if results else []
+        if not series:
+            return {}
+        columns = series[0]["columns"]
+        return {row[columns.index("name")]: row[columns.index("duration")]
+                for row in series[0]["values"]}
 
     def write_lines(self, lines: list[str], *, database: str | None = None) -> None:
         body = gzip.compress("\n".join(lines).encode("utf-8"), compresslevel=1)

@@ -41,7 +41,7 @@ class Measurement:
         return COMMON_TAGS + self.tags
 
 
-INT, FLOAT = FieldType.INTEGER, FieldType.FLOAT
+INT, FLOAT, STRING = FieldType.INTEGER, FieldType.FLOAT, FieldType.STRING
 PRIORITIES = ("low", "normal", "high", "critical")
 
 CATALOGUE: dict[str, Measurement] = {
@@ -63,15 +63,43 @@ CATALOGUE: dict[str, Measurement] = {
             ),
         ),
         Measurement(
+            name="notify_dispatch",
+            description=(
+                "What became of each new stream entry when it was handed to live "
+                "delivery on this node: `live` (sent at once to a connection of its "
+                "user), `queued` (left in the offline queue: the user has no ready "
+                "connection here, it is replayed on reconnect) or `dropped` (the hand-off "
+                "failed; the entry stays in the log). Per node, the sum of `count` over "
+                "the outcomes equals `notify_publish` `count`."
+            ),
+            emitted_by="service_layer.delivery.DeliveryHub",
+            tags=("outcome",),
+            tag_values={"outcome": ("live", "queued", "dropped")},
+            fields={"count": INT},
+            example_query=(
+                'SELECT sum("count") FROM "notify_dispatch" WHERE $timeFilter '
+                'GROUP BY time($__interval), "outcome"'
+            ),
+        ),
+        Measurement(
             name="notify_delivery",
             description=(
-                "One point per batch sent to one connection. `count` is the number "
-                "of notifications in it; latency is from publish to send."
+                "One point per batch sent to one connection: `count` notifications, "
+                "`bytes` of JSON, and the publish-to-send latency of its entries. "
+                "`mode` is `live` or `replay` (read back from the log: offline queue, "
+                "reconnect, or a gap)."
             ),
             emitted_by="service_layer.delivery.DeliveryHub",
             tags=("mode",),
             tag_values={"mode": ("live", "replay")},
-            fields={"count": INT, "latency_ms_max": FLOAT, "latency_ms_mean": FLOAT},
+            fields={
+                "count": INT,
+                "bytes": INT,
+                "latency_ms_mean": FLOAT,
+                "latency_ms_p50": FLOAT,
+                "latency_ms_p95": FLOAT,
+                "latency_ms_max": FLOAT,
+            },
             example_query=(
                 'SELECT sum("count") FROM "notify_delivery" WHERE $timeFilter '
                 'GROUP BY time($__interval), "mode"'
@@ -87,12 +115,31 @@ CATALOGUE: dict[str, Measurement] = {
             tags=(),
             fields={"count": INT},
             example_query=(
-                'SELECT sum("count") FROM "notify_ack" WHERE $timeFilter GROUP BY time($__interval)'
+                'SELECT sum("count") FROM "notify_ack" WHERE $timeFilter '
+                "GROUP BY time($__interval)"
+            ),
+        ),
+        Measurement(
+            name="notify_drop",
+            description=(
+                "Notifications not delivered live, with the reason. The entries stay "
+                "in the log unless the reason says otherwise."
+            ),
+            emitted_by="service_layer.delivery.DeliveryHub",
+            tags=("reason",),
+            tag_values={"reason": ("handoff_error",)},
+            fields={"count": INT},
+            example_query=(
+                'SELECT sum("count") FROM "notify_drop" WHERE $timeFilter '
+                'GROUP BY time($__interval), "reason"'
             ),
         ),
         Measurement(
             name="notify_connection",
-            description=("Socket.IO connections opened, closed and refused, with the reason."),
+            description=(
+                "Socket.IO connections opened, closed and refused, with the reason; "
+                "`active` is the node's connection count just after the event."
+            ),
             emitted_by="entrypoints.sockets",
             tags=("event", "reason"),
             tag_values={"event": ("opened", "closed", "refused")},
@@ -103,17 +150,138 @@ CATALOGUE: dict[str, Measurement] = {
             ),
         ),
         Measurement(
+            name="notify_ping",
+            description=(
+                "Engine.IO ping/pong health, sampled every 10 s: connections, those "
+                "waiting for a pong, and those waiting longer than half the pong "
+                "timeout. Connections closed for a missed pong appear in "
+                "`notify_connection` with reason `ping_timeout`."
+            ),
+            emitted_by="adapters.runtime_metrics.RuntimeSampler",
+            tags=(),
+            fields={"connections": INT, "awaiting_pong": INT, "late_pong": INT},
+            example_query=(
+                'SELECT max("late_pong") FROM "notify_ping" WHERE $timeFilter '
+                'GROUP BY time($__interval), "node"'
+            ),
+        ),
+        Measurement(
+            name="process",
+            description=(
+                "Process resources, sampled every 10 s: resident memory, CPU seconds "
+                "and GC collections (cumulative since start), GC pause time in the "
+                "last interval, open file descriptors, and request-handler greenlets "
+                "(one per HTTP request or WebSocket connection)."
+            ),
+            emitted_by="adapters.runtime_metrics.RuntimeSampler",
+            tags=(),
+            fields={
+                "rss_bytes": INT,
+                "cpu_seconds": FLOAT,
+                "open_fds": INT,
+                "gc_gen0": INT,
+                "gc_gen1": INT,
+                "gc_gen2": INT,
+                "gc_pause_ms": FLOAT,
+                "gc_pause_ms_max": FLOAT,
+                "handler_greenlets": INT,
+                "uptime_s": FLOAT,
+            },
+            example_query=(
+                'SELECT max("rss_bytes") FROM "process" WHERE $timeFilter '
+                'GROUP BY time($__interval), "node", "role"'
+            ),
+        ),
+        Measurement(
+            name="db_query",
+            description=(
+                "Database statements, summarised every 10 s per operation: how many, "
+                "their total and longest duration, rows, and how many were slower "
+                "than `DB_SLOW_MS`."
+            ),
+            emitted_by="adapters.db_metrics.QueryStats",
+            tags=("operation",),
+            tag_values={"operation": ("select", "insert", "update", "delete", "other")},
+            fields={
+                "count": INT,
+                "duration_ms_sum": FLOAT,
+                "duration_ms_max": FLOAT,
+                "rows": INT,
+                "slow": INT,
+            },
+            example_query=(
+                'SELECT sum("duration_ms_sum") / sum("count") FROM "db_query" '
+                'WHERE $timeFilter GROUP BY time($__interval), "operation"'
+            ),
+        ),
+        Measurement(
+            name="db_pool",
+            description=(
+                "The SQLAlchemy connection pool, sampled every 10 s: its size, "
+                "connections checked out, and overflow connections in use."
+            ),
+            emitted_by="adapters.db_metrics.QueryStats",
+            tags=(),
+            fields={"size": INT, "checked_out": INT, "overflow": INT},
+            example_query=(
+                'SELECT max("checked_out") FROM "db_pool" WHERE $timeFilter '
+                'GROUP BY time($__interval), "node"'
+            ),
+        ),
+        Measurement(
+            name="config_change",
+            description=(
+                "A change of effective configuration, for Grafana annotations: "
+                "`kind` says what changed, `level` is the optimization level after "
+                "it, and `text` describes it."
+            ),
+            emitted_by="bootstrap.App.start_background",
+            tags=("kind",),
+            tag_values={"kind": ("startup",)},
+            fields={"level": STRING, "text": STRING},
+            example_query=(
+                'SELECT "text", "level" FROM "config_change" WHERE $timeFilter'
+            ),
+        ),
+        Measurement(
             name="telemetry_self",
             description=(
                 "The telemetry pipeline's own counters since the process started: "
-                "records emitted, written to InfluxDB, spooled and dropped."
+                "records emitted, written to InfluxDB, spooled to disk and dropped; "
+                "records waiting in memory (`queued`), the spool's size and the "
+                "last write's duration. Reported every 10 s."
             ),
             emitted_by="adapters.influx_writer.InfluxWriter",
             tags=(),
-            fields={"emitted": INT, "written": INT, "spooled": INT, "dropped": INT},
+            fields={
+                "emitted": INT,
+                "written": INT,
+                "spooled": INT,
+                "dropped": INT,
+                "queued": INT,
+                "spool_bytes": INT,
+                "write_ms": FLOAT,
+            },
             example_query=(
                 'SELECT non_negative_difference(last("written")) FROM "telemetry_self" '
                 'WHERE $timeFilter GROUP BY time($__interval), "node", "role"'
+            ),
+        ),
+        Measurement(
+            name="telemetry_dropped",
+            description=(
+                "Telemetry records dropped since the process started, per reason "
+                "(cumulative, reported with `telemetry_self`): `ring_full` (emitted "
+                "faster than written), `schema` (a name outside this catalogue), "
+                "`rejected`/`http_4xx` (refused by InfluxDB), `spool_full`, "
+                "`spool_error`, `unavailable` (no spool configured)."
+            ),
+            emitted_by="adapters.influx_writer.InfluxWriter",
+            tags=("reason",),
+            fields={"count": INT},
+            example_query=(
+                'SELECT last("count") FROM "telemetry_dropped" WHERE $timeFilter '
+                'GROUP BY time($__interval), "reason"'
             ),
         ),
     )

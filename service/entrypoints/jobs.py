@@ -1,7 +1,7 @@
 """``python -m service jobs``: the analysis scheduler, in its own process.
 
-For now it only reports its own liveness; rollups, trends, change points,
-health and recommendations arrive with the analysis issue.
+For now it samples its own process into telemetry; rollups, trends, change
+points, health and recommendations arrive with the analysis issue.
 """
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ import gevent
 import gevent.event
 from apscheduler.schedulers.gevent import GeventScheduler
 
-from service.adapters.influx import InfluxClient
-from service.adapters.influx_writer import InfluxWriter
+from service.adapters.runtime_metrics import RuntimeSampler
+from service.bootstrap import make_telemetry
 from service.config import Settings
 from service.entrypoints.runtime import NotMonkeyPatched, check_monkey_patched, configure_logging
-from service.service_layer.telemetry import TelemetryRing
 
 log = logging.getLogger("service.jobs")
 
@@ -30,31 +29,24 @@ def run_jobs(settings: Settings) -> int:
     except NotMonkeyPatched as exc:
         print(f"refusing to start: {exc}", file=sys.stderr)
         return 3
-    ring = TelemetryRing()
-    writer = InfluxWriter(
-        ring, InfluxClient(settings.influx_settings()), {"node": settings.node_id, "role": "jobs"}
-    )
+    ring, writer, _influx = make_telemetry(settings, "jobs")
+    sampler = RuntimeSampler(ring)
     # The whole process runs on gevent (patched at start), so the gevent
     # scheduler is the one that cooperates with the writer greenlet.
     scheduler = GeventScheduler(job_defaults={"coalesce": True, "max_instances": 1})
-    scheduler.add_job(
-        writer.report_self, "interval", seconds=10, id="heartbeat", name="telemetry heartbeat"
-    )
+    scheduler.add_job(sampler.sample, "interval", seconds=10, id="process-sample",
+                      name="process sample")
     writer_task = gevent.spawn(writer.run)
     scheduler_task = scheduler.start()
     stopping = gevent.event.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(sig, stopping.set)
-    print(
-        f"jobs scheduler running on node {settings.node_id}: "
-        f"{', '.join(job.name for job in scheduler.get_jobs())}",
-        flush=True,
-    )
+    names = ", ".join(job.name for job in scheduler.get_jobs())
+    print(f"jobs scheduler running on node {settings.node_id}: {names}", flush=True)
     stopping.wait()
     scheduler.shutdown(wait=False)
-    writer.stop()
-    writer.report_self()
-    writer.flush()
+    sampler.stop()
+    writer.close()
     gevent.killall([scheduler_task, writer_task], timeout=2)
     log.info("jobs stopped")
     return 0

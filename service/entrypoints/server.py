@@ -34,6 +34,7 @@ def serve(settings: Settings) -> int:
         (settings.host, settings.port),
         app.wsgi,
         handler_class=WebSocketHandler,
+        spawn=app.handlers,
         log=None,
         error_log=logging.getLogger("service.wsgi"),
     )

@@ -10,7 +10,9 @@ always visible.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -25,6 +27,11 @@ log = logging.getLogger(__name__)
 
 REPLAY_PAGE = 500
 RETRY_SECONDS = 1.0
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """Nearest-rank percentile of an already sorted, non-empty list."""
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 @dataclass
@@ -96,30 +103,53 @@ class DeliveryHub:
 
     # -- delivery -----------------------------------------------------------
     def deliver(self, notifications: list[Notification]) -> None:
-        """Hand freshly committed entries to the local connections of their users."""
+        """Hand freshly committed entries to the local connections of their users.
+
+        Records one ``notify_dispatch`` outcome per entry: ``live`` (sent now),
+        ``queued`` (no ready connection: the offline queue keeps it) or
+        ``dropped`` (the hand-off failed; the entry stays in the log).
+        """
         by_user: dict[str, list[Notification]] = defaultdict(list)
         for n in notifications:
-            if n.user_id in self._by_user:
-                by_user[n.user_id].append(n)
+            by_user[n.user_id].append(n)
+        live = queued = dropped = 0
         for user_id, items in by_user.items():
-            for sid in tuple(self._by_user.get(user_id, ())):
-                conn = self._connections.get(sid)
-                if conn is not None:
-                    self._offer(conn, items)
+            sent = False
+            try:
+                for sid in tuple(self._by_user.get(user_id, ())):
+                    conn = self._connections.get(sid)
+                    if conn is not None:
+                        sent = self._offer(conn, items) or sent
+            except Exception:  # the entries are committed: a replay repairs this
+                log.exception("hand-off to %s failed", user_id)
+                dropped += len(items)
+                continue
+            if sent:
+                live += len(items)
+            else:
+                queued += len(items)
+        for outcome, count in (("live", live), ("queued", queued), ("dropped", dropped)):
+            if count:
+                self._telemetry.emit("notify_dispatch", {"outcome": outcome}, {"count": count})
+        if dropped:
+            self._telemetry.emit("notify_drop", {"reason": "handoff_error"}, {"count": dropped})
 
-    def _offer(self, conn: Connection, items: list[Notification]) -> None:
+    def _offer(self, conn: Connection, items: list[Notification]) -> bool:
+        """Send items to one connection if they continue its sequence; return
+        whether they went out now."""
         if conn.catching_up:
             conn.has_pending = True
-            return
+            return False
         fresh = [n for n in items if n.offset > conn.delivered]
         if not fresh:
-            return
+            return False
         if fresh[0].offset != conn.delivered + 1:
             # An earlier entry is committed but not here yet: read the log.
             conn.catching_up = True
             self._spawn(self._catch_up, conn)
-            return
+            return False
         self._send(conn, fresh, "live")
+        return True
 
     def _catch_up(self, conn: Connection) -> None:
         """Send everything after conn.delivered from the log, page by page.
@@ -145,17 +175,21 @@ class DeliveryHub:
                 return
 
     def _send(self, conn: Connection, items: list[Notification], mode: str) -> None:
-        self._sender.send(conn.sid, "notifications", [n.to_wire() for n in items])
+        wire = [n.to_wire() for n in items]
+        self._sender.send(conn.sid, "notifications", wire)
         conn.delivered = items[-1].offset
         now = utcnow()
-        latencies = [(now - n.created_at).total_seconds() * 1000.0 for n in items]
+        latencies = sorted((now - n.created_at).total_seconds() * 1000.0 for n in items)
         self._telemetry.emit(
             "notify_delivery",
             {"mode": mode},
             {
                 "count": len(items),
-                "latency_ms_max": max(latencies),
+                "bytes": len(json.dumps(wire, separators=(",", ":"))),
                 "latency_ms_mean": sum(latencies) / len(latencies),
+                "latency_ms_p50": percentile(latencies, 0.50),
+                "latency_ms_p95": percentile(latencies, 0.95),
+                "latency_ms_max": latencies[-1],
             },
         )
 

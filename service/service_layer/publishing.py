@@ -29,7 +29,7 @@ def publish(
     result = PublishResult(id=uuid.uuid4().hex, created_at=utcnow())
     appended = log.append(request, result.id, result.created_at)
     result.offsets = {n.user_id: n.offset for n in appended}
-    deliver(appended)
+    deliver(appended)  # never raises: failures are counted as dropped hand-offs
     telemetry.emit(
         "notify_publish",
         {
