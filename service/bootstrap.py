@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from service.adapters.database import make_engine
 from service.adapters.db_metrics import QueryStats
 from service.adapters.influx import InfluxClient
-from service.adapters.influx_writer import InfluxWriter
+from service.adapters.influx_writer import Backoff, InfluxWriter
 from service.adapters.notification_log import SqlNotificationLog, create_schema
 from service.adapters.runtime_metrics import RuntimeSampler
 from service.adapters.socketio_server import SocketIOSender, make_socketio_server
@@ -55,7 +55,7 @@ class App:
     handlers: Pool  # the WSGI server's request greenlets
 
     def start_background(self) -> None:
-        self.ring.emit("config_change", {"kind": "startup"}, {
+        self.ring.emit("config_change", (("kind", "startup"),), {
             "level": self.settings.optimization_level,
             "text": f"node {self.settings.node_id} started at level "
                     f"{self.settings.optimization_level}",
@@ -84,6 +84,7 @@ def make_telemetry(
         {"node": settings.node_id, "role": role},
         spool=DiskSpool(settings.spool_dir(role), settings.telemetry_spool_max_bytes),
         prepare=lambda: influx.ensure_database(retention),
+        backoff=Backoff(base=0.5, cap=settings.telemetry_retry_max_s),
     )
     return ring, writer, influx
 

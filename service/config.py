@@ -56,6 +56,7 @@ class Settings:
     influx_rollup_1m_retention: str = "90d"
     influx_rollup_1h_retention: str = "730d"
     db_slow_ms: float = 100.0
+    telemetry_retry_max_s: float = 30.0
     generated_secrets: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -125,6 +126,7 @@ class Settings:
             influx_rollup_1m_retention=env.get("INFLUX_ROLLUP_1M_RETENTION", "90d"),
             influx_rollup_1h_retention=env.get("INFLUX_ROLLUP_1H_RETENTION", "730d"),
             db_slow_ms=_float(env, "DB_SLOW_MS", 100.0),
+            telemetry_retry_max_s=_float(env, "TELEMETRY_RETRY_MAX_S", 30.0),
             generated_secrets=generated,
         )
 

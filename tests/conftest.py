@@ -80,3 +80,14 @@ def influx_database():
 @pytest.fixture
 def influx(influx_database):
     return InfluxClient(InfluxSettings(url=INFLUX_URL, database=influx_database))
+
+
+@pytest.fixture
+def private_influx(tmp_path):
+    """An InfluxDB of this test's own, which the test may stop and restart."""
+    from tests.influx_server import PrivateInflux
+
+    server = PrivateInflux(tmp_path / "influxdb")
+    server.start()
+    yield server
+    server.stop()

@@ -66,14 +66,14 @@ class QueryStats:
         """Emit and reset the summaries, and sample the pool."""
         summaries, self._summaries = self._summaries, {}
         for operation, s in summaries.items():
-            telemetry.emit("db_query", {"operation": operation}, {
+            telemetry.emit("db_query", (("operation", operation),), {
                 "count": s.count, "duration_ms_sum": s.duration_ms_sum,
                 "duration_ms_max": s.duration_ms_max, "rows": s.rows, "slow": s.slow,
             })
         pool = self._engine.pool
         size = getattr(pool, "size", None)
         if callable(size):
-            telemetry.emit("db_pool", {}, {
+            telemetry.emit("db_pool", (), {
                 "size": pool.size(), "checked_out": pool.checkedout(),
                 "overflow": max(0, pool.overflow()),
             })

@@ -27,34 +27,12 @@ from collections.abc import Callable, Mapping
 import gevent
 
 from service.adapters.influx import InfluxClient, InfluxRejected, InfluxUnavailable
-from service.adapters.line_protocol import SchemaError, encode
+from service.adapters.line_protocol import LineEncoder, SchemaError
 from service.adapters.telemetry_spool import DiskSpool, Segment
 from service.service_layer.telemetry import TelemetryRing
 
 log = logging.getLogger(__name__)
 _PARTIAL = re.compile(r"dropped=(\d+)")
-
-
-class TagLimiter:
-    """Keeps tag cardinality bounded: after ``limit`` distinct values of one
-    tag, new values are written as ``other``."""
-
-    def __init__(self, limit: int = 100) -> None:
-        self.limit = limit
-        self._seen: dict[tuple[str, str], set[str]] = {}
-
-    def __call__(self, measurement: str, tags: Mapping[str, str]) -> Mapping[str, str]:
-        if not tags:
-            return tags
-        out = dict(tags)
-        for key, value in tags.items():
-            seen = self._seen.setdefault((measurement, key), set())
-            if value not in seen:
-                if len(seen) >= self.limit:
-                    out[key] = "other"
-                    continue
-                seen.add(value)
-        return out
 
 
 class Backoff:
@@ -93,7 +71,6 @@ class InfluxWriter:
     ) -> None:
         self._ring = ring
         self._client = client
-        self._common_tags = dict(common_tags)
         self._spool = spool
         self._batch_size = batch_size
         self._interval = interval
@@ -102,7 +79,7 @@ class InfluxWriter:
         self._max_rejections = max_rejections
         self._prepare = prepare or client.ensure_database
         self._clock = clock
-        self._limit_tags = TagLimiter()
+        self._encoder = LineEncoder(common_tags)
         self._running = False
         self._prepared = False
         self._retry_at = 0.0
@@ -112,6 +89,8 @@ class InfluxWriter:
         self.dropped = 0
         self.dropped_by_reason: dict[str, int] = {}
         self.posts = 0
+        self.in_flight = 0
+        self._pending: gevent.Greenlet | None = None
         self.last_error: str | None = None
         self.last_write_ms: float = 0.0
 
@@ -140,7 +119,8 @@ class InfluxWriter:
                 next_report = self._clock() + self._self_report_every
             if len(self._ring) < self._batch_size:
                 gevent.sleep(self._interval)
-            self.step()
+            self.step(wait=False)
+        self.join()
 
     def stop(self) -> None:
         self._running = False
@@ -148,6 +128,7 @@ class InfluxWriter:
     def close(self) -> None:
         """Write (or spool) everything still in memory; for shutdown."""
         self._running = False
+        self.join()
         self.report_self()
         while len(self._ring):
             self.step(replay=False)
@@ -159,10 +140,10 @@ class InfluxWriter:
         if self._ring.dropped_full:
             reasons["ring_full"] = self._ring.dropped_full
         for reason, count in reasons.items():
-            self._ring.emit("telemetry_dropped", {"reason": reason}, {"count": count})
+            self._ring.emit("telemetry_dropped", (("reason", reason),), {"count": count})
         self._ring.emit(
             "telemetry_self",
-            {},
+            (),
             {
                 "emitted": self._ring.emitted,
                 "written": self.written,
@@ -174,18 +155,36 @@ class InfluxWriter:
             },
         )
 
-    def step(self, *, replay: bool = True) -> int:
+    def step(self, *, replay: bool = True, wait: bool = True) -> int:
         """One round: write (or spool) one batch, then replay the spool if due.
-        Returns how many records left the ring."""
+        Returns how many records left the ring.
+
+        With ``wait=False`` (the run loop) the POST runs in its own greenlet
+        while the next round encodes the next batch, so encoding overlaps
+        InfluxDB's work; POSTs still go out one at a time, in order.
+        """
+        self._ring.flush_tallies()
         records = self._ring.drain(self._batch_size)
-        if records:
-            body, lines = self._encode(records)
-            if lines:
+        body, lines = self._encode(records) if records else (b"", 0)
+        self.in_flight += lines  # neither in the ring nor in the spool until delivered
+        self.join()
+        if lines:
+            if wait:
                 self._deliver(body, lines)
+            else:
+                self._pending = gevent.spawn(self._deliver, body, lines)
+                gevent.sleep(0)  # let the POST go out before the next batch is encoded
         if replay and self._spool is not None and len(self._spool):
             if self._clock() >= self._retry_at:
+                self.join()
                 self._replay()
         return len(records)
+
+    def join(self) -> None:
+        """Wait for the POST in flight, if any."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.join()
 
     # kept for callers that think in flushes
     flush = step
@@ -193,17 +192,23 @@ class InfluxWriter:
     # -- internals ------------------------------------------------------------
     def _encode(self, records: list) -> tuple[bytes, int]:
         lines = []
+        encode = self._encoder.encode
         for measurement, tags, fields, ts in records:
             try:
-                lines.append(encode(measurement, self._limit_tags(measurement, tags), fields,
-                                    ts, self._common_tags))
-            except (SchemaError, TypeError, ValueError) as exc:
+                lines.append(encode(measurement, tags, fields, ts))
+            except (SchemaError, KeyError, TypeError, ValueError) as exc:
                 self._drop(1, "schema", str(exc))
         if not lines:
             return b"", 0
         return gzip.compress("\n".join(lines).encode("utf-8"), compresslevel=1), len(lines)
 
     def _deliver(self, body: bytes, lines: int) -> None:
+        try:
+            self._write_or_spool(body, lines)
+        finally:
+            self.in_flight -= lines
+
+    def _write_or_spool(self, body: bytes, lines: int) -> None:
         """Write now if nothing waits before this batch; otherwise queue it."""
         waiting = self._spool is not None and len(self._spool) > 0
         if waiting or self._clock() < self._retry_at:
@@ -240,10 +245,10 @@ class InfluxWriter:
             self._succeeded(segment.lines)
 
     def _post(self, body: bytes) -> None:
+        self.posts += 1
         if not self._prepared:
             self._prepare()
             self._prepared = True
-        self.posts += 1
         started = time.perf_counter()
         self._client.write_gzip(body)
         self.last_write_ms = (time.perf_counter() - started) * 1000.0

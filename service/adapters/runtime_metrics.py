@@ -113,10 +113,10 @@ class RuntimeSampler:
         self._running = False
 
     def sample(self) -> None:
-        self._telemetry.emit("process", {}, process_fields(self._gc, self._started,
+        self._telemetry.emit("process", (), process_fields(self._gc, self._started,
                                                            self._handlers))
         if self._eio_sockets is not None:
-            self._telemetry.emit("notify_ping", {},
+            self._telemetry.emit("notify_ping", (),
                                  ping_fields(self._eio_sockets, self._ping_timeout))
         for emit in self._extra:
             emit(self._telemetry)

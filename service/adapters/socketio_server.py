@@ -6,6 +6,8 @@ from typing import Any
 
 import socketio
 
+from service.adapters import wire_json
+
 MAX_FRAME_BYTES = 64 * 1024  # clients only send auth and acks
 
 
@@ -27,6 +29,7 @@ def make_socketio_server(
         max_http_buffer_size=MAX_FRAME_BYTES,
         cors_allowed_origins=origins,
         client_manager=manager,
+        json=wire_json,
         logger=False,
         engineio_logger=False,
     )

@@ -143,16 +143,34 @@ class Notification:
     payload_json: str
     created_at: datetime
 
+    @property
+    def created_ts(self) -> float:
+        """created_at as seconds since the epoch, for cheap latency arithmetic."""
+        try:
+            return self.__dict__["_created_ts"]
+        except KeyError:
+            value = self.__dict__["_created_ts"] = self.created_at.timestamp()
+            return value
+
     def to_wire(self) -> dict:
         """The shape a Socket.IO client receives (the design's contract)."""
-        return {
-            "id": self.id,
-            "offset": self.offset,
-            "category": self.category,
-            "priority": self.priority.value,
-            "payload": json.loads(self.payload_json),
-            "created_at": format_time(self.created_at),
-        }
+        return json.loads(self.wire_json)
+
+    @property
+    def wire_json(self) -> str:
+        """``to_wire()`` as JSON text, built without a JSON encoder: id, category
+        and priority are plain ASCII by validation, and the payload is stored
+        encoded. Built once per entry, however many connections receive it.
+        (Cached by hand: functools.cached_property takes a lock on 3.11.)"""
+        try:
+            return self.__dict__["_wire_json"]
+        except KeyError:
+            value = self.__dict__["_wire_json"] = (
+                f'{{"id":"{self.id}","offset":{self.offset},"category":"{self.category}",'
+                f'"priority":"{self.priority.value}","payload":{self.payload_json},'
+                f'"created_at":"{format_time(self.created_at)}"}}'
+            )
+            return value
 
 
 @dataclass

@@ -35,6 +35,9 @@ class Measurement:
     fields: dict[str, FieldType]
     example_query: str
     tag_values: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # "event": one point per occurrence. "summary": one point per tag set per
+    # writer interval (about a second), fields summed (``*_max``: maximum).
+    kind: str = "event"
 
     @property
     def all_tags(self) -> tuple[str, ...]:
@@ -50,13 +53,22 @@ CATALOGUE: dict[str, Measurement] = {
         Measurement(
             name="notify_publish",
             description=(
-                "One point per accepted publish request. `count` is the number of "
-                "stream entries it created (one per recipient)."
+                "Accepted publish requests: `requests`, the stream entries they "
+                "created (`count`, one per recipient), payload bytes, and the handler's "
+                "time from parsing to commit and hand-off (sum and maximum). Mean "
+                "duration: `sum(duration_ms_sum) / sum(requests)`."
             ),
             emitted_by="service_layer.publishing.publish",
             tags=("priority", "category", "target"),
             tag_values={"priority": PRIORITIES, "target": ("user", "users", "broadcast")},
-            fields={"count": INT, "payload_bytes": INT, "duration_ms": FLOAT},
+            fields={
+                "count": INT,
+                "requests": INT,
+                "payload_bytes": INT,
+                "duration_ms_sum": FLOAT,
+                "duration_ms_max": FLOAT,
+            },
+            kind="summary",
             example_query=(
                 'SELECT sum("count") FROM "notify_publish" WHERE $timeFilter '
                 'GROUP BY time($__interval), "priority"'
@@ -76,6 +88,7 @@ CATALOGUE: dict[str, Measurement] = {
             tags=("outcome",),
             tag_values={"outcome": ("live", "queued", "dropped")},
             fields={"count": INT},
+            kind="summary",
             example_query=(
                 'SELECT sum("count") FROM "notify_dispatch" WHERE $timeFilter '
                 'GROUP BY time($__interval), "outcome"'
@@ -84,22 +97,25 @@ CATALOGUE: dict[str, Measurement] = {
         Measurement(
             name="notify_delivery",
             description=(
-                "One point per batch sent to one connection: `count` notifications, "
-                "`bytes` of JSON, and the publish-to-send latency of its entries. "
-                "`mode` is `live` or `replay` (read back from the log: offline queue, "
-                "reconnect, or a gap)."
+                "Notifications sent to connections: `count` notifications in "
+                "`batches` batches (one batch is one `notifications` event to one "
+                "connection) of `bytes` JSON, and the publish-to-send latency over "
+                "the interval (p50, p95, p99 within 2 %, and max). `mode` is `live`, or "
+                "`replay` (read back from the log: offline queue, reconnect, or a gap)."
             ),
             emitted_by="service_layer.delivery.DeliveryHub",
             tags=("mode",),
             tag_values={"mode": ("live", "replay")},
             fields={
                 "count": INT,
+                "batches": INT,
                 "bytes": INT,
-                "latency_ms_mean": FLOAT,
                 "latency_ms_p50": FLOAT,
                 "latency_ms_p95": FLOAT,
+                "latency_ms_p99": FLOAT,
                 "latency_ms_max": FLOAT,
             },
+            kind="summary",
             example_query=(
                 'SELECT sum("count") FROM "notify_delivery" WHERE $timeFilter '
                 'GROUP BY time($__interval), "mode"'
@@ -108,12 +124,13 @@ CATALOGUE: dict[str, Measurement] = {
         Measurement(
             name="notify_ack",
             description=(
-                "One point per ack event from a client. `count` is the number of "
-                "stream entries the ack newly covers."
+                "Acknowledgements from clients: `acks` events, covering `count` "
+                "stream entries not acknowledged before."
             ),
             emitted_by="service_layer.delivery.DeliveryHub",
             tags=(),
-            fields={"count": INT},
+            fields={"count": INT, "acks": INT},
+            kind="summary",
             example_query=(
                 'SELECT sum("count") FROM "notify_ack" WHERE $timeFilter '
                 "GROUP BY time($__interval)"
@@ -129,6 +146,7 @@ CATALOGUE: dict[str, Measurement] = {
             tags=("reason",),
             tag_values={"reason": ("handoff_error",)},
             fields={"count": INT},
+            kind="summary",
             example_query=(
                 'SELECT sum("count") FROM "notify_drop" WHERE $timeFilter '
                 'GROUP BY time($__interval), "reason"'

@@ -29,7 +29,7 @@ def register_socket_handlers(
     def record(event: str, reason: str) -> None:
         telemetry.emit(
             "notify_connection",
-            {"event": event, "reason": reason},
+            (("event", event), ("reason", reason)),
             {"count": 1, "active": hub.connection_count},
         )
 

@@ -30,7 +30,9 @@ def render() -> str:
     ]
     for m in CATALOGUE.values():
         out += [f"## `{m.name}`", "", m.description, ""]
-        out += [f"Emitted by `service.{m.emitted_by}`.", ""]
+        how = ("one point per tag set per writer interval (about a second), fields summed, "
+               "`*_max` fields the maximum" if m.kind == "summary" else "one point per event")
+        out += [f"Emitted by `service.{m.emitted_by}`: {how}.", ""]
         out += ["| kind | name | type | values |", "| --- | --- | --- | --- |"]
         for tag in m.tags:
             values = ", ".join(f"`{v}`" for v in m.tag_values.get(tag, ())) or "bounded"

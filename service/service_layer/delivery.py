@@ -10,9 +10,7 @@ always visible.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -20,18 +18,18 @@ from dataclasses import dataclass, field
 import gevent
 
 from service.domain.errors import OffsetOutOfRange, StorageUnavailable
-from service.domain.model import Notification, utcnow
+from service.domain.model import Notification
+from service.domain.wire import RawJSON
 from service.service_layer.ports import NotificationLog, Sender, Spawner, Telemetry
 
 log = logging.getLogger(__name__)
 
 REPLAY_PAGE = 500
+_LIVE, _QUEUED, _DROPPED = (("outcome", "live"),), (("outcome", "queued"),), (
+    ("outcome", "dropped"),)
+_HANDOFF_ERROR = (("reason", "handoff_error"),)
+_MODE_TAGS = {"live": (("mode", "live"),), "replay": (("mode", "replay"),)}
 RETRY_SECONDS = 1.0
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    """Nearest-rank percentile of an already sorted, non-empty list."""
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 @dataclass
@@ -50,17 +48,18 @@ class DeliveryHub:
         self,
         log: NotificationLog,
         sender: Sender,
-        telemetry: Telemetry,
+        telemetry: Telemetry | None,
         spawn: Spawner,
         *,
         replay_page: int = REPLAY_PAGE,
     ) -> None:
         self._log = log
         self._sender = sender
-        self._telemetry = telemetry
+        self._telemetry = telemetry  # None: measure nothing (benchmarks compare against it)
         self._spawn = spawn
         self._replay_page = replay_page
         self._connections: dict[str, Connection] = {}
+        self.sent_total = 0  # notifications sent since start, over all connections
         self._by_user: dict[str, set[str]] = defaultdict(set)
 
     # -- connections --------------------------------------------------------
@@ -128,11 +127,16 @@ class DeliveryHub:
                 live += len(items)
             else:
                 queued += len(items)
-        for outcome, count in (("live", live), ("queued", queued), ("dropped", dropped)):
-            if count:
-                self._telemetry.emit("notify_dispatch", {"outcome": outcome}, {"count": count})
+        if self._telemetry is None:
+            return
+        tally = self._telemetry.tally
+        if live:
+            tally("notify_dispatch", _LIVE, {"count": live})
+        if queued:
+            tally("notify_dispatch", _QUEUED, {"count": queued})
         if dropped:
-            self._telemetry.emit("notify_drop", {"reason": "handoff_error"}, {"count": dropped})
+            tally("notify_dispatch", _DROPPED, {"count": dropped})
+            tally("notify_drop", _HANDOFF_ERROR, {"count": dropped})
 
     def _offer(self, conn: Connection, items: list[Notification]) -> bool:
         """Send items to one connection if they continue its sequence; return
@@ -175,23 +179,18 @@ class DeliveryHub:
                 return
 
     def _send(self, conn: Connection, items: list[Notification], mode: str) -> None:
-        wire = [n.to_wire() for n in items]
-        self._sender.send(conn.sid, "notifications", wire)
+        batch = RawJSON("[" + ",".join([n.wire_json for n in items]) + "]")
+        self._sender.send(conn.sid, "notifications", batch)
         conn.delivered = items[-1].offset
-        now = utcnow()
-        latencies = sorted((now - n.created_at).total_seconds() * 1000.0 for n in items)
-        self._telemetry.emit(
-            "notify_delivery",
-            {"mode": mode},
-            {
-                "count": len(items),
-                "bytes": len(json.dumps(wire, separators=(",", ":"))),
-                "latency_ms_mean": sum(latencies) / len(latencies),
-                "latency_ms_p50": percentile(latencies, 0.50),
-                "latency_ms_p95": percentile(latencies, 0.95),
-                "latency_ms_max": latencies[-1],
-            },
-        )
+        self.sent_total += len(items)
+        if self._telemetry is None:
+            return
+        now = time.time()
+        tags = _MODE_TAGS[mode]
+        self._telemetry.tally("notify_delivery", tags,
+                              {"count": len(items), "batches": 1, "bytes": len(batch)})
+        self._telemetry.observe("notify_delivery", tags, "latency_ms",
+                                [(now - n.created_ts) * 1000.0 for n in items])
 
     # -- acknowledgements ---------------------------------------------------
     def ack(self, sid: str, offset: int) -> int:
@@ -212,6 +211,6 @@ class DeliveryHub:
             peer = self._connections.get(other)
             if peer is not None and peer.acked < offset:
                 peer.acked = offset
-        if covered:
-            self._telemetry.emit("notify_ack", {}, {"count": covered})
+        if covered and self._telemetry is not None:
+            self._telemetry.tally("notify_ack", (), {"count": covered, "acks": 1})
         return covered

@@ -6,7 +6,7 @@ tests need one, a simple in-memory implementation in ``tests/unit/fakes.py``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -40,14 +40,23 @@ class NotificationLog(Protocol):
         """Raise StorageUnavailable if the log cannot be reached."""
 
 
+Tags = tuple[tuple[str, str], ...]  # (key, value) pairs, e.g. (("mode", "live"),)
+
+
 class Telemetry(Protocol):
-    def emit(
-        self,
-        measurement: str,
-        tags: Mapping[str, str],
-        fields: Mapping[str, Any],
-    ) -> None:
-        """Record one event. Never blocks, never does I/O, never raises."""
+    """Never blocks, never does I/O, never raises."""
+
+    def emit(self, measurement: str, tags: Tags, fields: Mapping[str, Any]) -> None:
+        """Record one event: one point."""
+
+    def tally(self, measurement: str, tags: Tags, sums: Mapping[str, Any],
+              maxima: Mapping[str, Any] | None = None) -> None:
+        """Add to this interval's summary: ``sums`` are added up, ``maxima`` keep
+        the largest value. One point per tag set per interval. A tag set must
+        always be tallied with the same field names."""
+
+    def observe(self, measurement: str, tags: Tags, name: str, values: Iterable[float]) -> None:
+        """Add to this interval's histogram: ``name_p50/_p95/_p99/_max`` fields."""
 
 
 class Sender(Protocol):

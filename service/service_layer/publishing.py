@@ -16,7 +16,7 @@ def publish(
     *,
     log: NotificationLog,
     deliver: Callable[[list[Notification]], None],
-    telemetry: Telemetry,
+    telemetry: Telemetry | None,
 ) -> PublishResult:
     """Accept one publish request.
 
@@ -30,17 +30,22 @@ def publish(
     appended = log.append(request, result.id, result.created_at)
     result.offsets = {n.user_id: n.offset for n in appended}
     deliver(appended)  # never raises: failures are counted as dropped hand-offs
-    telemetry.emit(
+    if telemetry is None:
+        return result
+    duration_ms = (time.perf_counter() - started) * 1000.0
+    telemetry.tally(
         "notify_publish",
-        {
-            "priority": request.priority.value,
-            "category": request.category,
-            "target": request.recipients.kind,
-        },
+        (
+            ("priority", request.priority.value),
+            ("category", request.category),
+            ("target", request.recipients.kind),
+        ),
         {
             "count": len(appended),
+            "requests": 1,
             "payload_bytes": len(request.payload_json),
-            "duration_ms": (time.perf_counter() - started) * 1000.0,
+            "duration_ms_sum": duration_ms,
         },
+        {"duration_ms_max": duration_ms},
     )
     return result

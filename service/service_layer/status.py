@@ -23,9 +23,17 @@ class TelemetrySinkStatus(Protocol):
     written: int
     spooled: int
     last_error: str | None
+    dropped_by_reason: dict[str, int]
+    in_flight: int
 
     @property
     def total_dropped(self) -> int: ...
+
+    @property
+    def backlog(self) -> int: ...
+
+    @property
+    def spool_bytes(self) -> int: ...
 
 
 @dataclass
@@ -63,7 +71,7 @@ def live_metrics(src: StatusSources) -> dict:
         "users_online": src.hub.user_count,
         "totals": {
             "published": totals.get("notify_publish", 0),
-            "delivered": totals.get("notify_delivery", 0),
+            "delivered": src.hub.sent_total,
             "acked": totals.get("notify_ack", 0),
         },
         "telemetry": {
@@ -71,7 +79,13 @@ def live_metrics(src: StatusSources) -> dict:
             "written": src.sink.written,
             "spooled": src.sink.spooled,
             "dropped": src.sink.total_dropped,
+            "dropped_by_reason": {**src.sink.dropped_by_reason,
+                                  **({"ring_full": src.ring.dropped_full}
+                                     if src.ring.dropped_full else {})},
             "queued": len(src.ring),
+            "in_flight": src.sink.in_flight,
+            "backlog": src.sink.backlog,
+            "spool_bytes": src.sink.spool_bytes,
             "influx_reachable": src.sink.last_error is None,
         },
         "storage": {"kind": src.storage_kind},

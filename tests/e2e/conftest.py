@@ -62,7 +62,7 @@ class RunningServer:
 
 
 def start_server(env_overrides: dict, tmp_path: Path) -> RunningServer:
-    port = free_port()
+    port = int(env_overrides.get("PORT") or free_port())
     env = {
         **os.environ,
         "HOST": "127.0.0.1",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from datetime import datetime
 from typing import Any
@@ -58,8 +59,12 @@ class RecordingSender:
     def send(self, sid: str, event: str, data: Any) -> None:
         self.sent.append((sid, event, data))
 
+    def batches(self, sid: str) -> list[list[dict]]:
+        return [json.loads(batch) for s, event, batch in self.sent
+                if s == sid and event == "notifications"]
+
     def offsets(self, sid: str) -> list[int]:
-        return [n["offset"] for s, event, batch in self.sent if s == sid for n in batch]
+        return [n["offset"] for batch in self.batches(sid) for n in batch]
 
     def disconnect(self, sid: str) -> None:
         self.sent.append((sid, "disconnect", None))
@@ -68,9 +73,16 @@ class RecordingSender:
 class RecordingTelemetry:
     def __init__(self) -> None:
         self.records: list[tuple[str, dict, dict]] = []
+        self.observed: list[tuple[str, dict, str, list]] = []
 
     def emit(self, measurement: str, tags: Any, fields: Any) -> None:
         self.records.append((measurement, dict(tags), dict(fields)))
+
+    def tally(self, measurement: str, tags: Any, sums: Any, maxima: Any = None) -> None:
+        self.records.append((measurement, dict(tags), {**sums, **(maxima or {})}))
+
+    def observe(self, measurement: str, tags: Any, name: str, values: Any) -> None:
+        self.observed.append((measurement, dict(tags), name, list(values)))
 
     def total(self, measurement: str, field: str = "count") -> int:
         return sum(f.get(field, 0) for m, _, f in self.records if m == measurement)

@@ -35,7 +35,7 @@ def test_replay_sends_everything_after_last_offset_in_pages(parts):
     hub.connect("s1", "alice", last_offset=2)
     spawn.run_all()
     assert sender.offsets("s1") == [3, 4, 5, 6, 7]
-    assert [len(batch) for _, _, batch in sender.sent] == [3, 2]
+    assert [len(batch) for batch in sender.batches("s1")] == [3, 2]
 
 
 def test_without_last_offset_replay_starts_after_the_acknowledged_offset(parts):
@@ -111,6 +111,8 @@ def test_delivery_telemetry_counts_every_entry(parts):
     assert telemetry.total("notify_delivery") == 5
     modes = [tags["mode"] for m, tags, _ in telemetry.records if m == "notify_delivery"]
     assert modes == ["replay", "replay", "live"]
+    latencies = [v for m, _, name, values in telemetry.observed for v in values]
+    assert len(latencies) == 5 and all(v >= 0 for v in latencies)
 
 
 def test_disconnected_connections_get_nothing(parts):

@@ -296,7 +296,7 @@ def test_checker_rejects(query, complaint):
 
 def test_checker_ignores_aliases_regexes_and_strings():
     query = (
-        'SELECT max("latency_ms_max") AS "worst", mean("latency_ms_mean") AS avg '
+        'SELECT max("latency_ms_max") AS "worst", mean("latency_ms_p50") AS avg '
         'FROM "notify_delivery" WHERE "node" =~ /^"x"$/ AND "mode" = \'live\' AND $timeFilter '
         'GROUP BY time($__interval), "mode" fill(null)'
     )

@@ -7,9 +7,9 @@ COMMON = {"node": "n1", "role": "serve"}
 
 def test_a_point_is_encoded_with_sorted_tags_and_typed_fields():
     line = encode("notify_publish", {"priority": "high", "category": "chat"},
-                  {"count": 3, "duration_ms": 1.25}, 17, COMMON)
+                  {"count": 3, "duration_ms_max": 1.25}, 17, COMMON)
     assert line == ("notify_publish,category=chat,node=n1,priority=high,role=serve "
-                    "count=3i,duration_ms=1.25 17")
+                    "count=3i,duration_ms_max=1.25 17")
 
 
 @pytest.mark.parametrize(
@@ -35,5 +35,25 @@ def test_names_outside_the_catalogue_are_refused():
 
 
 def test_non_finite_floats_are_left_out():
-    line = encode("notify_publish", {}, {"count": 1, "duration_ms": float("nan")}, 5, COMMON)
+    line = encode("notify_publish", {}, {"count": 1, "duration_ms_max": float("nan")}, 5, COMMON)
     assert "duration_ms" not in line
+    line = encode("notify_publish", {}, {"count": 1, "duration_ms_max": float("inf")}, 5, COMMON)
+    assert line.endswith(" count=1i 5")
+
+
+def test_values_of_the_wrong_type_are_coerced_or_refused():
+    assert encode("notify_ack", {}, {"count": 2.0}, 1, COMMON).endswith(" count=2i 1")
+    assert encode("notify_ack", {}, {"count": True}, 1, COMMON).endswith(" count=1i 1")
+    with pytest.raises(ValueError):
+        encode("notify_ack", {}, {"count": "many"}, 1, COMMON)
+
+
+def test_catalogue_field_names_need_no_escaping():
+    import re
+
+    from service.domain.telemetry import CATALOGUE
+
+    for m in CATALOGUE.values():
+        assert re.fullmatch(r"[a-z][a-z0-9_]*", m.name)
+        for name in (*m.fields, *m.all_tags):
+            assert re.fullmatch(r"[a-z][a-z0-9_]*", name), (m.name, name)

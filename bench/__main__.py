@@ -1,0 +1,12 @@
+"""``python -m bench NAME [options]``: run one benchmark; its last line is JSON.
+``python -m bench all``: run every benchmark, write bench/results.json, print a table."""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import sys  # noqa: E402
+
+from bench.registry import main  # noqa: E402
+
+raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,205 @@
+"""Telemetry costs: the hot path, ingest against a bare writer, and delivery
+overhead with telemetry on against off. Needs the InfluxDB at INFLUX_URL
+(scripts/influxdb.sh start); writes to a scratch database it drops after.
+
+Prints: emit_ns, ingest_per_s, bare_ingest_per_s, ingest_ratio,
+delivery_per_s_on, delivery_per_s_off, overhead_ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections import defaultdict
+
+import gevent
+import urllib3
+
+from service.adapters.influx import InfluxClient, InfluxSettings
+from service.adapters.influx_writer import InfluxWriter
+from service.domain.model import Notification
+from service.service_layer.delivery import DeliveryHub
+from service.service_layer.ports import StreamPosition
+from service.service_layer.publishing import publish
+from service.service_layer.telemetry import TelemetryRing
+
+TARGETS = {"emit_ns": "<= 1000", "ingest_ratio": ">= 0.8", "overhead_ratio": ">= 0.95"}
+COMMON = {"node": "bench", "role": "bench"}
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# -- 1. the hot path ------------------------------------------------------------
+def measure_emit(n: int, repeats: int) -> float:
+    tags = {"mode": "live"}
+    fields = {"count": 3, "bytes": 512, "latency_ms_mean": 1.5, "latency_ms_p50": 1.2,
+              "latency_ms_p95": 3.1, "latency_ms_max": 3.3}
+    runs = []
+    for _ in range(repeats):
+        ring = TelemetryRing()  # the service's own capacity: full rings drop the oldest
+        emit = ring.emit
+        started = time.perf_counter_ns()
+        for _ in range(n):
+            emit("notify_delivery", tags, fields)
+        runs.append((time.perf_counter_ns() - started) / n)
+    return statistics.median(runs)
+
+
+# -- 2. ingest: our writer against a bare gzip line-protocol writer ---------------
+def ours_ingest(client: InfluxClient, n: int) -> float:
+    ring = TelemetryRing(capacity=n + 1)
+    for i in range(n):
+        ring.emit("notify_delivery", (("mode", "live"),),
+                  {"count": i, "latency_ms_max": 1.5, "latency_ms_p50": 0.7})
+    writer = InfluxWriter(ring, client, COMMON, batch_size=5000)
+    started = time.perf_counter()
+    while len(ring):
+        writer.step(wait=False)  # as the run loop does: encode while the last POST is out
+    writer.join()
+    elapsed = time.perf_counter() - started
+    assert writer.written == n, (writer.written, writer.dropped_by_reason)
+    return n / elapsed
+
+
+def bare_ingest(client: InfluxClient, n: int) -> float:
+    """The reference: the same records, formatted by one fixed f-string, gzip,
+    POST, one batch after another. No schema, escaping, spool or accounting:
+    the least any writer must do."""
+    base = time.time_ns()
+    records = [(i, 1.5, 0.7, base + i) for i in range(n)]
+    http = urllib3.PoolManager(retries=False)
+    url = f"{client.settings.url}/write?db={client.settings.database}&precision=ns"
+    started = time.perf_counter()
+    for start in range(0, n, 5000):
+        lines = "\n".join(
+            f"notify_delivery,mode=live,node=bare,role=bench count={c}i,latency_ms_max={mx!r},"
+            f"latency_ms_p50={mn!r} {ts}" for c, mx, mn, ts in records[start:start + 5000])
+        response = http.request("POST", url, body=gzip.compress(lines.encode(), 1),
+                                headers={"Content-Encoding": "gzip"})
+        assert response.status == 204, response.data
+    return n / (time.perf_counter() - started)
+
+
+# -- 3. delivery throughput with telemetry on and off -----------------------------
+class MemoryLog:
+    def __init__(self) -> None:
+        self.streams: dict[str, list[Notification]] = defaultdict(list)
+
+    def append(self, request, message_id, created_at):  # noqa: ANN201
+        out = []
+        for user in request.recipients.user_ids:
+            stream = self.streams[user]
+            entry = Notification(message_id, user, len(stream) + 1, request.category,
+                                 request.priority, request.payload_json, created_at)
+            stream.append(entry)
+            out.append(entry)
+        return out
+
+    def read(self, user_id, after, limit):  # noqa: ANN201
+        return self.streams[user_id][after:after + limit]
+
+    def open_stream(self, user_id):  # noqa: ANN201
+        return StreamPosition(head=len(self.streams[user_id]), acked=0)
+
+    def ack(self, user_id, offset):  # noqa: ANN201
+        return 0
+
+    def ping(self) -> None:
+        return None
+
+
+class EncodingSender:
+    """Encodes each event as python-socketio would (with the service's JSON
+    module, which splices pre-encoded batches in), then discards it."""
+
+    def __init__(self) -> None:
+        from service.adapters.wire_json import dumps
+
+        self._dumps = dumps
+        self.bytes = 0
+
+    def send(self, sid, event, data):  # noqa: ANN201
+        self.bytes += len(self._dumps([event, data], separators=(",", ":")))
+
+    def disconnect(self, sid):  # noqa: ANN201
+        return None
+
+
+def delivery_rate(n: int, users: int, telemetry_on: bool, client: InfluxClient) -> float:
+    ring = TelemetryRing()
+    telemetry = ring if telemetry_on else None  # None: the handlers measure nothing
+    writer = InfluxWriter(ring, client, COMMON, interval=0.2) if telemetry_on else None
+    task = gevent.spawn(writer.run) if writer else None
+    log_ = MemoryLog()
+    hub = DeliveryHub(log_, EncodingSender(), telemetry, gevent.spawn)
+    for u in range(users):
+        hub.connect(f"sid{u}", f"user{u}", None)
+    gevent.sleep(0)
+    raw = [{"user_id": f"user{i % users}", "category": "bench", "priority": "normal",
+            "payload": {"i": i}} for i in range(n)]
+    started = time.perf_counter()
+    for i, body in enumerate(raw):
+        publish(body, log=log_, deliver=hub.deliver, telemetry=telemetry)
+        if i % 50 == 0:
+            gevent.sleep(0)  # a server yields on socket I/O; let background work run
+    elapsed = time.perf_counter() - started
+    if writer:
+        writer.stop()
+        task.join(timeout=5)
+        task.kill()
+    return n / elapsed
+
+
+def run(argv: list[str]) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m bench telemetry")
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--publishes", type=int, default=30_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+
+    url = os.environ.get("INFLUX_URL", "http://127.0.0.1:8086")
+    client = InfluxClient(InfluxSettings(url=url, database=f"bench_{uuid.uuid4().hex[:8]}"))
+    if not client.ping():
+        raise SystemExit(f"InfluxDB does not answer at {url}: run scripts/influxdb.sh start")
+    client.ensure_database()
+    try:
+        log("emit: measuring the hot path")
+        emit_ns = measure_emit(1_000_000, args.repeats)
+
+        ours, bare = [], []
+        for r in range(3):
+            log(f"ingest: round {r + 1}/3, {args.events} events each way")
+            pair = [(ours, ours_ingest), (bare, bare_ingest)]
+            for bucket, fn in (pair if r % 2 == 0 else pair[::-1]):
+                bucket.append(fn(client, args.events))
+
+        on, off = [], []
+        for r in range(args.repeats):
+            log(f"delivery: round {r + 1}/{args.repeats}, {args.publishes} publishes each way")
+            pair = [(on, True), (off, False)]
+            for bucket, flag in (pair if r % 2 == 0 else pair[::-1]):
+                bucket.append(delivery_rate(args.publishes, 100, flag, client))
+    finally:
+        client.query(f'DROP DATABASE "{client.settings.database}"', method="POST", db=None)
+
+    ours_med, bare_med = statistics.median(ours), statistics.median(bare)
+    on_med, off_med = statistics.median(on), statistics.median(off)
+    return {
+        "emit_ns": round(emit_ns, 1),
+        "ingest_per_s": round(ours_med),
+        "bare_ingest_per_s": round(bare_med),
+        "ingest_ratio": round(ours_med / bare_med, 3),
+        "delivery_per_s_on": round(on_med),
+        "delivery_per_s_off": round(off_med),
+        "overhead_ratio": round(on_med / off_med, 3),
+        "targets": TARGETS,
+        "notes": "medians; ingest 3 alternating rounds, delivery in-process (publish handler, "
+                 "hub, JSON encoding, no network or database) in alternating rounds",
+    }
