@@ -162,6 +162,8 @@ def run(argv: list[str]) -> dict:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--publishes", type=int, default=30_000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--broadcasts", type=int, default=100)
     args = parser.parse_args(argv)
 
     url = os.environ.get("INFLUX_URL", "http://127.0.0.1:8086")
@@ -182,24 +184,62 @@ def run(argv: list[str]) -> dict:
 
         on, off = [], []
         for r in range(args.repeats):
-            log(f"delivery: round {r + 1}/{args.repeats}, {args.publishes} publishes each way")
+            log(f"pipeline: round {r + 1}/{args.repeats}, {args.publishes} publishes each way")
             pair = [(on, True), (off, False)]
             for bucket, flag in (pair if r % 2 == 0 else pair[::-1]):
                 bucket.append(delivery_rate(args.publishes, 100, flag, client))
+
+        e2e_on, e2e_off = [], []
+        for r in range(args.repeats):
+            log(f"delivery: round {r + 1}/{args.repeats}, {args.clients} clients x "
+                f"{args.broadcasts} broadcasts each way")
+            pair = [(e2e_on, True), (e2e_off, False)]
+            for bucket, flag in (pair if r % 2 == 0 else pair[::-1]):
+                bucket.append(e2e_delivery_rate(flag, args.clients, args.broadcasts,
+                                                client.settings.database))
     finally:
         client.query(f'DROP DATABASE "{client.settings.database}"', method="POST", db=None)
 
     ours_med, bare_med = statistics.median(ours), statistics.median(bare)
     on_med, off_med = statistics.median(on), statistics.median(off)
+    e2e_on_med, e2e_off_med = statistics.median(e2e_on), statistics.median(e2e_off)
     return {
         "emit_ns": round(emit_ns, 1),
         "ingest_per_s": round(ours_med),
         "bare_ingest_per_s": round(bare_med),
         "ingest_ratio": round(ours_med / bare_med, 3),
-        "delivery_per_s_on": round(on_med),
-        "delivery_per_s_off": round(off_med),
-        "overhead_ratio": round(on_med / off_med, 3),
+        "delivery_per_s_on": round(e2e_on_med),
+        "delivery_per_s_off": round(e2e_off_med),
+        "overhead_ratio": round(e2e_on_med / e2e_off_med, 3),
+        "pipeline_per_s_on": round(on_med),
+        "pipeline_per_s_off": round(off_med),
+        "pipeline_overhead_ratio": round(on_med / off_med, 3),
         "targets": TARGETS,
-        "notes": "medians; ingest 3 alternating rounds, delivery in-process (publish handler, "
-                 "hub, JSON encoding, no network or database) in alternating rounds",
+        "notes": (
+            "medians of alternating rounds. ingest: our writer vs a bare f-string+gzip writer, "
+            "same records, real InfluxDB. delivery: a real serve process (SQLite), broadcasts "
+            "to Node socket.io-client receivers, TELEMETRY_ENABLED=1 vs 0. pipeline: publish "
+            "handler + hub + JSON in one process, no network or database (stricter)."
+        ),
     }
+
+
+# -- 4. end to end: a real server delivering to real WebSocket clients ------------
+def e2e_delivery_rate(telemetry_on: bool, clients: int, broadcasts: int,
+                      influx_db: str) -> float:
+    """Deliveries per second from the first publish to the last receipt: each
+    broadcast reaches every connected client through the whole server path."""
+    from bench.harness import NodeReceivers, ServeProcess
+
+    env = {"TELEMETRY_ENABLED": "1" if telemetry_on else "0", "INFLUX_DB": influx_db}
+    with ServeProcess(env) as server:
+        receivers = NodeReceivers(server.url, [f"bench{u}" for u in range(clients)],
+                                  expect_total=clients * broadcasts)
+        receivers.wait_ready()
+        started = time.time()
+        server.publish_many([{"broadcast": True, "category": "bench", "payload": {"i": i}}
+                             for i in range(broadcasts)])
+        done = receivers.wait_done()
+    if done["received"] != clients * broadcasts:
+        raise RuntimeError(f"received {done['received']} of {clients * broadcasts}: {done}")
+    return done["received"] / (done["last_receipt_ms"] / 1000.0 - started)

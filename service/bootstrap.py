@@ -55,6 +55,9 @@ class App:
     handlers: Pool  # the WSGI server's request greenlets
 
     def start_background(self) -> None:
+        self.sio.start_background_task(self.hub.acks.run)
+        if not self.settings.telemetry_enabled:
+            return
         self.ring.emit("config_change", (("kind", "startup"),), {
             "level": self.settings.optimization_level,
             "text": f"node {self.settings.node_id} started at level "
@@ -64,10 +67,13 @@ class App:
         self.sio.start_background_task(self.sampler.run)
 
     def close(self) -> None:
-        """Stop background work; write (or spool) the telemetry still in memory."""
-        self.sampler.stop()
-        self.sampler.sample()
-        self.writer.close()
+        """Stop background work; write pending acks, and write (or spool) the
+        telemetry still in memory."""
+        self.hub.acks.stop()
+        if self.settings.telemetry_enabled:
+            self.sampler.stop()
+            self.sampler.sample()
+            self.writer.close()
         self.engine.dispose()
 
 
@@ -103,15 +109,19 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
         cors_allowed_origins=settings.cors_allowed_origins,
         redis_url=settings.redis_url,
     )
-    hub = DeliveryHub(notification_log, SocketIOSender(sio), ring, sio.start_background_task)
+    # TELEMETRY_ENABLED=0 measures nothing at all: the baseline benchmarks compare against.
+    telemetry = ring if settings.telemetry_enabled else None
+    hub = DeliveryHub(notification_log, SocketIOSender(sio), telemetry, sio.start_background_task)
     tokens = UserTokens(settings.user_token_secret, settings.user_token_ttl)
-    register_socket_handlers(sio, hub, tokens, ring)
+    register_socket_handlers(sio, hub, tokens, telemetry)
 
     flask_app = Flask("service")
     flask_app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     flask_app.json.sort_keys = False
     register_http_errors(flask_app)
-    handler = functools.partial(publish, log=notification_log, deliver=hub.deliver, telemetry=ring)
+    handler = functools.partial(
+        publish, log=notification_log, deliver=hub.deliver, telemetry=telemetry
+    )
     flask_app.register_blueprint(publish_blueprint(handler, settings.publish_token))
     sources = StatusSources(
         node_id=settings.node_id,

@@ -57,6 +57,7 @@ class Settings:
     influx_rollup_1h_retention: str = "730d"
     db_slow_ms: float = 100.0
     telemetry_retry_max_s: float = 30.0
+    telemetry_enabled: bool = True
     generated_secrets: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -127,6 +128,7 @@ class Settings:
             influx_rollup_1h_retention=env.get("INFLUX_ROLLUP_1H_RETENTION", "730d"),
             db_slow_ms=_float(env, "DB_SLOW_MS", 100.0),
             telemetry_retry_max_s=_float(env, "TELEMETRY_RETRY_MAX_S", 30.0),
+            telemetry_enabled=env.get("TELEMETRY_ENABLED", "1") != "0",
             generated_secrets=generated,
         )
 

@@ -11,7 +11,7 @@ recipient, so a broadcast stores its payload once.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     select,
     text,
     update,
@@ -203,18 +204,33 @@ class SqlNotificationLog:
             ).one()
         return StreamPosition(head=row.head, acked=row.acked)
 
-    def ack(self, user_id: str, offset: int) -> int:
+    def ack_many(self, acks: Mapping[str, int]) -> int:
+        """Acks only move forward and never past the head. Users are locked in
+        id order, as appends lock them, so the two never deadlock."""
+        if not acks:
+            return 0
+        covered = 0
         with _storage_errors(), self._engine.begin() as conn:
-            row = conn.execute(
-                select(streams.c.acked, streams.c.head)
-                .where(streams.c.user_id == user_id)
+            rows = conn.execute(
+                select(streams.c.user_id, streams.c.acked, streams.c.head)
+                .where(streams.c.user_id.in_(sorted(acks)))
+                .order_by(streams.c.user_id)
                 .with_for_update()
-            ).one_or_none()
-            if row is None or offset <= row.acked:
-                return 0
-            offset = min(offset, row.head)
-            conn.execute(update(streams).where(streams.c.user_id == user_id).values(acked=offset))
-            return offset - row.acked
+            ).all()
+            updates = []
+            for row in rows:
+                offset = min(acks[row.user_id], row.head)
+                if offset > row.acked:
+                    covered += offset - row.acked
+                    updates.append({"u": row.user_id, "o": offset})
+            if updates:
+                conn.execute(
+                    update(streams)
+                    .where(streams.c.user_id == bindparam("u"))
+                    .values(acked=bindparam("o")),
+                    updates,
+                )
+        return covered
 
     def ping(self) -> None:
         with _storage_errors(), self._engine.connect() as conn:

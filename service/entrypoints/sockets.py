@@ -24,9 +24,11 @@ log = logging.getLogger(__name__)
 
 
 def register_socket_handlers(
-    sio: socketio.Server, hub: DeliveryHub, tokens: UserTokens, telemetry: Telemetry
+    sio: socketio.Server, hub: DeliveryHub, tokens: UserTokens, telemetry: Telemetry | None
 ) -> None:
     def record(event: str, reason: str) -> None:
+        if telemetry is None:
+            return
         telemetry.emit(
             "notify_connection",
             (("event", event), ("reason", reason)),

@@ -20,6 +20,7 @@ import gevent
 from service.domain.errors import OffsetOutOfRange, StorageUnavailable
 from service.domain.model import Notification
 from service.domain.wire import RawJSON
+from service.service_layer.acks import AckBuffer
 from service.service_layer.ports import NotificationLog, Sender, Spawner, Telemetry
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class DeliveryHub:
         self._spawn = spawn
         self._replay_page = replay_page
         self._connections: dict[str, Connection] = {}
+        self.acks = AckBuffer(log, telemetry)
         self.sent_total = 0  # notifications sent since start, over all connections
         self._by_user: dict[str, set[str]] = defaultdict(set)
 
@@ -70,13 +72,14 @@ class DeliveryHub:
         acknowledged offset: the offline queue is the unacknowledged tail.
         """
         position = self._log.open_stream(user_id)
-        start = position.acked if last_offset is None else last_offset
+        acked = max(position.acked, self.acks.pending(user_id) or 0)
+        start = acked if last_offset is None else last_offset
         if start > position.head:
             raise OffsetOutOfRange(
                 f"last_offset {start} is beyond the stream head {position.head}",
                 field="last_offset",
             )
-        conn = Connection(sid=sid, user_id=user_id, delivered=start, acked=position.acked)
+        conn = Connection(sid=sid, user_id=user_id, delivered=start, acked=acked)
         self._connections[sid] = conn
         self._by_user[user_id].add(sid)
         self._spawn(self._catch_up, conn)
@@ -90,6 +93,8 @@ class DeliveryHub:
                 sids.discard(sid)
                 if not sids:
                     del self._by_user[conn.user_id]
+                    if self.acks.pending(conn.user_id) is not None:
+                        self._spawn(self.acks.flush)  # the user is gone: make it durable now
         return conn
 
     @property
@@ -193,10 +198,11 @@ class DeliveryHub:
                                 [(now - n.created_ts) * 1000.0 for n in items])
 
     # -- acknowledgements ---------------------------------------------------
-    def ack(self, sid: str, offset: int) -> int:
+    def ack(self, sid: str, offset: int) -> None:
+        """Accept an ack from a connection; the log gets it with the next batch."""
         conn = self._connections.get(sid)
         if conn is None:
-            return 0
+            return
         if offset > conn.delivered:
             raise OffsetOutOfRange(
                 f"ack for offset {offset}, but this connection was only sent up to "
@@ -204,13 +210,9 @@ class DeliveryHub:
                 field="offset",
             )
         if offset <= conn.acked:
-            return 0
-        covered = self._log.ack(conn.user_id, offset)
-        conn.acked = offset
+            return
+        self.acks.record(conn.user_id, offset)
         for other in self._by_user.get(conn.user_id, ()):
             peer = self._connections.get(other)
             if peer is not None and peer.acked < offset:
                 peer.acked = offset
-        if covered and self._telemetry is not None:
-            self._telemetry.tally("notify_ack", (), {"count": covered, "acks": 1})
-        return covered

@@ -33,8 +33,9 @@ class NotificationLog(Protocol):
     def open_stream(self, user_id: str) -> StreamPosition:
         """Create the user's stream if needed and return where it stands."""
 
-    def ack(self, user_id: str, offset: int) -> int:
-        """Record an acknowledgement; return how many entries it newly covers."""
+    def ack_many(self, acks: Mapping[str, int]) -> int:
+        """Record the highest acknowledged offset of each user, in one
+        transaction; return how many entries they newly cover."""
 
     def ping(self) -> None:
         """Raise StorageUnavailable if the log cannot be reached."""

@@ -12,7 +12,7 @@ def test_points_written_are_read_back_exactly(influx):
     for i in range(50):
         ring.emit("notify_publish",
                   (("priority", "high"), ("category", "chat"), ("target", "user")),
-                  {"count": i, "payload_bytes": 10, "duration_ms": 0.5})
+                  {"count": i, "payload_bytes": 10, "duration_ms_max": 0.5})
     ring.emit("notify_delivery", (("mode", "live"),),
               {"count": 7, "latency_ms_max": 3.5, "latency_ms_p50": 1.25})
     ring.emit("notify_ack", (), {"count": 4})

@@ -53,11 +53,13 @@ def test_open_stream_and_ack_track_the_position(notification_log):
     assert notification_log.open_stream("alice").head == 0
     for i in range(4):
         notification_log.append(request(user_id="alice"), f"m{i}", utcnow())
-    assert notification_log.ack("alice", 3) == 3
-    assert notification_log.ack("alice", 2) == 0  # never moves back
-    assert notification_log.ack("alice", 99) == 1  # capped at the head
+    notification_log.open_stream("bob")
+    assert notification_log.ack_many({"alice": 3, "bob": 0, "nobody": 5}) == 3
+    assert notification_log.ack_many({"alice": 2}) == 0  # never moves back
+    assert notification_log.ack_many({"alice": 99}) == 1  # capped at the head
     position = notification_log.open_stream("alice")
     assert (position.head, position.acked) == (4, 4)
+    assert notification_log.open_stream("bob").acked == 0
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)

@@ -42,10 +42,12 @@ class InMemoryNotificationLog:
         stream = self.streams[user_id]
         return StreamPosition(head=len(stream), acked=self.acked[user_id])
 
-    def ack(self, user_id: str, offset: int) -> int:
-        offset = min(offset, len(self.streams[user_id]))
-        covered = max(0, offset - self.acked[user_id])
-        self.acked[user_id] = max(self.acked[user_id], offset)
+    def ack_many(self, acks: dict[str, int]) -> int:
+        covered = 0
+        for user_id, offset in acks.items():
+            offset = min(offset, len(self.streams[user_id]))
+            covered += max(0, offset - self.acked[user_id])
+            self.acked[user_id] = max(self.acked[user_id], offset)
         return covered
 
     def ping(self) -> None:

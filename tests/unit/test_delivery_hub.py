@@ -41,7 +41,7 @@ def test_replay_sends_everything_after_last_offset_in_pages(parts):
 def test_without_last_offset_replay_starts_after_the_acknowledged_offset(parts):
     log, sender, _, spawn, hub = parts
     append(log, n=4)
-    log.ack("alice", 3)
+    log.ack_many({"alice": 3})
     hub.connect("s1", "alice", last_offset=None)
     spawn.run_all()
     assert sender.offsets("s1") == [4]
@@ -96,9 +96,34 @@ def test_ack_beyond_what_was_delivered_is_refused(parts):
     spawn.run_all()
     with pytest.raises(OffsetOutOfRange):
         hub.ack("s1", 3)
-    assert hub.ack("s1", 2) == 2
-    assert hub.ack("s1", 1) == 0  # acks only move forward
-    assert telemetry.total("notify_ack") == 2
+    hub.ack("s1", 1)
+    hub.ack("s1", 2)
+    hub.ack("s1", 1)  # acks only move forward
+    assert log.acked["alice"] == 0  # not yet: acks are written in batches
+    assert hub.acks.flush() == 2
+    assert log.acked["alice"] == 2
+    assert telemetry.records[-1] == ("notify_ack", {}, {"count": 2, "acks": 2})
+
+
+def test_a_reconnect_sees_acks_not_yet_written(parts):
+    log, sender, _, spawn, hub = parts
+    append(log, n=3)
+    hub.connect("s1", "alice", last_offset=0)
+    spawn.run_all()
+    hub.ack("s1", 3)
+    hub.connect("s2", "alice", last_offset=None)  # before the ack batch is written
+    spawn.run_all()
+    assert sender.offsets("s2") == []
+
+
+def test_the_last_connection_leaving_writes_its_acks(parts):
+    log, _, _, spawn, hub = parts
+    append(log, n=2)
+    hub.connect("s1", "alice", last_offset=0)
+    spawn.run_all()
+    hub.ack("s1", 2)
+    hub.disconnect("s1")
+    spawn.run_all()
     assert log.acked["alice"] == 2
 
 

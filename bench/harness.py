@@ -1,0 +1,115 @@
+"""Shared pieces for end-to-end benchmarks: a `serve` process of its own,
+receivers in Node (the official socket.io-client), and HTTP publishers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import gevent
+import gevent.pool
+import urllib3
+
+from service.adapters.tokens import UserTokens
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRETS = {"PUBLISH_TOKEN": "bench-publish", "ADMIN_TOKEN": "bench-admin",
+           "USER_TOKEN_SECRET": "bench-user-secret"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServeProcess:
+    """``python -m service serve`` with its own var dir, stopped on exit."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="notify-bench-"))
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **SECRETS, "PORT": str(self.port), "HOST": "127.0.0.1",
+                    "VAR_DIR": str(self.dir), "NODE_ID": f"bench-{self.port}",
+                    "LOG_LEVEL": "WARNING", **env}
+        self.http = urllib3.PoolManager(maxsize=16, retries=False)
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> ServeProcess:
+        with open(self.dir / "serve.log", "wb") as log:  # the child keeps its own copy
+            self.process = subprocess.Popen([sys.executable, "-m", "service", "serve"],
+                                            cwd=ROOT, env=self.env, stdout=log,
+                                            stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if self.http.request("GET", f"{self.url}/healthz", timeout=1).status == 200:
+                    return self
+            except urllib3.exceptions.HTTPError:
+                pass
+            gevent.sleep(0.1)
+        raise RuntimeError(f"serve did not start: {(self.dir / 'serve.log').read_text()}")
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def publish(self, body: dict) -> None:
+        response = self.http.request(
+            "POST", f"{self.url}/api/v1/notifications", body=json.dumps(body),
+            headers={"Authorization": f"Bearer {SECRETS['PUBLISH_TOKEN']}",
+                     "Content-Type": "application/json"}, timeout=30)
+        if response.status != 202:
+            raise RuntimeError(f"publish answered {response.status}: {response.data[:200]!r}")
+
+    def publish_many(self, bodies: list[dict], concurrency: int = 4) -> None:
+        pool = gevent.pool.Pool(concurrency)
+        for body in bodies:
+            pool.spawn(self.publish, body)
+        pool.join(raise_error=True)
+
+
+class NodeReceivers:
+    """K users connected from one Node process (clients/js/load.mjs)."""
+
+    def __init__(self, url: str, users: list[str], expect_total: int,
+                 timeout_ms: int = 120_000) -> None:
+        tokens = UserTokens(SECRETS["USER_TOKEN_SECRET"], 3600)
+        with tempfile.NamedTemporaryFile("w", suffix=".tokens", delete=False) as handle:
+            handle.write("\n".join(tokens.issue(u) for u in users))
+        self._tokens_file = handle.name
+        self.process = subprocess.Popen(
+            ["node", str(ROOT / "clients" / "js" / "load.mjs"), url, handle.name,
+             "--expect-total", str(expect_total), "--timeout-ms", str(timeout_ms)],
+            stdout=subprocess.PIPE, text=True)
+
+    def _next_event(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError("the Node receivers exited early")
+        return json.loads(line)
+
+    def wait_ready(self) -> None:
+        event = self._next_event()
+        if event.get("event") != "ready":
+            raise RuntimeError(f"receivers did not connect: {event}")
+
+    def wait_done(self) -> dict:
+        event = self._next_event()
+        self.process.wait(timeout=30)
+        os.unlink(self._tokens_file)
+        return event

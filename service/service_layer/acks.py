@@ -1,0 +1,68 @@
+"""Acknowledgements, written to the log in batches.
+
+A client acks every batch it receives; one database transaction per ack
+would make the log's commit rate, not delivery, the limit. Acks are kept per
+user (only the highest offset matters) and written together every
+``interval`` seconds, in one transaction. An ack not yet written when the
+process dies is at most re-delivered: clients that reconnect with their
+``last_offset`` never notice, and the others get an entry they already had.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import gevent
+
+from service.domain.errors import StorageUnavailable
+from service.service_layer.ports import NotificationLog, Telemetry
+
+log = logging.getLogger(__name__)
+
+
+class AckBuffer:
+    def __init__(self, notification_log: NotificationLog, telemetry: Telemetry | None,
+                 *, interval: float = 0.1) -> None:
+        self._log = notification_log
+        self._telemetry = telemetry
+        self._interval = interval
+        self._pending: dict[str, int] = {}
+        self._events = 0
+        self._running = False
+
+    def record(self, user_id: str, offset: int) -> None:
+        if offset > self._pending.get(user_id, 0):
+            self._pending[user_id] = offset
+        self._events += 1
+
+    def pending(self, user_id: str) -> int | None:
+        return self._pending.get(user_id)
+
+    def flush(self) -> int:
+        """Write what is pending in one transaction; return entries newly covered.
+        If the log is unavailable, keep it for the next round."""
+        if not self._pending:
+            return 0
+        pending, self._pending = self._pending, {}
+        events, self._events = self._events, 0
+        try:
+            covered = self._log.ack_many(pending)
+        except StorageUnavailable as exc:
+            log.warning("acks kept for the next round: %s", exc)
+            for user_id, offset in pending.items():
+                self.record(user_id, offset)
+            self._events += events - len(pending)
+            return 0
+        if self._telemetry is not None:
+            self._telemetry.tally("notify_ack", (), {"count": covered, "acks": events})
+        return covered
+
+    def run(self) -> None:
+        self._running = True
+        while self._running:
+            gevent.sleep(self._interval)
+            self.flush()
+
+    def stop(self) -> None:
+        self._running = False
+        self.flush()
