@@ -36,6 +36,10 @@ test: install influxdb
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
+# Benchmarks are not part of `make test`: they take minutes and want a quiet machine.
+bench: install influxdb
+	$(PY) -m bench all
+
 docs: $(VENV)/.installed
 	$(PY) -m service.entrypoints.telemetry_doc
 

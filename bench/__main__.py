@@ -1,7 +1,11 @@
 """``python -m bench NAME [options]``: run one benchmark; its last line is JSON.
 ``python -m bench all``: run every benchmark, write bench/results.json, print a table."""
 
-from gevent import monkey
+import gevent
+
+gevent.config.track_greenlet_tree = False  # as the service runs (service/__main__.py)
+
+from gevent import monkey  # noqa: E402
 
 monkey.patch_all()
 

@@ -68,6 +68,23 @@ class ServeProcess:
                 self.process.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    def metrics(self) -> dict:
+        response = self.http.request(
+            "GET", f"{self.url}/admin/api/performance/metrics",
+            headers={"Authorization": f"Bearer {SECRETS['ADMIN_TOKEN']}"}, timeout=10)
+        return json.loads(response.data)
+
+    def wait_settled(self, telemetry_on: bool, timeout: float = 10.0) -> None:
+        """Start measuring in a steady state: with telemetry on, after the
+        writer's first write (which also creates the database and its
+        retention policies); then a second more, whatever the mode."""
+        deadline = time.monotonic() + timeout
+        while telemetry_on and time.monotonic() < deadline:
+            if self.metrics()["telemetry"]["written"] > 0:
+                break
+            gevent.sleep(0.2)
+        gevent.sleep(1.0)
+
     def publish(self, body: dict) -> None:
         response = self.http.request(
             "POST", f"{self.url}/api/v1/notifications", body=json.dumps(body),

@@ -188,6 +188,7 @@ def run(argv: list[str]) -> dict:
             pair = [(on, True), (off, False)]
             for bucket, flag in (pair if r % 2 == 0 else pair[::-1]):
                 bucket.append(delivery_rate(args.publishes, 100, flag, client))
+                log(f"  telemetry {'on ' if flag else 'off'}: {bucket[-1]:,.0f} publishes/s")
 
         e2e_on, e2e_off = [], []
         for r in range(args.repeats):
@@ -197,6 +198,7 @@ def run(argv: list[str]) -> dict:
             for bucket, flag in (pair if r % 2 == 0 else pair[::-1]):
                 bucket.append(e2e_delivery_rate(flag, args.clients, args.broadcasts,
                                                 client.settings.database))
+                log(f"  telemetry {'on ' if flag else 'off'}: {bucket[-1]:,.0f} deliveries/s")
     finally:
         client.query(f'DROP DATABASE "{client.settings.database}"', method="POST", db=None)
 
@@ -236,6 +238,7 @@ def e2e_delivery_rate(telemetry_on: bool, clients: int, broadcasts: int,
         receivers = NodeReceivers(server.url, [f"bench{u}" for u in range(clients)],
                                   expect_total=clients * broadcasts)
         receivers.wait_ready()
+        server.wait_settled(telemetry_on)
         started = time.time()
         server.publish_many([{"broadcast": True, "category": "bench", "payload": {"i": i}}
                              for i in range(broadcasts)])

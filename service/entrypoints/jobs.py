@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 
 import gevent
 import gevent.event
@@ -17,18 +16,15 @@ from apscheduler.schedulers.gevent import GeventScheduler
 from service.adapters.runtime_metrics import RuntimeSampler
 from service.bootstrap import make_telemetry
 from service.config import Settings
-from service.entrypoints.runtime import NotMonkeyPatched, check_monkey_patched, configure_logging
+from service.entrypoints.runtime import start_process
 
 log = logging.getLogger("service.jobs")
 
 
 def run_jobs(settings: Settings) -> int:
-    configure_logging()
-    try:
-        check_monkey_patched()
-    except NotMonkeyPatched as exc:
-        print(f"refusing to start: {exc}", file=sys.stderr)
-        return 3
+    refused = start_process()
+    if refused is not None:
+        return refused
     ring, writer, _influx = make_telemetry(settings, "jobs")
     sampler = RuntimeSampler(ring)
     # The whole process runs on gevent (patched at start), so the gevent

@@ -37,6 +37,18 @@ def check_monkey_patched() -> None:
         pass
 
 
+def start_process() -> int | None:
+    """The common start of ``serve`` and ``jobs``: logging, then the
+    monkey-patching check. Returns an exit code if the process must not start."""
+    configure_logging()
+    try:
+        check_monkey_patched()
+    except NotMonkeyPatched as exc:
+        print(f"refusing to start: {exc}", file=sys.stderr)
+        return 3
+    return None
+
+
 def configure_logging() -> None:
     logging.basicConfig(
         level=os.environ.get("LOG_LEVEL", "INFO").upper(),

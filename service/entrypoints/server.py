@@ -13,18 +13,15 @@ from geventwebsocket.handler import WebSocketHandler
 from service.bootstrap import create_app
 from service.config import Settings
 from service.domain.errors import StorageUnavailable
-from service.entrypoints.runtime import NotMonkeyPatched, check_monkey_patched, configure_logging
+from service.entrypoints.runtime import start_process
 
 log = logging.getLogger("service.serve")
 
 
 def serve(settings: Settings) -> int:
-    configure_logging()
-    try:
-        check_monkey_patched()
-    except NotMonkeyPatched as exc:
-        print(f"refusing to start: {exc}", file=sys.stderr)
-        return 3
+    refused = start_process()
+    if refused is not None:
+        return refused
     try:
         app = create_app(settings)
     except StorageUnavailable as exc:

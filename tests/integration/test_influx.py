@@ -1,5 +1,7 @@
 """The telemetry writer against a real InfluxDB: what is emitted is read back."""
 
+import time
+
 from service.adapters.influx import InfluxClient, InfluxSettings
 from service.adapters.influx_writer import InfluxWriter
 from service.service_layer.telemetry import TelemetryRing
@@ -51,3 +53,21 @@ def test_the_writer_creates_its_database(influx_database):
         assert [name] in databases
     finally:
         client.query(f'DROP DATABASE "{name}"', method="POST", db=None)
+
+
+def test_retention_policies_are_created_and_raw_is_the_default(influx):
+    from service.adapters.influx import Retention
+
+    influx.ensure_database(Retention(raw="2d", rollup_1m="30d", rollup_1h="INF"))
+    policies = influx.retention_policies()
+    assert policies["raw"] == "48h0m0s"
+    assert policies["rollup_1m"] == "720h0m0s"
+    assert policies["rollup_1h"] == "0s"  # INF
+    influx.ensure_database(Retention(raw="3d"))  # a changed setting is applied, not refused
+    assert influx.retention_policies()["raw"] == "72h0m0s"
+    influx.write_lines([f"notify_ack,node=n,role=serve count=1i {time.time_ns()}"])
+    in_raw = influx.query('SELECT "count" FROM "raw"."notify_ack"')
+    assert in_raw[0]["series"][0]["values"][0][1] == 1
+    rows = influx.query(f'SHOW RETENTION POLICIES ON "{influx.settings.database}"')[0]
+    default = [r[0] for r in rows["series"][0]["values"] if r[-1] is True]
+    assert default == ["raw"]
