@@ -68,6 +68,11 @@ class ServeProcess:
                 self.process.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def metrics(self) -> dict:
         response = self.http.request(
             "GET", f"{self.url}/admin/api/performance/metrics",
