@@ -119,7 +119,10 @@ class InfluxWriter:
                 next_report = self._clock() + self._self_report_every
             if len(self._ring) < self._batch_size:
                 gevent.sleep(self._interval)
-            self.step(wait=False)
+            try:
+                self.step(wait=False)
+            except Exception:  # keep the writer alive: telemetry must not stop for good
+                log.exception("telemetry: writer round failed")
         self.join()
 
     def stop(self) -> None:
@@ -205,6 +208,9 @@ class InfluxWriter:
     def _deliver(self, body: bytes, lines: int) -> None:
         try:
             self._write_or_spool(body, lines)
+        except Exception as exc:  # a bug here must cost this batch, counted, not the writer
+            log.exception("telemetry: unexpected error writing a batch")
+            self._drop(lines, "error", str(exc))
         finally:
             self.in_flight -= lines
 

@@ -292,7 +292,7 @@ CATALOGUE: dict[str, Measurement] = {
                 "(cumulative, reported with `telemetry_self`): `ring_full` (emitted "
                 "faster than written), `schema` (a name outside this catalogue), "
                 "`rejected`/`http_4xx` (refused by InfluxDB), `spool_full`, "
-                "`spool_error`, `unavailable` (no spool configured)."
+                "`spool_error`, `unavailable` (no spool configured), `error` (a bug, logged)."
             ),
             emitted_by="adapters.influx_writer.InfluxWriter",
             tags=("reason",),
