@@ -21,7 +21,11 @@ class SchemaError(ValueError):
 
 
 class _NotFinite(Exception):
-    """A float field is NaN or infinite: line protocol cannot carry it."""
+    """A float field is NaN or infinite, or an integer field is not an int."""
+
+
+class _Mismatch(Exception):
+    """The fields are not the ones the series' formatter was compiled for."""
 
 
 def escape_tag(value: str) -> str:
@@ -58,16 +62,18 @@ def encode(
 
 
 class LineEncoder:
-    """Encodes ring records to lines, fast: the measurement-and-tags prefix is
-    rendered once per distinct tag set (tags have bounded cardinality, so the
-    cache is bounded too), and fields are formatted by a per-measurement table.
+    """Encodes ring records to lines, fast: one formatter per series (a
+    measurement and its tag values), compiled once, with the escaped
+    measurement-and-tags prefix built in. Tags have bounded cardinality, so
+    the formatters are bounded too; values past the tag limit are encoded the
+    slow way and never cached.
 
     It also keeps what only the writer can cheaply keep: timestamps made
     strictly increasing per process (two points of one series must never
     share one, or InfluxDB keeps only the last) and the tag-cardinality limit.
     """
 
-    PREFIX_CACHE_LIMIT = 50_000
+    CACHE_LIMIT = 50_000
 
     def __init__(
         self,
@@ -80,8 +86,7 @@ class LineEncoder:
         self._catalogue = catalogue
         self._tag_value_limit = tag_value_limit
         self._seen_values: dict[tuple[str, str], set[str]] = {}
-        self._prefixes: dict[tuple, str] = {}
-        self._formatters: dict[object, tuple[int, Callable]] = {}
+        self._series: dict[tuple, Callable] = {}
         self._last_ts = 0
 
     def encode(self, measurement: str, tags: tuple[tuple[str, str], ...],
@@ -90,58 +95,47 @@ class LineEncoder:
         outside the catalogue."""
         if timestamp_ns <= self._last_ts:
             timestamp_ns = self._last_ts + 1
-        key = (measurement, tags)
-        prefix = self._prefixes.get(key)
-        if prefix is None:
-            prefix = self._prefix(measurement, tags, key)
-        # One formatter per measurement, for the field names it was first
-        # emitted with; another set of names gets its own, keyed by shape.
-        known = self._formatters.get(measurement)
-        if known is None or known[0] != len(fields):
-            known = self._formatter_for_shape(measurement, fields)
+        formatter = self._series.get((measurement, tags))
+        if formatter is None:
+            formatter = self._formatter(measurement, tags, fields)
         try:
-            try:
-                line = known[1](prefix, fields, timestamp_ns)
-            except KeyError:  # same number of fields, other names
-                known = self._formatter_for_shape(measurement, fields)
-                line = known[1](prefix, fields, timestamp_ns)
-        except (ValueError, TypeError, _NotFinite):
-            line = self._slow_line(measurement, prefix, fields, timestamp_ns)
+            line = formatter(fields, timestamp_ns)
+        except (_Mismatch, KeyError, ValueError, TypeError, _NotFinite):
+            line = self._slow_line(measurement, self._prefix(measurement, tags)[0], fields,
+                                   timestamp_ns)
         self._last_ts = timestamp_ns
         return line
 
-    def _formatter_for_shape(self, measurement: str, fields: Mapping[str, Any]
-                             ) -> tuple[int, Callable]:
-        shape = (measurement, *fields)
-        known = self._formatters.get(shape)
-        if known is None:
-            known = self._formatters[shape] = (len(fields), self._compile(measurement,
-                                                                          tuple(fields)))
-            self._formatters.setdefault(measurement, known)
-        return known
+    def _formatter(self, measurement: str, tags: tuple[tuple[str, str], ...],
+                   fields: Mapping[str, Any]) -> Callable:
+        prefix, cacheable = self._prefix(measurement, tags)
+        formatter = self._compile(measurement, prefix, tuple(fields))
+        if cacheable:
+            if len(self._series) >= self.CACHE_LIMIT:
+                self._series.clear()
+            self._series[(measurement, tags)] = formatter
+        return formatter
 
-    def _compile(self, measurement: str, names: tuple[str, ...]) -> Callable:
-        """A formatter for one measurement and one set of field names: an
-        f-string built once, as fast as a hand-written one. Values of the
-        wrong type or non-finite floats raise, and take the slow path."""
-        schema = self._catalogue.get(measurement)
-        if schema is None:
-            raise SchemaError(f"unknown measurement {measurement!r}")
-        kinds = [schema.fields.get(name) for name in names]
+    def _compile(self, measurement: str, prefix: str, names: tuple[str, ...]) -> Callable:
+        """A formatter for one series and one set of field names: an f-string
+        built once, as fast as a hand-written one. Other field names, values
+        of the wrong type and non-finite floats raise, and take the slow path."""
+        kinds = [self._catalogue[measurement].fields.get(name) for name in names]
         if not names or any(k not in (FieldType.INTEGER, FieldType.FLOAT) for k in kinds):
-            return functools.partial(self._slow_line, measurement)
+            return functools.partial(self._slow_line, measurement, prefix)
         loads = "; ".join(f"v{i} = f[{name!r}]" for i, name in enumerate(names))
-        checks = " or ".join(f"v{i} - v{i} != 0.0" for i, k in enumerate(kinds)
-                             if k is FieldType.FLOAT) or "False"
-        # An int check is cheaper than a {:d} format spec; both keep 2.0 out of an integer.
-        checks += "".join(f" or v{i}.__class__ is not int" for i, k in enumerate(kinds)
-                          if k is FieldType.INTEGER)
+        # v - v is 0.0 for finite floats only; an int check keeps 2.0 out of an integer
+        checks = " or ".join(
+            f"v{i} - v{i} != 0.0" if k is FieldType.FLOAT else f"v{i}.__class__ is not int"
+            for i, k in enumerate(kinds))
         parts = ",".join(f"{name}={{v{i}}}i" if k is FieldType.INTEGER else f"{name}={{v{i}!r}}"
                          for i, (name, k) in enumerate(zip(names, kinds, strict=True)))
-        source = (f"def fmt(prefix, f, ts):\n    {loads}\n"
+        source = (f"def fmt(f, ts, P=P):\n"
+                  f"    if len(f) != {len(names)}: raise Mismatch\n"
+                  f"    {loads}\n"
                   f"    if {checks}: raise NotFinite\n"
-                  f"    return f'{{prefix}} {parts} {{ts}}'\n")
-        namespace: dict[str, Any] = {"NotFinite": _NotFinite}
+                  f"    return f'{{P}} {parts} {{ts}}'\n")
+        namespace: dict[str, Any] = {"NotFinite": _NotFinite, "Mismatch": _Mismatch, "P": prefix}
         exec(compile(source, f"<line formatter {measurement}>", "exec"), namespace)
         return namespace["fmt"]
 
@@ -160,7 +154,9 @@ class LineEncoder:
             raise SchemaError(f"{measurement} point has no valid field")
         return f"{prefix} {','.join(parts)} {timestamp_ns}"
 
-    def _prefix(self, measurement: str, tags: tuple[tuple[str, str], ...], key: tuple) -> str:
+    def _prefix(self, measurement: str, tags: tuple[tuple[str, str], ...]) -> tuple[str, bool]:
+        """The escaped ``measurement,tag=value…`` text, and whether it may be
+        cached (not if a value was replaced by ``other``)."""
         schema = self._catalogue.get(measurement)
         if schema is None:
             raise SchemaError(f"unknown measurement {measurement!r}")
@@ -179,12 +175,7 @@ class LineEncoder:
             for k, v in sorted(merged.items())
             if (escaped := escape_tag(v))
         )
-        prefix = f"{measurement.translate(_MEASUREMENT_ESCAPES)}{tag_text}"
-        if cacheable:  # values past the limit are not cached, so the cache stays bounded
-            if len(self._prefixes) >= self.PREFIX_CACHE_LIMIT:
-                self._prefixes.clear()
-            self._prefixes[key] = prefix
-        return prefix
+        return f"{measurement.translate(_MEASUREMENT_ESCAPES)}{tag_text}", cacheable
 
     def _limit(self, measurement: str, tag: str, value: str) -> str:
         """After ``tag_value_limit`` distinct values of one tag, write ``other``."""

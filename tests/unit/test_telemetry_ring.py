@@ -47,7 +47,7 @@ def test_the_encoder_bounds_tag_cardinality():
     seen = [encoder.encode("notify_publish", (("category", c),), {"count": 1}, 1)
             .split("category=")[1].split(",")[0] for c in "abcab"]
     assert seen == ["a", "b", "other", "a", "b"]
-    assert len(encoder._prefixes) == 2  # values past the limit are not cached
+    assert len(encoder._series) == 2  # values past the limit are not cached
 
 
 def test_observed_values_become_percentiles_of_the_interval():
