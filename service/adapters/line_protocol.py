@@ -34,7 +34,10 @@ def escape_tag(value: str) -> str:
 
 
 def escape_string_field(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """Quotes and backslashes are escaped; line breaks, which would end the
+    line, become spaces (line protocol has no escape for them)."""
+    cleaned = value.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + cleaned.replace("\n", " ").replace("\r", " ") + '"'
 
 
 def _field_value(kind: FieldType, value: Any) -> str | None:
