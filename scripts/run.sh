@@ -22,7 +22,8 @@ stop_all() {
   wait "${pids[@]}" 2>/dev/null || true
   if [ "$started_influx" = 1 ]; then scripts/influxdb.sh stop; fi
 }
-trap stop_all INT TERM EXIT
+trap 'stop_all; exit 0' INT TERM  # asked to stop: a clean exit
+trap stop_all EXIT
 
 $PY -m service serve & pids+=($!)
 $PY -m service jobs & pids+=($!)

@@ -48,7 +48,7 @@ def start_run_script(tmp_path, influx_database: str, demo: str):
 
 def stop_run_script(process, tmp_path) -> str:
     process.send_signal(signal.SIGTERM)
-    process.wait(timeout=20)
+    assert process.wait(timeout=20) == 0, "a requested stop is a clean exit"
     time.sleep(0.5)
     group = subprocess.run(["pgrep", "-g", str(process.pid)], capture_output=True, text=True)
     assert group.stdout.strip() == "", f"processes left running: {group.stdout}"
