@@ -21,7 +21,7 @@ from service.adapters.db_metrics import QueryStats
 from service.adapters.influx import InfluxClient
 from service.adapters.influx_writer import Backoff, InfluxWriter
 from service.adapters.notification_log import SqlNotificationLog, create_schema
-from service.adapters.runtime_metrics import RuntimeSampler
+from service.adapters.runtime_metrics import RuntimeSampler, process_snapshot
 from service.adapters.socketio_server import SocketIOSender, make_socketio_server
 from service.adapters.telemetry_spool import DiskSpool
 from service.adapters.tokens import UserTokens
@@ -131,6 +131,7 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
         sink=writer,
         log=notification_log,
         started_at=time.time(),
+        process_stats=process_snapshot,
     )
     flask_app.register_blueprint(admin_blueprint(sources, settings.admin_token))
     flask_app.register_blueprint(health_blueprint(sources))

@@ -189,9 +189,6 @@ class InfluxWriter:
         if pending is not None:
             pending.join()
 
-    # kept for callers that think in flushes
-    flush = step
-
     # -- internals ------------------------------------------------------------
     def _encode(self, records: list) -> tuple[bytes, int]:
         lines = []

@@ -57,13 +57,23 @@ def open_fds() -> int:
         return -1
 
 
-def process_fields(gc_pauses: GcPauses, started: float, handlers: Sized | None) -> dict:
+def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_snapshot() -> dict:
+    """What ``GET …/metrics`` shows of the process."""
+    return {"rss_bytes": rss_bytes(), "cpu_seconds": round(cpu_seconds(), 3),
+            "open_fds": open_fds()}
+
+
+def process_fields(gc_pauses: GcPauses, started: float, handlers: Sized | None) -> dict:
     gen = gc.get_stats()
     pause, pause_max = gc_pauses.take()
     return {
         "rss_bytes": rss_bytes(),
-        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "cpu_seconds": cpu_seconds(),
         "open_fds": open_fds(),
         "gc_gen0": gen[0]["collections"],
         "gc_gen1": gen[1]["collections"],

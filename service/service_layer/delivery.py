@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import gevent
 
@@ -41,7 +41,6 @@ class Connection:
     acked: int  # highest offset this user acknowledged
     catching_up: bool = True
     has_pending: bool = False
-    connected_at: float = field(default_factory=time.monotonic)
 
 
 class DeliveryHub:

@@ -64,8 +64,6 @@ class Sender(Protocol):
     def send(self, sid: str, event: str, data: Any) -> None:
         """Queue an event for one connection without waiting for the network."""
 
-    def disconnect(self, sid: str) -> None: ...
-
 
 class Spawner(Protocol):
     def __call__(self, target: Any, *args: Any) -> Any:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -45,21 +44,7 @@ class StatusSources:
     sink: TelemetrySinkStatus
     log: NotificationLog
     started_at: float
-
-
-def process_stats() -> dict:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    try:
-        with open("/proc/self/statm") as statm:
-            rss = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        open_fds = len(os.listdir("/proc/self/fd"))
-    except OSError:
-        rss, open_fds = usage.ru_maxrss * 1024, -1
-    return {
-        "rss_bytes": rss,
-        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
-        "open_fds": open_fds,
-    }
+    process_stats: Callable[[], dict]  # rss_bytes, cpu_seconds, open_fds
 
 
 def live_metrics(src: StatusSources) -> dict:
@@ -89,7 +74,7 @@ def live_metrics(src: StatusSources) -> dict:
             "influx_reachable": src.sink.last_error is None,
         },
         "storage": {"kind": src.storage_kind},
-        "process": process_stats(),
+        "process": src.process_stats(),
     }
 
 

@@ -18,7 +18,7 @@ def test_points_written_are_read_back_exactly(influx):
     ring.emit("notify_delivery", (("mode", "live"),),
               {"count": 7, "latency_ms_max": 3.5, "latency_ms_p50": 1.25})
     ring.emit("notify_ack", (), {"count": 4})
-    assert writer.flush() == 52
+    assert writer.step() == 52
     assert writer.written == 52 and writer.dropped == 0
 
     result = influx.query('SELECT sum("count"), count("count") FROM "notify_publish" '
@@ -35,7 +35,7 @@ def test_an_unreachable_influxdb_costs_nothing_but_counted_drops():
     client = InfluxClient(InfluxSettings(url="http://127.0.0.1:9", timeout=1.0))
     writer = InfluxWriter(ring, client, {"node": "n", "role": "serve"})
     ring.emit("notify_ack", (), {"count": 1})
-    writer.flush()
+    writer.step()
     assert writer.dropped == 1 and writer.dropped_by_reason == {"unavailable": 1}
     assert writer.last_error is not None
 
@@ -47,7 +47,7 @@ def test_the_writer_creates_its_database(influx_database):
     writer = InfluxWriter(ring, client, {"node": "n", "role": "serve"})
     try:
         ring.emit("notify_ack", (), {"count": 1})
-        writer.flush()
+        writer.step()
         assert writer.written == 1
         databases = client.query("SHOW DATABASES", db=None)[0]["series"][0]["values"]
         assert [name] in databases

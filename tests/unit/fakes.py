@@ -68,8 +68,6 @@ class RecordingSender:
     def offsets(self, sid: str) -> list[int]:
         return [n["offset"] for batch in self.batches(sid) for n in batch]
 
-    def disconnect(self, sid: str) -> None:
-        self.sent.append((sid, "disconnect", None))
 
 
 class RecordingTelemetry:
