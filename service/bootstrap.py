@@ -26,6 +26,7 @@ from service.adapters.socketio_server import SocketIOSender, make_socketio_serve
 from service.adapters.telemetry_spool import DiskSpool
 from service.adapters.tokens import UserTokens
 from service.config import Settings
+from service.domain.connections import ConnectionPolicy
 from service.entrypoints.admin_api import admin_blueprint, health_blueprint
 from service.entrypoints.errors import register_http_errors
 from service.entrypoints.publish_api import publish_blueprint
@@ -56,6 +57,7 @@ class App:
 
     def start_background(self) -> None:
         self.sio.start_background_task(self.hub.acks.run)
+        self.sio.start_background_task(self.hub.run_idle_sweeper)
         if not self.settings.telemetry_enabled:
             return
         self.ring.emit("config_change", (("kind", "startup"),), {
@@ -111,7 +113,13 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
     )
     # TELEMETRY_ENABLED=0 measures nothing at all: the baseline benchmarks compare against.
     telemetry = ring if settings.telemetry_enabled else None
-    hub = DeliveryHub(notification_log, SocketIOSender(sio), telemetry, sio.start_background_task)
+    policy = ConnectionPolicy(
+        max_per_node=settings.max_connections,
+        max_per_user=settings.max_connections_per_user,
+        idle_timeout_s=settings.idle_timeout,
+    )
+    hub = DeliveryHub(notification_log, SocketIOSender(sio), telemetry,
+                      sio.start_background_task, policy=policy)
     tokens = UserTokens(settings.user_token_secret, settings.user_token_ttl)
     register_socket_handlers(sio, hub, tokens, telemetry)
 

@@ -58,6 +58,9 @@ class Settings:
     db_slow_ms: float = 100.0
     telemetry_retry_max_s: float = 30.0
     telemetry_enabled: bool = True
+    max_connections: int = 10_000
+    max_connections_per_user: int = 10
+    idle_timeout: float = 300.0
     generated_secrets: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -129,6 +132,9 @@ class Settings:
             db_slow_ms=_float(env, "DB_SLOW_MS", 100.0),
             telemetry_retry_max_s=_float(env, "TELEMETRY_RETRY_MAX_S", 30.0),
             telemetry_enabled=env.get("TELEMETRY_ENABLED", "1") != "0",
+            max_connections=_int(env, "MAX_CONNECTIONS", 10_000),
+            max_connections_per_user=_int(env, "MAX_CONNECTIONS_PER_USER", 10),
+            idle_timeout=_float(env, "IDLE_TIMEOUT", 300.0),
             generated_secrets=generated,
         )
 

@@ -44,3 +44,6 @@ class SocketIOSender:
     def send(self, sid: str, event: str, data: Any) -> None:
         self._sio.emit(event, data, to=sid)
 
+    def disconnect(self, sid: str) -> None:
+        self._sio.disconnect(sid)
+

@@ -160,7 +160,13 @@ CATALOGUE: dict[str, Measurement] = {
             ),
             emitted_by="entrypoints.sockets",
             tags=("event", "reason"),
-            tag_values={"event": ("opened", "closed", "refused")},
+            tag_values={
+                "event": ("opened", "closed", "refused"),
+                "reason": ("ok", "client_disconnect", "server_disconnect", "ping_timeout",
+                           "transport_close", "transport_error", "idle", "other",
+                           "unauthorized", "invalid_input", "offset_out_of_range",
+                           "connection_limit", "storage_unavailable"),
+            },
             fields={"count": INT, "active": INT},
             example_query=(
                 'SELECT last("active") FROM "notify_connection" WHERE $timeFilter '

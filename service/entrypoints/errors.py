@@ -7,6 +7,7 @@ import logging
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from service.domain.connections import ConnectionLimitReached
 from service.domain.errors import (
     InvalidInput,
     MalformedRequest,
@@ -26,6 +27,7 @@ HTTP_STATUS: dict[type[ServiceError], int] = {
     PayloadTooLarge: 413,
     InvalidInput: 422,
     StorageUnavailable: 503,
+    ConnectionLimitReached: 503,
 }
 RETRY_AFTER_SECONDS = 1
 

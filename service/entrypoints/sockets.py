@@ -55,14 +55,16 @@ def register_socket_handlers(
 
     @sio.event
     def disconnect(sid: str, reason: Any = None) -> None:
-        if hub.disconnect(sid) is not None:
-            record("closed", _reason_tag(reason))
+        conn = hub.disconnect(sid)
+        if conn is not None:
+            record("closed", conn.close_reason or _reason_tag(reason))
 
     @sio.on("ack")
     def ack(sid: str, data: Any = None) -> dict:
         try:
             if not isinstance(data, dict):
                 raise InvalidInput("ack takes an object {offset}", field="offset")
+            hub.touch(sid)
             offset = parse_offset(data.get("offset"), "offset")
             hub.ack(sid, offset)
         except ServiceError as exc:
@@ -72,6 +74,7 @@ def register_socket_handlers(
 
     @sio.on("*")
     def unknown_event(event: str, sid: str, *_args: Any) -> dict:
+        hub.touch(sid)
         error = InvalidInput(
             f"unknown event {event[:64]!r}; this server accepts ack", field="event"
         )

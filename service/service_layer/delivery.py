@@ -13,10 +13,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import gevent
 
+from service.domain.connections import ConnectionPolicy
 from service.domain.errors import OffsetOutOfRange, StorageUnavailable
 from service.domain.model import Notification
 from service.domain.wire import RawJSON
@@ -41,6 +43,8 @@ class Connection:
     acked: int  # highest offset this user acknowledged
     catching_up: bool = True
     has_pending: bool = False
+    last_activity: float = 0.0  # clock time of the client's last event
+    close_reason: str | None = None  # set when the server closes it, for telemetry
 
 
 class DeliveryHub:
@@ -52,12 +56,16 @@ class DeliveryHub:
         spawn: Spawner,
         *,
         replay_page: int = REPLAY_PAGE,
+        policy: ConnectionPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._log = log
         self._sender = sender
         self._telemetry = telemetry  # None: measure nothing (benchmarks compare against it)
         self._spawn = spawn
         self._replay_page = replay_page
+        self.policy = policy or ConnectionPolicy()
+        self._clock = clock
         self._connections: dict[str, Connection] = {}
         self.acks = AckBuffer(log, telemetry)
         self.sent_total = 0  # notifications sent since start, over all connections
@@ -70,7 +78,10 @@ class DeliveryHub:
         Without ``last_offset`` the replay starts after the user's last
         acknowledged offset: the offline queue is the unacknowledged tail.
         """
+        self.policy.admit(len(self._connections), len(self._by_user.get(user_id, ())))
         position = self._log.open_stream(user_id)
+        # others may have been admitted while the log answered: check again, no I/O after
+        self.policy.admit(len(self._connections), len(self._by_user.get(user_id, ())))
         acked = max(position.acked, self.acks.pending(user_id) or 0)
         start = acked if last_offset is None else last_offset
         if start > position.head:
@@ -78,7 +89,8 @@ class DeliveryHub:
                 f"last_offset {start} is beyond the stream head {position.head}",
                 field="last_offset",
             )
-        conn = Connection(sid=sid, user_id=user_id, delivered=start, acked=acked)
+        conn = Connection(sid=sid, user_id=user_id, delivered=start, acked=acked,
+                          last_activity=self._clock())
         self._connections[sid] = conn
         self._by_user[user_id].add(sid)
         self._spawn(self._catch_up, conn)
@@ -95,6 +107,29 @@ class DeliveryHub:
                     if self.acks.pending(conn.user_id) is not None:
                         self._spawn(self.acks.flush)  # the user is gone: make it durable now
         return conn
+
+    def touch(self, sid: str) -> None:
+        """The client said something: it is not idle."""
+        conn = self._connections.get(sid)
+        if conn is not None:
+            conn.last_activity = self._clock()
+
+    def close_idle(self) -> list[str]:
+        """Close connections that sent nothing for the idle timeout."""
+        now = self._clock()
+        idle = [c for c in self._connections.values()
+                if c.close_reason is None and self.policy.is_idle(c.last_activity, now)]
+        for conn in idle:
+            conn.close_reason = "idle"
+            self._sender.disconnect(conn.sid)
+        return [c.sid for c in idle]
+
+    def run_idle_sweeper(self) -> None:
+        """Look a few times per timeout; for sio.start_background_task."""
+        interval = min(30.0, max(0.5, self.policy.idle_timeout_s / 4))
+        while True:
+            gevent.sleep(interval)
+            self.close_idle()
 
     @property
     def connection_count(self) -> int:
@@ -202,6 +237,7 @@ class DeliveryHub:
         conn = self._connections.get(sid)
         if conn is None:
             return
+        conn.last_activity = self._clock()
         if offset > conn.delivered:
             raise OffsetOutOfRange(
                 f"ack for offset {offset}, but this connection was only sent up to "

@@ -64,6 +64,9 @@ class Sender(Protocol):
     def send(self, sid: str, event: str, data: Any) -> None:
         """Queue an event for one connection without waiting for the network."""
 
+    def disconnect(self, sid: str) -> None:
+        """Close one connection (its disconnect handler runs as for any other)."""
+
 
 class Spawner(Protocol):
     def __call__(self, target: Any, *args: Any) -> Any:

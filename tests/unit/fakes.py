@@ -57,6 +57,7 @@ class InMemoryNotificationLog:
 class RecordingSender:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, Any]] = []
+        self.closed: list[str] = []
 
     def send(self, sid: str, event: str, data: Any) -> None:
         self.sent.append((sid, event, data))
@@ -64,6 +65,9 @@ class RecordingSender:
     def batches(self, sid: str) -> list[list[dict]]:
         return [json.loads(batch) for s, event, batch in self.sent
                 if s == sid and event == "notifications"]
+
+    def disconnect(self, sid: str) -> None:
+        self.closed.append(sid)
 
     def offsets(self, sid: str) -> list[int]:
         return [n["offset"] for batch in self.batches(sid) for n in batch]

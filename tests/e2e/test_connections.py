@@ -1,0 +1,89 @@
+"""Connection limits, idle cleanup and ping/pong health, on a real server."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import websocket
+
+from service.adapters.influx import InfluxClient, InfluxSettings
+from tests.conftest import INFLUX_URL
+from tests.e2e.conftest import start_server, stop_server
+from tests.e2e.test_publish_receive import PyClient
+
+
+def test_limits_refuse_with_a_reason_and_the_rest_keep_working(pg_url, influx_database, tmp_path,
+                                                             js_client):
+    server = start_server({"DATABASE_URL": pg_url, "INFLUX_DB": influx_database,
+                           "MAX_CONNECTIONS": "3", "MAX_CONNECTIONS_PER_USER": "2"}, tmp_path)
+    held = []
+    try:
+        held += [PyClient(server.url, server.token("alice")) for _ in range(2)]
+        third = js_client(server.url, server.token("alice"), "--timeout-ms", "5000")
+        refused = third.wait_for("connect_error")
+        assert (refused["data"]["error"], refused["data"]["field"]) == ("connection_limit", "user")
+        held.append(PyClient(server.url, server.token("bob")))
+        fourth = js_client(server.url, server.token("carol"), "--timeout-ms", "5000")
+        refused = fourth.wait_for("connect_error")
+        assert (refused["data"]["error"], refused["data"]["field"]) == ("connection_limit", "node")
+        server.publish({"user_id": "bob", "category": "c", "payload": {}})
+        assert len(held[2].wait_for(1)) == 1  # those inside are served as before
+    finally:
+        for client in held:
+            client.close()
+        assert stop_server(server) == 0
+    influx = InfluxClient(InfluxSettings(url=INFLUX_URL, database=influx_database))
+    result = influx.query('SELECT sum("count") FROM "notify_connection" '
+                          "WHERE \"event\" = 'refused' AND \"reason\" = 'connection_limit'")
+    assert result[0]["series"][0]["values"][0][1] == 2
+
+
+def test_an_idle_connection_is_closed(pg_url, influx_database, tmp_path, js_client):
+    server = start_server({"DATABASE_URL": pg_url, "INFLUX_DB": influx_database,
+                           "IDLE_TIMEOUT": "1"}, tmp_path)
+    try:
+        quiet = js_client(server.url, server.token("dora"), "--timeout-ms", "10000")
+        quiet.wait_for("connect")
+        started = time.monotonic()
+        closed = quiet.wait_for("disconnect", timeout=8)
+        assert closed["reason"] == "io server disconnect"
+        assert 1.0 <= time.monotonic() - started < 4.0
+    finally:
+        assert stop_server(server) == 0
+    influx = InfluxClient(InfluxSettings(url=INFLUX_URL, database=influx_database))
+    result = influx.query('SELECT sum("count") FROM "notify_connection" '
+                          "WHERE \"event\" = 'closed' AND \"reason\" = 'idle'")
+    assert result[0]["series"][0]["values"][0][1] == 1
+
+
+def test_a_client_that_misses_pongs_is_dropped(pg_url, influx_database, tmp_path):
+    """A raw Engine.IO client that connects properly, then never answers a ping."""
+    server = start_server({"DATABASE_URL": pg_url, "INFLUX_DB": influx_database,
+                           "PING_INTERVAL": "1", "PING_TIMEOUT": "1"}, tmp_path)
+    try:
+        ws = websocket.create_connection(
+            server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket",
+            timeout=10)
+        assert ws.recv().startswith("0")  # Engine.IO open
+        ws.send("40" + json.dumps({"token": server.token("eve")}))
+        assert ws.recv().startswith("40")  # Socket.IO connected
+        started = time.monotonic()
+        pings = 0
+        try:
+            while time.monotonic() - started < 8:
+                frame = ws.recv()  # never answered
+                if frame == "2":
+                    pings += 1
+                if not frame:
+                    break
+        except (websocket.WebSocketConnectionClosedException, ConnectionError):
+            pass
+        elapsed = time.monotonic() - started
+        assert pings >= 1 and elapsed < 6, (pings, elapsed)
+    finally:
+        assert stop_server(server) == 0
+    influx = InfluxClient(InfluxSettings(url=INFLUX_URL, database=influx_database))
+    result = influx.query('SELECT sum("count") FROM "notify_connection" '
+                          "WHERE \"event\" = 'closed' AND \"reason\" = 'ping_timeout'")
+    assert result[0]["series"][0]["values"][0][1] == 1

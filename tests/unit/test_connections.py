@@ -1,0 +1,63 @@
+import pytest
+
+from service.domain.connections import ConnectionLimitReached, ConnectionPolicy
+from service.service_layer.delivery import DeliveryHub
+from tests.unit.fakes import InMemoryNotificationLog, ManualSpawner, RecordingSender
+
+
+class Clock:
+    now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_hub(**policy):
+    sender, clock = RecordingSender(), Clock()
+    hub = DeliveryHub(InMemoryNotificationLog(), sender, None, ManualSpawner(),
+                      policy=ConnectionPolicy(**policy), clock=clock)
+    return hub, sender, clock
+
+
+def test_the_per_user_limit_refuses_one_more_and_names_it():
+    hub, *_ = make_hub(max_per_user=2)
+    hub.connect("a1", "alice", None)
+    hub.connect("a2", "alice", None)
+    with pytest.raises(ConnectionLimitReached) as caught:
+        hub.connect("a3", "alice", None)
+    assert caught.value.field == "user" and "2" in caught.value.message
+    hub.connect("b1", "bob", None)  # other users are not affected
+    hub.disconnect("a1")
+    hub.connect("a3", "alice", None)  # room again once one left
+
+
+def test_the_node_limit_refuses_anyone_past_it():
+    hub, *_ = make_hub(max_per_node=2)
+    hub.connect("a", "alice", None)
+    hub.connect("b", "bob", None)
+    with pytest.raises(ConnectionLimitReached) as caught:
+        hub.connect("c", "carol", None)
+    assert caught.value.field == "node"
+    assert hub.connection_count == 2
+
+
+def test_idle_connections_are_closed_and_active_ones_kept():
+    hub, sender, clock = make_hub(idle_timeout_s=60)
+    hub.connect("quiet", "alice", None)
+    hub.connect("busy", "bob", None)
+    clock.now += 50
+    hub.touch("busy")
+    clock.now += 20  # quiet: 70 s without a word; busy: 20 s
+    assert hub.close_idle() == ["quiet"]
+    assert sender.closed == ["quiet"]
+    assert hub.disconnect("quiet").close_reason == "idle"
+    assert hub.close_idle() == []  # closing is asked once
+
+
+def test_an_ack_counts_as_activity():
+    hub, _, clock = make_hub(idle_timeout_s=60)
+    hub.connect("s", "alice", None)
+    clock.now += 59
+    hub.ack("s", 0)
+    clock.now += 59
+    assert hub.close_idle() == []
