@@ -143,6 +143,7 @@ def delivery_rate(n: int, users: int, telemetry_on: bool, client: InfluxClient) 
     task = gevent.spawn(writer.run) if writer else None
     log_ = MemoryLog()
     hub = DeliveryHub(log_, EncodingSender(), telemetry, gevent.spawn)
+    timers = gevent.spawn(hub.run_batch_timers)
     for u in range(users):
         hub.connect(f"sid{u}", f"user{u}", None)
     gevent.sleep(0)
@@ -154,6 +155,8 @@ def delivery_rate(n: int, users: int, telemetry_on: bool, client: InfluxClient) 
         if i % 50 == 0:
             gevent.sleep(0)  # a server yields on socket I/O; let background work run
     elapsed = time.perf_counter() - started
+    hub.batch_timers.stop()
+    timers.join(timeout=1)
     if writer:
         writer.stop()
         task.join(timeout=5)

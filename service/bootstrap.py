@@ -26,6 +26,7 @@ from service.adapters.socketio_server import SocketIOSender, make_socketio_serve
 from service.adapters.telemetry_spool import DiskSpool
 from service.adapters.tokens import UserTokens
 from service.config import Settings
+from service.domain.batching import BatchPolicy
 from service.domain.connections import ConnectionPolicy
 from service.entrypoints.admin_api import admin_blueprint, health_blueprint
 from service.entrypoints.errors import register_http_errors
@@ -58,6 +59,7 @@ class App:
     def start_background(self) -> None:
         self.sio.start_background_task(self.hub.acks.run)
         self.sio.start_background_task(self.hub.run_idle_sweeper)
+        self.sio.start_background_task(self.hub.run_batch_timers)
         if not self.settings.telemetry_enabled:
             return
         self.ring.emit("config_change", (("kind", "startup"),), {
@@ -119,7 +121,9 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
         idle_timeout_s=settings.idle_timeout,
     )
     hub = DeliveryHub(notification_log, SocketIOSender(sio), telemetry,
-                      sio.start_background_task, policy=policy)
+                      sio.start_background_task, policy=policy,
+                      batching=BatchPolicy(max_size=settings.batch_size,
+                                           max_wait_s=settings.batch_timeout_ms / 1000.0))
     tokens = UserTokens(settings.user_token_secret, settings.user_token_ttl)
     register_socket_handlers(sio, hub, tokens, telemetry)
 

@@ -61,6 +61,8 @@ class Settings:
     max_connections: int = 10_000
     max_connections_per_user: int = 10
     idle_timeout: float = 300.0
+    batch_size: int = 50
+    batch_timeout_ms: float = 50.0
     generated_secrets: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -135,6 +137,8 @@ class Settings:
             max_connections=_int(env, "MAX_CONNECTIONS", 10_000),
             max_connections_per_user=_int(env, "MAX_CONNECTIONS_PER_USER", 10),
             idle_timeout=_float(env, "IDLE_TIMEOUT", 300.0),
+            batch_size=max(1, _int(env, "BATCH_SIZE", 50)),
+            batch_timeout_ms=_float(env, "BATCH_TIMEOUT_MS", 50.0),
             generated_secrets=generated,
         )
 

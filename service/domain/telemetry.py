@@ -100,7 +100,8 @@ CATALOGUE: dict[str, Measurement] = {
                 "Notifications sent to connections: `count` notifications in "
                 "`batches` batches (one batch is one `notifications` event to one "
                 "connection) of `bytes` JSON, and the publish-to-send latency over "
-                "the interval (p50, p95, p99 within 2 %, and max). `mode` is `live`, or "
+                "the interval (p50, p95, p99 within 2 %, and max); `wait_ms` is how long "
+                "live entries waited in their connection's batch. `mode` is `live`, or "
                 "`replay` (read back from the log: offline queue, reconnect, or a gap)."
             ),
             emitted_by="service_layer.delivery.DeliveryHub",
@@ -114,6 +115,10 @@ CATALOGUE: dict[str, Measurement] = {
                 "latency_ms_p95": FLOAT,
                 "latency_ms_p99": FLOAT,
                 "latency_ms_max": FLOAT,
+                "wait_ms_p50": FLOAT,
+                "wait_ms_p95": FLOAT,
+                "wait_ms_p99": FLOAT,
+                "wait_ms_max": FLOAT,
             },
             kind="summary",
             example_query=(

@@ -14,16 +14,18 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gevent
 
+from service.domain.batching import BatchPolicy, BatchQueue
 from service.domain.connections import ConnectionPolicy
 from service.domain.errors import OffsetOutOfRange, StorageUnavailable
 from service.domain.model import Notification
 from service.domain.wire import RawJSON
 from service.service_layer.acks import AckBuffer
 from service.service_layer.ports import NotificationLog, Sender, Spawner, Telemetry
+from service.service_layer.scheduling import DeadlineScheduler
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +41,13 @@ RETRY_SECONDS = 1.0
 class Connection:
     sid: str
     user_id: str
-    delivered: int  # highest offset sent on this connection
+    delivered: int  # highest offset sent, or queued to be sent, on this connection
     acked: int  # highest offset this user acknowledged
     catching_up: bool = True
     has_pending: bool = False
     last_activity: float = 0.0  # clock time of the client's last event
     close_reason: str | None = None  # set when the server closes it, for telemetry
+    queue: BatchQueue[Notification] = field(default_factory=lambda: BatchQueue(BatchPolicy()))
 
 
 class DeliveryHub:
@@ -57,6 +60,7 @@ class DeliveryHub:
         *,
         replay_page: int = REPLAY_PAGE,
         policy: ConnectionPolicy | None = None,
+        batching: BatchPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._log = log
@@ -65,7 +69,9 @@ class DeliveryHub:
         self._spawn = spawn
         self._replay_page = replay_page
         self.policy = policy or ConnectionPolicy()
+        self.batching = batching or BatchPolicy()
         self._clock = clock
+        self.batch_timers = DeadlineScheduler(clock)
         self._connections: dict[str, Connection] = {}
         self.acks = AckBuffer(log, telemetry)
         self.sent_total = 0  # notifications sent since start, over all connections
@@ -90,7 +96,7 @@ class DeliveryHub:
                 field="last_offset",
             )
         conn = Connection(sid=sid, user_id=user_id, delivered=start, acked=acked,
-                          last_activity=self._clock())
+                          last_activity=self._clock(), queue=BatchQueue(self.batching))
         self._connections[sid] = conn
         self._by_user[user_id].add(sid)
         self._spawn(self._catch_up, conn)
@@ -191,8 +197,28 @@ class DeliveryHub:
             conn.catching_up = True
             self._spawn(self._catch_up, conn)
             return False
-        self._send(conn, fresh, "live")
+        conn.delivered = fresh[-1].offset
+        for batch in conn.queue.add([(n, n.priority) for n in fresh], self._clock()):
+            self._send_queued(conn, batch)
+        if conn.queue.deadline is not None:
+            self.batch_timers.schedule(conn.queue.deadline, conn.sid)
         return True
+
+    def flush_due(self, sid: str, now: float) -> None:
+        """A batch deadline came: send what is due on that connection."""
+        conn = self._connections.get(sid)
+        if conn is not None:
+            for batch in conn.queue.due(now):
+                self._send_queued(conn, batch)
+
+    def run_batch_timers(self) -> None:
+        """For sio.start_background_task: sends batches as their deadlines come."""
+        self.batch_timers.run(self.flush_due)
+
+    def _send_queued(self, conn: Connection, batch: list[tuple[Notification, float]]) -> None:
+        now = self._clock()
+        self._send(conn, [n for n, _ in batch], "live",
+                   waits=[(now - queued) * 1000.0 for _, queued in batch])
 
     def _catch_up(self, conn: Connection) -> None:
         """Send everything after conn.delivered from the log, page by page.
@@ -210,17 +236,20 @@ class DeliveryHub:
                 continue
             if self._connections.get(conn.sid) is not conn:
                 return
+            for batch in conn.queue.take_all():  # what waits is older than the page
+                self._send_queued(conn, batch)
             fresh = [n for n in page if n.offset > conn.delivered]
             if fresh:
+                conn.delivered = fresh[-1].offset
                 self._send(conn, fresh, "replay")
             if len(page) < self._replay_page and not conn.has_pending:
                 conn.catching_up = False  # no yield since the read: nothing missed
                 return
 
-    def _send(self, conn: Connection, items: list[Notification], mode: str) -> None:
+    def _send(self, conn: Connection, items: list[Notification], mode: str,
+              waits: list[float] | None = None) -> None:
         batch = RawJSON("[" + ",".join([n.wire_json for n in items]) + "]")
         self._sender.send(conn.sid, "notifications", batch)
-        conn.delivered = items[-1].offset
         self.sent_total += len(items)
         if self._telemetry is None:
             return
@@ -230,6 +259,8 @@ class DeliveryHub:
                               {"count": len(items), "batches": 1, "bytes": len(batch)})
         self._telemetry.observe("notify_delivery", tags, "latency_ms",
                                 [(now - n.created_ts) * 1000.0 for n in items])
+        if waits:
+            self._telemetry.observe("notify_delivery", tags, "wait_ms", waits)
 
     # -- acknowledgements ---------------------------------------------------
     def ack(self, sid: str, offset: int) -> None:

@@ -1,5 +1,6 @@
 import pytest
 
+from service.domain.batching import BatchPolicy
 from service.domain.errors import OffsetOutOfRange
 from service.domain.model import PublishRequest, utcnow
 from service.service_layer.delivery import DeliveryHub
@@ -17,7 +18,9 @@ def parts():
     sender = RecordingSender()
     telemetry = RecordingTelemetry()
     spawn = ManualSpawner()
-    hub = DeliveryHub(log, sender, telemetry, spawn, replay_page=3)
+    # batches of one go out at once: these tests are about order and replay
+    hub = DeliveryHub(log, sender, telemetry, spawn, replay_page=3,
+                      batching=BatchPolicy(max_size=1))
     return log, sender, telemetry, spawn, hub
 
 
@@ -136,8 +139,39 @@ def test_delivery_telemetry_counts_every_entry(parts):
     assert telemetry.total("notify_delivery") == 5
     modes = [tags["mode"] for m, tags, _ in telemetry.records if m == "notify_delivery"]
     assert modes == ["replay", "replay", "live"]
-    latencies = [v for m, _, name, values in telemetry.observed for v in values]
+    latencies = [v for _, _, name, values in telemetry.observed if name == "latency_ms"
+                 for v in values]
     assert len(latencies) == 5 and all(v >= 0 for v in latencies)
+    waits = [v for _, _, name, values in telemetry.observed if name == "wait_ms" for v in values]
+    assert len(waits) == 1  # only live entries wait in a batch
+
+
+def test_live_entries_wait_for_their_batch_and_keep_their_order():
+    log, sender, spawn = InMemoryNotificationLog(), RecordingSender(), ManualSpawner()
+
+    class Clock:
+        now = 10.0
+
+        def __call__(self):
+            return self.now
+
+    clock = Clock()
+    hub = DeliveryHub(log, sender, None, spawn, clock=clock,
+                      batching=BatchPolicy(max_size=3, max_wait_s=0.05))
+    hub.connect("s1", "alice", last_offset=0)
+    spawn.run_all()
+    hub.deliver(append(log, n=2))
+    assert sender.sent == []  # waiting for the size or the timeout trigger
+    hub.deliver(append(log, n=2))  # the third fills a batch; the fourth waits
+    assert [len(b) for b in sender.batches("s1")] == [3]
+    clock.now += 0.06
+    for sid in hub.batch_timers.pop_due(clock.now):
+        hub.flush_due(sid, clock.now)
+    assert sender.offsets("s1") == [1, 2, 3, 4]
+    critical = PublishRequest.from_body({"user_id": "alice", "category": "c",
+                                         "priority": "critical"})
+    hub.deliver(log.append(critical, "crit", utcnow()))
+    assert sender.offsets("s1") == [1, 2, 3, 4, 5]  # critical bypasses the wait
 
 
 def test_disconnected_connections_get_nothing(parts):
