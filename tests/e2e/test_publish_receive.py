@@ -113,3 +113,32 @@ def test_sqlite_default_serves_end_to_end(sqlite_server, js_client):
     publish_n(sqlite_server, "erin", 3)
     client.finish()
     assert [n["offset"] for n in client.notifications()] == [1, 2, 3]
+
+
+def test_the_offline_queue_survives_a_server_restart(pg_url, influx_database, tmp_path):
+    from tests.e2e.conftest import start_server, stop_server
+
+    env = {"DATABASE_URL": pg_url, "INFLUX_DB": influx_database}
+    first = start_server(env, tmp_path)
+    try:
+        reader = PyClient(first.url, first.token("gus"))
+        publish_n(first, "gus", 3)
+        assert len(reader.wait_for(3)) == 3
+        deadline = time.monotonic() + 5  # until the server has the client's last ack
+        while time.monotonic() < deadline and first.request(
+                "GET", "/admin/api/performance/metrics",
+                token=first.env["ADMIN_TOKEN"]).json()["totals"]["acked"] < 3:
+            time.sleep(0.05)
+        reader.close()
+        publish_n(first, "gus", 4, start=3)  # while gus is away
+    finally:
+        assert stop_server(first) == 0
+    second = start_server({**env, "PORT": first.env["PORT"]}, tmp_path)
+    try:
+        back = PyClient(second.url, second.token("gus"))
+        received = back.wait_for(4)
+        assert [n["offset"] for n in received] == [4, 5, 6, 7]
+        assert [n["payload"]["seq"] for n in received] == [3, 4, 5, 6]
+        back.close()
+    finally:
+        assert stop_server(second) == 0
