@@ -134,6 +134,12 @@ class EncodingSender:
     def send(self, sid, event, data):  # noqa: ANN201
         self.bytes += len(self._dumps([event, data], separators=(",", ":")))
 
+    def disconnect(self, sid):  # noqa: ANN201
+        return None
+
+    def release(self, sid):  # noqa: ANN201
+        return None
+
 
 
 def delivery_rate(n: int, users: int, telemetry_on: bool, client: InfluxClient) -> float:

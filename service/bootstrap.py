@@ -120,7 +120,8 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
         max_per_user=settings.max_connections_per_user,
         idle_timeout_s=settings.idle_timeout,
     )
-    hub = DeliveryHub(notification_log, SocketIOSender(sio), telemetry,
+    sender = SocketIOSender(sio, max_queued_bytes=settings.send_queue_max_bytes)
+    hub = DeliveryHub(notification_log, sender, telemetry,
                       sio.start_background_task, policy=policy,
                       batching=BatchPolicy(max_size=settings.batch_size,
                                            max_wait_s=settings.batch_timeout_ms / 1000.0))

@@ -62,6 +62,7 @@ class Settings:
     max_connections_per_user: int = 10
     idle_timeout: float = 300.0
     batch_size: int = 50
+    send_queue_max_bytes: int = 1 << 20
     batch_timeout_ms: float = 50.0
     generated_secrets: tuple[str, ...] = field(default=(), compare=False)
 
@@ -138,6 +139,7 @@ class Settings:
             max_connections_per_user=_int(env, "MAX_CONNECTIONS_PER_USER", 10),
             idle_timeout=_float(env, "IDLE_TIMEOUT", 300.0),
             batch_size=max(1, _int(env, "BATCH_SIZE", 50)),
+            send_queue_max_bytes=_int(env, "SEND_QUEUE_MAX_BYTES", 1 << 20),
             batch_timeout_ms=_float(env, "BATCH_TIMEOUT_MS", 50.0),
             generated_secrets=generated,
         )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import socketio
 
 from service.adapters import wire_json
+from service.domain.connections import SlowConsumer
 
 MAX_FRAME_BYTES = 64 * 1024  # clients only send auth and acks
 
@@ -36,14 +38,43 @@ def make_socketio_server(
 
 
 class SocketIOSender:
-    """The hub's Sender port, over a python-socketio server."""
+    """The hub's Sender port, over a python-socketio server.
 
-    def __init__(self, sio: socketio.Server) -> None:
+    Engine.IO queues each connection's packets without a bound. To bound it in
+    bytes, the sender remembers the sizes of the packets it queued: the queue
+    is first in, first out, so the last ``qsize()`` of them are those still
+    waiting. One more that would pass ``max_queued_bytes`` raises SlowConsumer.
+    """
+
+    def __init__(self, sio: socketio.Server, *, max_queued_bytes: int = 1 << 20) -> None:
         self._sio = sio
+        self._max = max_queued_bytes
+        self._sizes: dict[str, deque[int]] = {}
 
     def send(self, sid: str, event: str, data: Any) -> None:
+        size = len(data) if isinstance(data, str) else 0
+        queue = self._engineio_queue(sid)
+        if queue is not None:
+            sizes = self._sizes.setdefault(sid, deque())
+            waiting = queue.qsize()
+            while len(sizes) > waiting:
+                sizes.popleft()
+            queued = sum(sizes)
+            if queued + size > self._max:
+                raise SlowConsumer(
+                    f"{queued} bytes are still waiting to be sent to this client; the bound "
+                    f"is {self._max}", field="connection")
+            sizes.append(size)
         self._sio.emit(event, data, to=sid)
 
     def disconnect(self, sid: str) -> None:
         self._sio.disconnect(sid)
+
+    def release(self, sid: str) -> None:
+        self._sizes.pop(sid, None)
+
+    def _engineio_queue(self, sid: str) -> Any:
+        eio_sid = self._sio.manager.eio_sid_from_sid(sid, "/")
+        socket = self._sio.eio.sockets.get(eio_sid) if eio_sid else None
+        return getattr(socket, "queue", None)
 

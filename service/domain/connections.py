@@ -7,6 +7,12 @@ from dataclasses import dataclass
 from service.domain.errors import ServiceError
 
 
+class SlowConsumer(ServiceError):
+    """A connection's unsent data passed its bound: the client reads too slowly."""
+
+    code = "slow_consumer"
+
+
 class ConnectionLimitReached(ServiceError):
     """A limit on open connections would be passed; the client may retry later."""
 

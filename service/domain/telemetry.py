@@ -149,7 +149,7 @@ CATALOGUE: dict[str, Measurement] = {
             ),
             emitted_by="service_layer.delivery.DeliveryHub",
             tags=("reason",),
-            tag_values={"reason": ("handoff_error",)},
+            tag_values={"reason": ("handoff_error", "slow_consumer")},
             fields={"count": INT},
             kind="summary",
             example_query=(
@@ -168,7 +168,7 @@ CATALOGUE: dict[str, Measurement] = {
             tag_values={
                 "event": ("opened", "closed", "refused"),
                 "reason": ("ok", "client_disconnect", "server_disconnect", "ping_timeout",
-                           "transport_close", "transport_error", "idle", "other",
+                           "transport_close", "transport_error", "idle", "slow_consumer", "other",
                            "unauthorized", "invalid_input", "offset_out_of_range",
                            "connection_limit", "storage_unavailable"),
             },

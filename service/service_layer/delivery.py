@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import gevent
 
 from service.domain.batching import BatchPolicy, BatchQueue
-from service.domain.connections import ConnectionPolicy
+from service.domain.connections import ConnectionPolicy, SlowConsumer
 from service.domain.errors import OffsetOutOfRange, StorageUnavailable
 from service.domain.model import Notification
 from service.domain.wire import RawJSON
@@ -33,6 +33,7 @@ REPLAY_PAGE = 500
 _LIVE, _QUEUED, _DROPPED = (("outcome", "live"),), (("outcome", "queued"),), (
     ("outcome", "dropped"),)
 _HANDOFF_ERROR = (("reason", "handoff_error"),)
+_SLOW_CONSUMER = (("reason", "slow_consumer"),)
 _MODE_TAGS = {"live": (("mode", "live"),), "replay": (("mode", "replay"),)}
 RETRY_SECONDS = 1.0
 
@@ -103,6 +104,7 @@ class DeliveryHub:
         return conn
 
     def disconnect(self, sid: str) -> Connection | None:
+        self._sender.release(sid)
         conn = self._connections.pop(sid, None)
         if conn is not None:
             sids = self._by_user.get(conn.user_id)
@@ -249,7 +251,11 @@ class DeliveryHub:
     def _send(self, conn: Connection, items: list[Notification], mode: str,
               waits: list[float] | None = None) -> None:
         batch = RawJSON("[" + ",".join([n.wire_json for n in items]) + "]")
-        self._sender.send(conn.sid, "notifications", batch)
+        try:
+            self._sender.send(conn.sid, "notifications", batch)
+        except SlowConsumer:
+            self._close_slow(conn, len(items))
+            return
         self.sent_total += len(items)
         if self._telemetry is None:
             return
@@ -261,6 +267,16 @@ class DeliveryHub:
                                 [(now - n.created_ts) * 1000.0 for n in items])
         if waits:
             self._telemetry.observe("notify_delivery", tags, "wait_ms", waits)
+
+    def _close_slow(self, conn: Connection, unsent: int) -> None:
+        """The client does not read: close it before it eats the node's memory.
+        Its entries stay in the log; a reconnect replays them."""
+        if conn.close_reason is None:
+            log.info("closing %s (%s): slow consumer", conn.sid, conn.user_id)
+            conn.close_reason = "slow_consumer"
+            self._sender.disconnect(conn.sid)
+        if self._telemetry is not None:
+            self._telemetry.tally("notify_drop", _SLOW_CONSUMER, {"count": unsent})
 
     # -- acknowledgements ---------------------------------------------------
     def ack(self, sid: str, offset: int) -> None:

@@ -67,6 +67,9 @@ class Sender(Protocol):
     def disconnect(self, sid: str) -> None:
         """Close one connection (its disconnect handler runs as for any other)."""
 
+    def release(self, sid: str) -> None:
+        """Forget what is kept about a connection that has gone."""
+
 
 class Spawner(Protocol):
     def __call__(self, target: Any, *args: Any) -> Any:

@@ -87,3 +87,41 @@ def test_a_client_that_misses_pongs_is_dropped(pg_url, influx_database, tmp_path
     result = influx.query('SELECT sum("count") FROM "notify_connection" '
                           "WHERE \"event\" = 'closed' AND \"reason\" = 'ping_timeout'")
     assert result[0]["series"][0]["values"][0][1] == 1
+
+
+def test_a_client_that_does_not_read_is_disconnected(pg_url, influx_database, tmp_path):
+    """A raw client with a tiny receive buffer that stops reading: its unsent
+    data grows past SEND_QUEUE_MAX_BYTES and the server closes it, while a
+    reading client of the same user is served as before."""
+    import socket as sockets
+
+    server = start_server({"DATABASE_URL": pg_url, "INFLUX_DB": influx_database,
+                           "SEND_QUEUE_MAX_BYTES": "200000", "BATCH_SIZE": "1"}, tmp_path)
+    try:
+        ws = websocket.create_connection(
+            server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket",
+            timeout=10, sockopt=((sockets.SOL_SOCKET, sockets.SO_RCVBUF, 4096),))
+        assert ws.recv().startswith("0")
+        ws.send("40" + json.dumps({"token": server.token("hal")}))
+        assert ws.recv().startswith("40")
+        reader = PyClient(server.url, server.token("hal"))  # reads, and keeps up
+        blob = "x" * 60_000
+        for i in range(150):  # 9 MB to a client that reads nothing
+            server.publish({"user_id": "hal", "category": "bulk", "payload": {"i": i, "b": blob}})
+        assert len(reader.wait_for(150, timeout=30)) == 150
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            metrics = server.request("GET", "/admin/api/performance/metrics",
+                                     token=server.env["ADMIN_TOKEN"]).json()
+            if metrics["connections"] == 1:
+                break
+            time.sleep(0.2)
+        assert metrics["connections"] == 1  # only the reader is left
+        reader.close()
+        ws.close()
+    finally:
+        assert stop_server(server) == 0
+    influx = InfluxClient(InfluxSettings(url=INFLUX_URL, database=influx_database))
+    result = influx.query('SELECT sum("count") FROM "notify_connection" '
+                          "WHERE \"event\" = 'closed' AND \"reason\" = 'slow_consumer'")
+    assert result[0]["series"][0]["values"][0][1] == 1

@@ -58,6 +58,7 @@ class RecordingSender:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, Any]] = []
         self.closed: list[str] = []
+        self.released: list[str] = []
 
     def send(self, sid: str, event: str, data: Any) -> None:
         self.sent.append((sid, event, data))
@@ -68,6 +69,9 @@ class RecordingSender:
 
     def disconnect(self, sid: str) -> None:
         self.closed.append(sid)
+
+    def release(self, sid: str) -> None:
+        self.released.append(sid)
 
     def offsets(self, sid: str) -> list[int]:
         return [n["offset"] for batch in self.batches(sid) for n in batch]

@@ -61,3 +61,27 @@ def test_an_ack_counts_as_activity():
     hub.ack("s", 0)
     clock.now += 59
     assert hub.close_idle() == []
+
+
+def test_a_slow_consumer_is_closed_and_its_entries_stay_in_the_log():
+    from service.domain.connections import SlowConsumer
+    from service.domain.model import PublishRequest, utcnow
+    from tests.unit.fakes import RecordingTelemetry
+
+    class FullSender(RecordingSender):
+        def send(self, sid, event, data):
+            raise SlowConsumer("full", field="connection")
+
+    log, sender = InMemoryNotificationLog(), FullSender()
+    telemetry, spawn = RecordingTelemetry(), ManualSpawner()
+    hub = DeliveryHub(log, sender, telemetry, spawn)
+    hub.connect("s", "alice", None)
+    spawn.run_all()
+    request = PublishRequest.from_body({"user_id": "alice", "category": "c",
+                                        "priority": "critical"})
+    hub.deliver(log.append(request, "m1", utcnow()))
+    assert sender.closed == ["s"]
+    assert hub.disconnect("s").close_reason == "slow_consumer"
+    assert ("notify_drop", {"reason": "slow_consumer"}, {"count": 1}) in telemetry.records
+    assert [n.offset for n in log.read("alice", 0, 10)] == [1]
+    assert sender.released == ["s"]
