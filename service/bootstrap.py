@@ -36,6 +36,7 @@ from service.service_layer.delivery import DeliveryHub
 from service.service_layer.publishing import publish
 from service.service_layer.status import StatusSources
 from service.service_layer.telemetry import TelemetryRing
+from service.service_layer.throttling import PublishThrottle
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +133,10 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
     flask_app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     flask_app.json.sort_keys = False
     register_http_errors(flask_app)
+    throttle = PublishThrottle(settings.throttle_rates, telemetry=telemetry)
     handler = functools.partial(
-        publish, log=notification_log, deliver=hub.deliver, telemetry=telemetry
+        publish, log=notification_log, deliver=hub.deliver, telemetry=telemetry,
+        admit=throttle.admit,
     )
     flask_app.register_blueprint(publish_blueprint(handler, settings.publish_token))
     sources = StatusSources(

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from service.adapters.database import default_sqlite_url
 from service.adapters.influx import InfluxSettings, Retention
+from service.domain.model import Priority
+from service.domain.throttle import DEFAULT_RATES, Rate
 
 LEVELS = ("conservative", "balanced", "aggressive", "maximum")
 SECRET_NAMES = ("PUBLISH_TOKEN", "ADMIN_TOKEN", "USER_TOKEN_SECRET")
@@ -63,6 +65,7 @@ class Settings:
     idle_timeout: float = 300.0
     batch_size: int = 50
     send_queue_max_bytes: int = 1 << 20
+    throttle_rates: dict = field(default_factory=lambda: dict(DEFAULT_RATES), compare=False)
     batch_timeout_ms: float = 50.0
     generated_secrets: tuple[str, ...] = field(default=(), compare=False)
 
@@ -140,9 +143,32 @@ class Settings:
             idle_timeout=_float(env, "IDLE_TIMEOUT", 300.0),
             batch_size=max(1, _int(env, "BATCH_SIZE", 50)),
             send_queue_max_bytes=_int(env, "SEND_QUEUE_MAX_BYTES", 1 << 20),
+            throttle_rates=_throttle(env.get("THROTTLE", "")),
             batch_timeout_ms=_float(env, "BATCH_TIMEOUT_MS", 50.0),
             generated_secrets=generated,
         )
+
+
+def _throttle(raw: str) -> dict[Priority, Rate | None]:
+    """``THROTTLE=high=500:1000,low=off``: per user and priority, rate per second
+    and burst; ``off`` lifts the limit. Priorities not named keep their default."""
+    rates = dict(DEFAULT_RATES)
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        name, _, value = part.partition("=")
+        try:
+            priority = Priority(name.strip())
+            if value.strip() == "off":
+                rates[priority] = None
+                continue
+            per_second, burst = (float(v) for v in value.split(":"))
+            if per_second <= 0 or burst < 1:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(
+                f"THROTTLE takes priority=RATE:BURST or priority=off, comma-separated "
+                f"(e.g. high=500:1000,low=off), not {part!r}") from None
+        rates[priority] = Rate(per_second=per_second, burst=burst)
+    return rates
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

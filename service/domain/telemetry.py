@@ -158,6 +158,23 @@ CATALOGUE: dict[str, Measurement] = {
             ),
         ),
         Measurement(
+            name="notify_throttle",
+            description=(
+                "Publishes refused with 429 because a recipient's token bucket for "
+                "the priority was empty: `count` requests, to `recipients` recipients. "
+                "Nothing of them was stored."
+            ),
+            emitted_by="service_layer.throttling.PublishThrottle",
+            tags=("priority",),
+            tag_values={"priority": PRIORITIES},
+            fields={"count": INT, "recipients": INT},
+            kind="summary",
+            example_query=(
+                'SELECT sum("count") FROM "notify_throttle" WHERE $timeFilter '
+                'GROUP BY time($__interval), "priority"'
+            ),
+        ),
+        Measurement(
             name="notify_connection",
             description=(
                 "Socket.IO connections opened, closed and refused, with the reason; "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -17,6 +18,7 @@ from service.domain.errors import (
     StorageUnavailable,
     Unauthorized,
 )
+from service.domain.throttle import Throttled
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,7 @@ HTTP_STATUS: dict[type[ServiceError], int] = {
     InvalidInput: 422,
     StorageUnavailable: 503,
     ConnectionLimitReached: 503,
+    Throttled: 429,
 }
 RETRY_AFTER_SECONDS = 1
 
@@ -46,6 +49,8 @@ def to_response(error: ServiceError) -> Response:
         response.headers["WWW-Authenticate"] = 'Bearer realm="notify"'
     if isinstance(error, StorageUnavailable):
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    if isinstance(error, Throttled):
+        response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
     return response
 
 

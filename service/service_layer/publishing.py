@@ -17,6 +17,7 @@ def publish(
     log: NotificationLog,
     deliver: Callable[[list[Notification]], None],
     telemetry: Telemetry | None,
+    admit: Callable[[PublishRequest], None] | None = None,
 ) -> PublishResult:
     """Accept one publish request.
 
@@ -26,6 +27,8 @@ def publish(
     """
     started = time.perf_counter()
     request = PublishRequest.from_body(body)
+    if admit is not None:
+        admit(request)  # may refuse (Throttled) before anything is stored
     result = PublishResult(id=uuid.uuid4().hex, created_at=utcnow())
     appended = log.append(request, result.id, result.created_at)
     result.offsets = {n.user_id: n.offset for n in appended}

@@ -103,3 +103,26 @@ def test_bad_events_get_errors_and_the_connection_keeps_working(server):
         assert len(errors) == 4
     finally:
         client.disconnect()
+
+
+def test_a_flood_beyond_the_throttle_gets_429_with_retry_after(pg_url, influx_database,
+                                                               tmp_path):
+    from tests.e2e.conftest import start_server, stop_server
+
+    server = start_server({"DATABASE_URL": pg_url, "INFLUX_DB": influx_database,
+                           "THROTTLE": "low=1:5"}, tmp_path)
+    try:
+        body = {"user_id": "ivy", "category": "promo", "priority": "low", "payload": {}}
+        statuses = [server.request("POST", PATH, token=server.env["PUBLISH_TOKEN"],
+                                   body=body).status for _ in range(8)]
+        assert statuses[:5] == [202] * 5 and 429 in statuses[5:]
+        refused = server.request("POST", PATH, token=server.env["PUBLISH_TOKEN"], body=body)
+        assert refused.status == 429
+        assert refused.json()["error"] == "throttled" and refused.json()["field"] == "priority"
+        assert int(refused.headers["Retry-After"]) >= 1
+        critical = server.request("POST", PATH, token=server.env["PUBLISH_TOKEN"],
+                                  body={**body, "priority": "critical"})
+        assert critical.status == 202  # never throttled
+        assert critical.json()["offsets"] == {"ivy": 6 + statuses[5:].count(202)}
+    finally:
+        assert stop_server(server) == 0
