@@ -19,10 +19,10 @@ from pathlib import Path
 
 from service.adapters.database import default_sqlite_url
 from service.adapters.influx import InfluxSettings, Retention
+from service.domain.levels import LEVELS
 from service.domain.model import Priority
-from service.domain.throttle import DEFAULT_RATES, Rate
+from service.domain.throttle import Rate
 
-LEVELS = ("conservative", "balanced", "aggressive", "maximum")
 SECRET_NAMES = ("PUBLISH_TOKEN", "ADMIN_TOKEN", "USER_TOKEN_SECRET")
 
 
@@ -65,7 +65,8 @@ class Settings:
     idle_timeout: float = 300.0
     batch_size: int = 50
     send_queue_max_bytes: int = 1 << 20
-    throttle_rates: dict = field(default_factory=lambda: dict(DEFAULT_RATES), compare=False)
+    throttle_rates: dict = field(default_factory=lambda: dict(LEVELS["balanced"].throttle),
+                                 compare=False)
     batch_timeout_ms: float = 50.0
     generated_secrets: tuple[str, ...] = field(default=(), compare=False)
 
@@ -109,6 +110,7 @@ class Settings:
             raise ConfigError(
                 f"OPTIMIZATION_LEVEL must be one of {', '.join(LEVELS)}, not {level!r}"
             )
+        preset = LEVELS[level]
         return cls(
             host=env.get("HOST", "127.0.0.1"),
             port=port,
@@ -138,21 +140,22 @@ class Settings:
             db_slow_ms=_float(env, "DB_SLOW_MS", 100.0),
             telemetry_retry_max_s=_float(env, "TELEMETRY_RETRY_MAX_S", 30.0),
             telemetry_enabled=env.get("TELEMETRY_ENABLED", "1") != "0",
-            max_connections=_int(env, "MAX_CONNECTIONS", 10_000),
-            max_connections_per_user=_int(env, "MAX_CONNECTIONS_PER_USER", 10),
+            max_connections=_int(env, "MAX_CONNECTIONS", preset.max_connections),
+            max_connections_per_user=_int(env, "MAX_CONNECTIONS_PER_USER",
+                                          preset.max_connections_per_user),
             idle_timeout=_float(env, "IDLE_TIMEOUT", 300.0),
-            batch_size=max(1, _int(env, "BATCH_SIZE", 50)),
-            send_queue_max_bytes=_int(env, "SEND_QUEUE_MAX_BYTES", 1 << 20),
-            throttle_rates=_throttle(env.get("THROTTLE", "")),
-            batch_timeout_ms=_float(env, "BATCH_TIMEOUT_MS", 50.0),
+            batch_size=max(1, _int(env, "BATCH_SIZE", preset.batch_size)),
+            send_queue_max_bytes=_int(env, "SEND_QUEUE_MAX_BYTES", preset.send_queue_max_bytes),
+            throttle_rates=_throttle(env.get("THROTTLE", ""), preset.throttle),
+            batch_timeout_ms=_float(env, "BATCH_TIMEOUT_MS", preset.batch_timeout_ms),
             generated_secrets=generated,
         )
 
 
-def _throttle(raw: str) -> dict[Priority, Rate | None]:
+def _throttle(raw: str, defaults: dict[Priority, Rate | None]) -> dict[Priority, Rate | None]:
     """``THROTTLE=high=500:1000,low=off``: per user and priority, rate per second
-    and burst; ``off`` lifts the limit. Priorities not named keep their default."""
-    rates = dict(DEFAULT_RATES)
+    and burst; ``off`` lifts the limit. Priorities not named keep the level's."""
+    rates = dict(defaults)
     for part in filter(None, (p.strip() for p in raw.split(","))):
         name, _, value = part.partition("=")
         try:

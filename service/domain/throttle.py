@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from service.domain.errors import ServiceError
-from service.domain.model import Priority
 
 
 class Throttled(ServiceError):
@@ -61,11 +60,3 @@ class Rate:
     per_second: float
     burst: float
 
-
-# Per user and priority. Critical is never throttled: it is what a flood must not block.
-DEFAULT_RATES: dict[Priority, Rate | None] = {
-    Priority.CRITICAL: None,
-    Priority.HIGH: Rate(per_second=500, burst=1000),
-    Priority.NORMAL: Rate(per_second=200, burst=400),
-    Priority.LOW: Rate(per_second=50, burst=100),
-}

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from service.domain.model import Priority, PublishRequest
-from service.domain.throttle import DEFAULT_RATES, Rate, Throttled, TokenBucket
+from service.domain.throttle import Rate, Throttled, TokenBucket
 from service.service_layer.ports import Telemetry
 
 BROADCAST = "*"  # the key of the node-wide broadcast buckets; not a valid user id
@@ -26,7 +26,7 @@ BROADCAST = "*"  # the key of the node-wide broadcast buckets; not a valid user 
 class PublishThrottle:
     def __init__(
         self,
-        rates: Mapping[Priority, Rate | None] = DEFAULT_RATES,
+        rates: Mapping[Priority, Rate | None],
         *,
         max_buckets: int = 100_000,
         clock: Callable[[], float] = time.monotonic,

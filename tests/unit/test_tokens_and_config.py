@@ -75,3 +75,38 @@ def test_bad_settings_are_named(tmp_path, env):
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({"VAR_DIR": str(tmp_path), **env})
     assert next(iter(env)) in str(caught.value)
+
+
+def test_the_level_sets_the_defaults_and_explicit_settings_win(tmp_path):
+    from service.domain.levels import LEVELS
+    from service.domain.model import Priority
+
+    for name, level in LEVELS.items():
+        settings = Settings.from_env({"VAR_DIR": str(tmp_path), "OPTIMIZATION_LEVEL": name})
+        assert settings.batch_size == level.batch_size
+        assert settings.batch_timeout_ms == level.batch_timeout_ms
+        assert settings.max_connections == level.max_connections
+        assert settings.throttle_rates == level.throttle
+    tuned = Settings.from_env({"VAR_DIR": str(tmp_path), "OPTIMIZATION_LEVEL": "maximum",
+                               "BATCH_SIZE": "7", "THROTTLE": "low=off,high=1:2"})
+    assert tuned.batch_size == 7 and tuned.batch_timeout_ms == 200.0
+    assert tuned.throttle_rates[Priority.LOW] is None
+    assert tuned.throttle_rates[Priority.HIGH].burst == 2
+    assert tuned.throttle_rates[Priority.NORMAL] == LEVELS["maximum"].throttle[Priority.NORMAL]
+
+
+def test_levels_order_batching_from_latency_to_throughput():
+    from service.domain.levels import LEVELS
+
+    order = ["conservative", "balanced", "aggressive", "maximum"]
+    assert list(LEVELS) == order
+    sizes = [LEVELS[n].batch_size for n in order]
+    waits = [LEVELS[n].batch_timeout_ms for n in order]
+    assert sizes == sorted(sizes) and waits == sorted(waits)
+    assert all(10 <= s <= 100 for s in sizes) and all(25 <= w <= 200 for w in waits)
+
+
+@pytest.mark.parametrize("bad", ["low=fast", "urgent=1:2", "low=0:5", "high=1"])
+def test_a_bad_throttle_setting_is_named(tmp_path, bad):
+    with pytest.raises(ConfigError, match="THROTTLE"):
+        Settings.from_env({"VAR_DIR": str(tmp_path), "THROTTLE": bad})
