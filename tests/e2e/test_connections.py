@@ -13,6 +13,18 @@ from tests.e2e.conftest import start_server, stop_server
 from tests.e2e.test_publish_receive import PyClient
 
 
+def raw_socketio_client(server, user: str, **options) -> websocket.WebSocket:
+    """Engine.IO and Socket.IO handshakes by hand, so that the test decides
+    what the client does next (nothing, in these tests)."""
+    ws = websocket.create_connection(
+        server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket",
+        timeout=10, **options)
+    assert ws.recv().startswith("0")  # Engine.IO open
+    ws.send("40" + json.dumps({"token": server.token(user)}))
+    assert ws.recv().startswith("40")  # Socket.IO connected
+    return ws
+
+
 def test_limits_refuse_with_a_reason_and_the_rest_keep_working(pg_url, influx_database, tmp_path,
                                                              js_client):
     server = start_server({"DATABASE_URL": pg_url, "INFLUX_DB": influx_database,
@@ -62,12 +74,7 @@ def test_a_client_that_misses_pongs_is_dropped(pg_url, influx_database, tmp_path
     server = start_server({"DATABASE_URL": pg_url, "INFLUX_DB": influx_database,
                            "PING_INTERVAL": "1", "PING_TIMEOUT": "1"}, tmp_path)
     try:
-        ws = websocket.create_connection(
-            server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket",
-            timeout=10)
-        assert ws.recv().startswith("0")  # Engine.IO open
-        ws.send("40" + json.dumps({"token": server.token("eve")}))
-        assert ws.recv().startswith("40")  # Socket.IO connected
+        ws = raw_socketio_client(server, "eve")
         started = time.monotonic()
         pings = 0
         try:
@@ -98,12 +105,8 @@ def test_a_client_that_does_not_read_is_disconnected(pg_url, influx_database, tm
     server = start_server({"DATABASE_URL": pg_url, "INFLUX_DB": influx_database,
                            "SEND_QUEUE_MAX_BYTES": "200000", "BATCH_SIZE": "1"}, tmp_path)
     try:
-        ws = websocket.create_connection(
-            server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket",
-            timeout=10, sockopt=((sockets.SOL_SOCKET, sockets.SO_RCVBUF, 4096),))
-        assert ws.recv().startswith("0")
-        ws.send("40" + json.dumps({"token": server.token("hal")}))
-        assert ws.recv().startswith("40")
+        ws = raw_socketio_client(server, "hal",
+                                 sockopt=((sockets.SOL_SOCKET, sockets.SO_RCVBUF, 4096),))
         reader = PyClient(server.url, server.token("hal"))  # reads, and keeps up
         blob = "x" * 60_000
         for i in range(150):  # 9 MB to a client that reads nothing
