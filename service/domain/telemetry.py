@@ -144,12 +144,15 @@ CATALOGUE: dict[str, Measurement] = {
         Measurement(
             name="notify_drop",
             description=(
-                "Notifications not delivered live, with the reason. The entries stay "
-                "in the log unless the reason says otherwise."
+                "Notifications not delivered live, with the reason: `handoff_error`, "
+                "`slow_consumer` (the client was closed for reading too slowly), "
+                "`disconnected` (it left with a batch still waiting). They stay in the "
+                "log, and a reconnect replays them. Per node, dispatched `live` = "
+                "delivered `live` + dropped `slow_consumer` + `disconnected`."
             ),
             emitted_by="service_layer.delivery.DeliveryHub",
             tags=("reason",),
-            tag_values={"reason": ("handoff_error", "slow_consumer")},
+            tag_values={"reason": ("handoff_error", "slow_consumer", "disconnected")},
             fields={"count": INT},
             kind="summary",
             example_query=(

@@ -34,6 +34,7 @@ _LIVE, _QUEUED, _DROPPED = (("outcome", "live"),), (("outcome", "queued"),), (
     ("outcome", "dropped"),)
 _HANDOFF_ERROR = (("reason", "handoff_error"),)
 _SLOW_CONSUMER = (("reason", "slow_consumer"),)
+_DISCONNECTED = (("reason", "disconnected"),)
 _MODE_TAGS = {"live": (("mode", "live"),), "replay": (("mode", "replay"),)}
 RETRY_SECONDS = 1.0
 
@@ -106,6 +107,9 @@ class DeliveryHub:
     def disconnect(self, sid: str) -> Connection | None:
         self._sender.release(sid)
         conn = self._connections.pop(sid, None)
+        if conn is not None and conn.queue.items and self._telemetry is not None:
+            # dispatched live but still in the batch: the log keeps them for a reconnect
+            self._telemetry.tally("notify_drop", _DISCONNECTED, {"count": len(conn.queue.items)})
         if conn is not None:
             sids = self._by_user.get(conn.user_id)
             if sids is not None:

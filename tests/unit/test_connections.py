@@ -85,3 +85,20 @@ def test_a_slow_consumer_is_closed_and_its_entries_stay_in_the_log():
     assert ("notify_drop", {"reason": "slow_consumer"}, {"count": 1}) in telemetry.records
     assert [n.offset for n in log.read("alice", 0, 10)] == [1]
     assert sender.released == ["s"]
+
+
+def test_a_batch_left_waiting_at_disconnect_is_counted():
+    from service.domain.batching import BatchPolicy
+    from service.domain.model import PublishRequest, utcnow
+    from tests.unit.fakes import RecordingTelemetry
+
+    log, telemetry, spawn = InMemoryNotificationLog(), RecordingTelemetry(), ManualSpawner()
+    hub = DeliveryHub(log, RecordingSender(), telemetry, spawn,
+                      batching=BatchPolicy(max_size=10, max_wait_s=1.0))
+    hub.connect("s", "alice", None)
+    spawn.run_all()
+    request = PublishRequest.from_body({"user_id": "alice", "category": "c"})
+    hub.deliver(log.append(request, "m1", utcnow()) + log.append(request, "m2", utcnow()))
+    hub.disconnect("s")
+    assert ("notify_drop", {"reason": "disconnected"}, {"count": 2}) in telemetry.records
+    assert ("notify_dispatch", {"outcome": "live"}, {"count": 2}) in telemetry.records
