@@ -191,13 +191,16 @@ class InfluxWriter:
 
     # -- internals ------------------------------------------------------------
     def _encode(self, records: list) -> tuple[bytes, int]:
-        lines = []
         encode = self._encoder.encode
-        for measurement, tags, fields, ts in records:
-            try:
-                lines.append(encode(measurement, tags, fields, ts))
-            except (SchemaError, KeyError, TypeError, ValueError) as exc:
-                self._drop(1, "schema", str(exc))
+        try:  # the common case, in one comprehension
+            lines = [encode(m, tags, fields, ts) for m, tags, fields, ts in records]
+        except (SchemaError, KeyError, TypeError, ValueError):
+            lines = []  # a bad record: once more, one by one, dropping what fails
+            for measurement, tags, fields, ts in records:
+                try:
+                    lines.append(encode(measurement, tags, fields, ts))
+                except (SchemaError, KeyError, TypeError, ValueError) as exc:
+                    self._drop(1, "schema", str(exc))
         if not lines:
             return b"", 0
         return gzip.compress("\n".join(lines).encode("utf-8"), compresslevel=1), len(lines)
