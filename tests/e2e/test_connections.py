@@ -13,6 +13,15 @@ from tests.e2e.conftest import start_server, stop_server
 from tests.e2e.test_publish_receive import PyClient
 
 
+def connection_events(influx_database: str, event: str, reason: str) -> int:
+    """How many connection events of this kind the server recorded in InfluxDB."""
+    influx = InfluxClient(InfluxSettings(url=INFLUX_URL, database=influx_database))
+    result = influx.query('SELECT sum("count") FROM "notify_connection" '
+                          f"WHERE \"event\" = '{event}' AND \"reason\" = '{reason}'")
+    series = result[0].get("series")
+    return series[0]["values"][0][1] if series else 0
+
+
 def raw_socketio_client(server, user: str, **options) -> websocket.WebSocket:
     """Engine.IO and Socket.IO handshakes by hand, so that the test decides
     what the client does next (nothing, in these tests)."""
@@ -45,10 +54,7 @@ def test_limits_refuse_with_a_reason_and_the_rest_keep_working(pg_url, influx_da
         for client in held:
             client.close()
         assert stop_server(server) == 0
-    influx = InfluxClient(InfluxSettings(url=INFLUX_URL, database=influx_database))
-    result = influx.query('SELECT sum("count") FROM "notify_connection" '
-                          "WHERE \"event\" = 'refused' AND \"reason\" = 'connection_limit'")
-    assert result[0]["series"][0]["values"][0][1] == 2
+    assert connection_events(influx_database, "refused", "connection_limit") == 2
 
 
 def test_an_idle_connection_is_closed(pg_url, influx_database, tmp_path, js_client):
@@ -63,10 +69,7 @@ def test_an_idle_connection_is_closed(pg_url, influx_database, tmp_path, js_clie
         assert 1.0 <= time.monotonic() - started < 4.0
     finally:
         assert stop_server(server) == 0
-    influx = InfluxClient(InfluxSettings(url=INFLUX_URL, database=influx_database))
-    result = influx.query('SELECT sum("count") FROM "notify_connection" '
-                          "WHERE \"event\" = 'closed' AND \"reason\" = 'idle'")
-    assert result[0]["series"][0]["values"][0][1] == 1
+    assert connection_events(influx_database, "closed", "idle") == 1
 
 
 def test_a_client_that_misses_pongs_is_dropped(pg_url, influx_database, tmp_path):
@@ -90,10 +93,7 @@ def test_a_client_that_misses_pongs_is_dropped(pg_url, influx_database, tmp_path
         assert pings >= 1 and elapsed < 6, (pings, elapsed)
     finally:
         assert stop_server(server) == 0
-    influx = InfluxClient(InfluxSettings(url=INFLUX_URL, database=influx_database))
-    result = influx.query('SELECT sum("count") FROM "notify_connection" '
-                          "WHERE \"event\" = 'closed' AND \"reason\" = 'ping_timeout'")
-    assert result[0]["series"][0]["values"][0][1] == 1
+    assert connection_events(influx_database, "closed", "ping_timeout") == 1
 
 
 def test_a_client_that_does_not_read_is_disconnected(pg_url, influx_database, tmp_path):
@@ -124,7 +124,4 @@ def test_a_client_that_does_not_read_is_disconnected(pg_url, influx_database, tm
         ws.close()
     finally:
         assert stop_server(server) == 0
-    influx = InfluxClient(InfluxSettings(url=INFLUX_URL, database=influx_database))
-    result = influx.query('SELECT sum("count") FROM "notify_connection" '
-                          "WHERE \"event\" = 'closed' AND \"reason\" = 'slow_consumer'")
-    assert result[0]["series"][0]["values"][0][1] == 1
+    assert connection_events(influx_database, "closed", "slow_consumer") == 1
