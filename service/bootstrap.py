@@ -52,7 +52,7 @@ class App:
     hub: DeliveryHub
     ring: TelemetryRing
     writer: InfluxWriter
-    sampler: RuntimeSampler
+    sampler: RuntimeSampler | None  # None with TELEMETRY_ENABLED=0
     influx: InfluxClient
     engine: Engine
     handlers: Pool  # the WSGI server's request greenlets
@@ -69,15 +69,17 @@ class App:
                     f"{self.settings.optimization_level}",
         })
         self.sio.start_background_task(self.writer.run)
-        self.sio.start_background_task(self.sampler.run)
+        if self.sampler is not None:
+            self.sio.start_background_task(self.sampler.run)
 
     def close(self) -> None:
         """Stop background work; write pending acks, and write (or spool) the
         telemetry still in memory."""
         self.hub.acks.stop()
-        if self.settings.telemetry_enabled:
+        if self.sampler is not None:
             self.sampler.stop()
             self.sampler.sample()
+        if self.settings.telemetry_enabled:
             self.writer.close()
         self.engine.dispose()
 
@@ -105,7 +107,6 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
     create_schema(engine)
     notification_log = SqlNotificationLog(engine)
 
-    query_stats = QueryStats(engine, slow_ms=settings.db_slow_ms)
     ring, writer, influx = make_telemetry(settings, role)
 
     sio = make_socketio_server(
@@ -154,8 +155,13 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
 
     wsgi = socketio.WSGIApp(sio, flask_app, socketio_path="socket.io")
     handlers = Pool()
-    sampler = RuntimeSampler(ring, handlers=handlers, eio_sockets=sio.eio.sockets,
-                             ping_timeout=settings.ping_timeout, extra=[query_stats.emit])
+    sampler = None
+    if telemetry is not None:
+        # statement timing and GC callbacks cost on every statement and every
+        # collection: installed only when something will record them
+        query_stats = QueryStats(engine, slow_ms=settings.db_slow_ms)
+        sampler = RuntimeSampler(ring, handlers=handlers, eio_sockets=sio.eio.sockets,
+                                 ping_timeout=settings.ping_timeout, extra=[query_stats.emit])
     return App(
         settings=settings,
         flask=flask_app,

@@ -64,10 +64,10 @@ def register_socket_handlers(
         try:
             if not isinstance(data, dict):
                 raise InvalidInput("ack takes an object {offset}", field="offset")
-            hub.touch(sid)
             offset = parse_offset(data.get("offset"), "offset")
-            hub.ack(sid, offset)
+            hub.ack(sid, offset)  # counts as activity
         except ServiceError as exc:
+            hub.touch(sid)  # a refused ack is activity too
             sio.emit("error", socket_error(exc), to=sid)
             return socket_error(exc)
         return {"ok": True, "offset": offset}

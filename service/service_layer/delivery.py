@@ -107,10 +107,11 @@ class DeliveryHub:
     def disconnect(self, sid: str) -> Connection | None:
         self._sender.release(sid)
         conn = self._connections.pop(sid, None)
-        if conn is not None and conn.queue.items and self._telemetry is not None:
-            # dispatched live but still in the batch: the log keeps them for a reconnect
-            self._telemetry.tally("notify_drop", _DISCONNECTED, {"count": len(conn.queue.items)})
         if conn is not None:
+            if conn.queue.items and self._telemetry is not None:
+                # dispatched live but still in the batch: the log keeps them for a reconnect
+                self._telemetry.tally("notify_drop", _DISCONNECTED,
+                                      {"count": len(conn.queue.items)})
             sids = self._by_user.get(conn.user_id)
             if sids is not None:
                 sids.discard(sid)
@@ -190,8 +191,8 @@ class DeliveryHub:
             tally("notify_drop", _HANDOFF_ERROR, {"count": dropped})
 
     def _offer(self, conn: Connection, items: list[Notification]) -> bool:
-        """Send items to one connection if they continue its sequence; return
-        whether they went out now."""
+        """Queue items for one connection if they continue its sequence; return
+        whether they were taken for live delivery (now, or with their batch)."""
         if conn.catching_up:
             conn.has_pending = True
             return False
