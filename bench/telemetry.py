@@ -103,7 +103,8 @@ class MemoryLog:
         for user in request.recipients.user_ids:
             stream = self.streams[user]
             entry = Notification(message_id, user, len(stream) + 1, request.category,
-                                 request.priority, request.payload_json, created_at)
+                                 request.priority, request.payload_json, created_at,
+                                 created_at.timestamp())
             stream.append(entry)
             out.append(entry)
         return out

@@ -127,6 +127,7 @@ class SqlNotificationLog:
                         for u, o in heads
                     ],
                 )
+        created_ts = created_at.timestamp()
         return [
             Notification(
                 id=message_id,
@@ -136,6 +137,7 @@ class SqlNotificationLog:
                 priority=request.priority,
                 payload_json=request.payload_json,
                 created_at=created_at,
+                created_ts=created_ts,
             )
             for user_id, offset in heads
         ]
@@ -189,6 +191,7 @@ class SqlNotificationLog:
                 priority=Priority(r.priority),
                 payload_json=r.payload,
                 created_at=_from_us(r.created_at_us),
+                created_ts=r.created_at_us / 1_000_000,
             )
             for r in rows
         ]

@@ -14,6 +14,9 @@ from collections.abc import Iterable
 GROWTH = 1.02
 _LOG_GROWTH = math.log(GROWTH)
 _FLOOR = 0.001  # values below this (1 µs in ms) share the lowest bucket
+_log = math.log
+_INV_LOG_GROWTH = 1.0 / _LOG_GROWTH
+_LOG_FLOOR_STEPS = math.log(_FLOOR) / _LOG_GROWTH  # log(v / floor) = log(v) - log(floor)
 
 
 class Histogram:
@@ -31,15 +34,29 @@ class Histogram:
         if value > self.max:
             self.max = value
 
-    def extend(self, values: Iterable[float]) -> None:
+    def extend(self, values: Iterable[float], weight: int = 1) -> None:
+        """``add`` each value, ``weight`` times (it stands for values not
+        observed); inlined, as this runs for delivered entries."""
+        buckets = self.buckets
+        get = buckets.get
+        top = self.max
+        count = 0
         for value in values:
-            self.add(value)
+            index = int(_log(value) * _INV_LOG_GROWTH - _LOG_FLOOR_STEPS) if value > _FLOOR else 0
+            buckets[index] = get(index, 0) + weight
+            if value > top:
+                top = value
+            count += weight
+        self.count += count
+        self.max = top
 
     def percentile(self, q: float) -> float:
         """The q-quantile (0 < q <= 1), as its bucket's upper bound, capped at the max."""
         if not self.count:
             return 0.0
         rank = max(1, math.ceil(q * self.count))
+        if rank >= self.count:
+            return self.max
         seen = 0
         for index in sorted(self.buckets):
             seen += self.buckets[index]

@@ -15,14 +15,20 @@ import logging
 import gevent
 
 from service.domain.errors import StorageUnavailable
+from service.domain.telemetry import ACKED
 from service.service_layer.ports import NotificationLog, Telemetry
 
 log = logging.getLogger(__name__)
 
 
 class AckBuffer:
-    def __init__(self, notification_log: NotificationLog, telemetry: Telemetry | None,
-                 *, interval: float = 0.1) -> None:
+    def __init__(
+        self,
+        notification_log: NotificationLog,
+        telemetry: Telemetry | None,
+        *,
+        interval: float = 0.1,
+    ) -> None:
         self._log = notification_log
         self._telemetry = telemetry
         self._interval = interval
@@ -54,7 +60,7 @@ class AckBuffer:
             self._events += events - len(pending)
             return 0
         if self._telemetry is not None:
-            self._telemetry.tally("notify_ack", (), {"count": covered, "acks": events})
+            self._telemetry.tally(ACKED, ()).add(covered, events)
         return covered
 
     def run(self) -> None:

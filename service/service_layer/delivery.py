@@ -15,6 +15,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 import gevent
 
@@ -22,6 +23,7 @@ from service.domain.batching import BatchPolicy, BatchQueue
 from service.domain.connections import ConnectionPolicy, SlowConsumer
 from service.domain.errors import OffsetOutOfRange, StorageUnavailable
 from service.domain.model import Notification
+from service.domain.telemetry import DELIVERED, DISPATCHED, DROPPED
 from service.domain.wire import RawJSON
 from service.service_layer.acks import AckBuffer
 from service.service_layer.ports import NotificationLog, Sender, Spawner, Telemetry
@@ -30,13 +32,17 @@ from service.service_layer.scheduling import DeadlineScheduler
 log = logging.getLogger(__name__)
 
 REPLAY_PAGE = 500
-_LIVE, _QUEUED, _DROPPED = (("outcome", "live"),), (("outcome", "queued"),), (
-    ("outcome", "dropped"),)
+_LIVE, _QUEUED, _DROPPED = (
+    (("outcome", "live"),),
+    (("outcome", "queued"),),
+    (("outcome", "dropped"),),
+)
 _HANDOFF_ERROR = (("reason", "handoff_error"),)
 _SLOW_CONSUMER = (("reason", "slow_consumer"),)
 _DISCONNECTED = (("reason", "disconnected"),)
 _MODE_TAGS = {"live": (("mode", "live"),), "replay": (("mode", "replay"),)}
 RETRY_SECONDS = 1.0
+_CREATED_TS = attrgetter("created_ts")
 
 
 @dataclass
@@ -97,8 +103,14 @@ class DeliveryHub:
                 f"last_offset {start} is beyond the stream head {position.head}",
                 field="last_offset",
             )
-        conn = Connection(sid=sid, user_id=user_id, delivered=start, acked=acked,
-                          last_activity=self._clock(), queue=BatchQueue(self.batching))
+        conn = Connection(
+            sid=sid,
+            user_id=user_id,
+            delivered=start,
+            acked=acked,
+            last_activity=self._clock(),
+            queue=BatchQueue(self.batching),
+        )
         self._connections[sid] = conn
         self._by_user[user_id].add(sid)
         self._spawn(self._catch_up, conn)
@@ -110,8 +122,7 @@ class DeliveryHub:
         if conn is not None:
             if conn.queue.items and self._telemetry is not None:
                 # dispatched live but still in the batch: the log keeps them for a reconnect
-                self._telemetry.tally("notify_drop", _DISCONNECTED,
-                                      {"count": len(conn.queue.items)})
+                self._telemetry.tally(DROPPED, _DISCONNECTED).add(len(conn.queue.items))
             sids = self._by_user.get(conn.user_id)
             if sids is not None:
                 sids.discard(sid)
@@ -130,8 +141,11 @@ class DeliveryHub:
     def close_idle(self) -> list[str]:
         """Close connections that sent nothing for the idle timeout."""
         now = self._clock()
-        idle = [c for c in self._connections.values()
-                if c.close_reason is None and self.policy.is_idle(c.last_activity, now)]
+        idle = [
+            c
+            for c in self._connections.values()
+            if c.close_reason is None and self.policy.is_idle(c.last_activity, now)
+        ]
         for conn in idle:
             conn.close_reason = "idle"
             self._sender.disconnect(conn.sid)
@@ -183,12 +197,12 @@ class DeliveryHub:
             return
         tally = self._telemetry.tally
         if live:
-            tally("notify_dispatch", _LIVE, {"count": live})
+            tally(DISPATCHED, _LIVE).add(live)
         if queued:
-            tally("notify_dispatch", _QUEUED, {"count": queued})
+            tally(DISPATCHED, _QUEUED).add(queued)
         if dropped:
-            tally("notify_dispatch", _DROPPED, {"count": dropped})
-            tally("notify_drop", _HANDOFF_ERROR, {"count": dropped})
+            tally(DISPATCHED, _DROPPED).add(dropped)
+            tally(DROPPED, _HANDOFF_ERROR).add(dropped)
 
     def _offer(self, conn: Connection, items: list[Notification]) -> bool:
         """Queue items for one connection if they continue its sequence; return
@@ -223,9 +237,7 @@ class DeliveryHub:
         self.batch_timers.run(self.flush_due)
 
     def _send_queued(self, conn: Connection, batch: list[tuple[Notification, float]]) -> None:
-        now = self._clock()
-        self._send(conn, [n for n, _ in batch], "live",
-                   waits=[(now - queued) * 1000.0 for _, queued in batch])
+        self._send(conn, [n for n, _ in batch], "live", batch)
 
     def _catch_up(self, conn: Connection) -> None:
         """Send everything after conn.delivered from the log, page by page.
@@ -253,8 +265,14 @@ class DeliveryHub:
                 conn.catching_up = False  # no yield since the read: nothing missed
                 return
 
-    def _send(self, conn: Connection, items: list[Notification], mode: str,
-              waits: list[float] | None = None) -> None:
+    def _send(
+        self,
+        conn: Connection,
+        items: list[Notification],
+        mode: str,
+        queued: list[tuple[Notification, float]] | None = None,
+    ) -> None:
+        """Send one batch; ``queued`` holds its entries' queueing times (live)."""
         batch = RawJSON("[" + ",".join([n.wire_json for n in items]) + "]")
         try:
             self._sender.send(conn.sid, "notifications", batch)
@@ -262,16 +280,25 @@ class DeliveryHub:
             self._close_slow(conn, len(items))
             return
         self.sent_total += len(items)
-        if self._telemetry is None:
-            return
+        if self._telemetry is not None:
+            self._measure(items, len(batch), mode, queued)
+
+    def _measure(self, items: list[Notification], size: int, mode: str,
+                 queued: list[tuple[Notification, float]] | None) -> None:
+        """Count the batch; maxima exactly, per-entry histograms when asked."""
         now = time.time()
-        tags = _MODE_TAGS[mode]
-        self._telemetry.tally("notify_delivery", tags,
-                              {"count": len(items), "batches": 1, "bytes": len(batch)})
-        self._telemetry.observe("notify_delivery", tags, "latency_ms",
-                                [(now - n.created_ts) * 1000.0 for n in items])
-        if waits:
-            self._telemetry.observe("notify_delivery", tags, "wait_ms", waits)
+        summary = self._telemetry.tally(DELIVERED, _MODE_TAGS[mode])
+        latency_max = (now - min(map(_CREATED_TS, items))) * 1000.0
+        if queued is None:
+            summary.add(len(items), 1, size, peak=latency_max)
+        else:
+            clock = self._clock()
+            wait_max = (clock - queued[0][1]) * 1000.0  # the queue is in arrival order
+            summary.add(len(items), 1, size, peak=latency_max, peak2=wait_max)
+        if summary.wants_detail():
+            summary.observe("latency_ms", [(now - n.created_ts) * 1000.0 for n in items])
+            if queued is not None:
+                summary.observe("wait_ms", [(clock - at) * 1000.0 for _, at in queued])
 
     def _close_slow(self, conn: Connection, unsent: int) -> None:
         """The client does not read: close it before it eats the node's memory.
@@ -281,7 +308,7 @@ class DeliveryHub:
             conn.close_reason = "slow_consumer"
             self._sender.disconnect(conn.sid)
         if self._telemetry is not None:
-            self._telemetry.tally("notify_drop", _SLOW_CONSUMER, {"count": unsent})
+            self._telemetry.tally(DROPPED, _SLOW_CONSUMER).add(unsent)
 
     # -- acknowledgements ---------------------------------------------------
     def ack(self, sid: str, offset: int) -> None:

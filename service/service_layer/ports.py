@@ -6,12 +6,13 @@ tests need one, a simple in-memory implementation in ``tests/unit/fakes.py``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from service.domain.model import Notification, PublishRequest
+from service.domain.telemetry import TallySpec
 
 
 @dataclass(frozen=True)
@@ -44,20 +45,27 @@ class NotificationLog(Protocol):
 Tags = tuple[tuple[str, str], ...]  # (key, value) pairs, e.g. (("mode", "live"),)
 
 
+class Summary(Protocol):
+    def add(self, v0: float, v1: float = 0, v2: float = 0, v3: float = 0,
+            peak: float = ..., peak2: float = ...) -> None:
+        """Add to the sums named by the spec, in order; peaks keep the largest."""
+
+    def wants_detail(self) -> bool:
+        """Whether to ``observe`` this call's per-entry values."""
+
+    def observe(self, name: str, values: Sequence[float]) -> None:
+        """Add per-entry values to this interval's histogram of ``name``."""
+
+
 class Telemetry(Protocol):
     """Never blocks, never does I/O, never raises."""
 
     def emit(self, measurement: str, tags: Tags, fields: Mapping[str, Any]) -> None:
         """Record one event: one point."""
 
-    def tally(self, measurement: str, tags: Tags, sums: Mapping[str, Any],
-              maxima: Mapping[str, Any] | None = None) -> None:
-        """Add to this interval's summary: ``sums`` are added up, ``maxima`` keep
-        the largest value. One point per tag set per interval. A tag set must
-        always be tallied with the same field names."""
-
-    def observe(self, measurement: str, tags: Tags, name: str, values: Iterable[float]) -> None:
-        """Add to this interval's histogram: ``name_p50/_p95/_p99/_max`` fields."""
+    def tally(self, spec: TallySpec, tags: Tags) -> Summary:
+        """This interval's summary of (spec, tags): ``.add(...)`` to it at once.
+        One point per tag set per interval."""
 
 
 class Sender(Protocol):

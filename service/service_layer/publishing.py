@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from service.domain.model import Notification, PublishRequest, PublishResult, utcnow
+from service.domain.telemetry import PUBLISHED
 from service.service_layer.ports import NotificationLog, Telemetry
 
 
@@ -36,19 +37,12 @@ def publish(
     if telemetry is None:
         return result
     duration_ms = (time.perf_counter() - started) * 1000.0
-    telemetry.tally(
-        "notify_publish",
-        (
-            ("priority", request.priority.value),
-            ("category", request.category),
-            ("target", request.recipients.kind),
-        ),
-        {
-            "count": len(appended),
-            "requests": 1,
-            "payload_bytes": len(request.payload_json),
-            "duration_ms_sum": duration_ms,
-        },
-        {"duration_ms_max": duration_ms},
+    tags = (
+        ("priority", request.priority.value),
+        ("category", request.category),
+        ("target", request.recipients.kind),
+    )
+    telemetry.tally(PUBLISHED, tags).add(
+        len(appended), 1, len(request.payload_json), duration_ms, peak=duration_ms
     )
     return result

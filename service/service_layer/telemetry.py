@@ -1,31 +1,102 @@
 """The hot path of telemetry: ``emit()`` and ``tally()``.
 
 - ``emit`` records one event: it appends one tuple to a bounded deque. Use it
-  for events whose detail matters (a delivery batch, a refused connection).
-- ``tally`` adds to a per-interval summary, one point per tag set per
-  interval: some fields are summed, others (``*_max``) keep the maximum.
-  Use it for high-rate counters (publishes, dispatch outcomes, acks), so that
-  10,000 publishes a second cost a few points a second, with exact totals.
-- ``observe`` adds values to a per-interval histogram; the summary point gets
-  its p50, p95, p99 and maximum (within 2 %), correct over the whole interval.
+  for events whose detail matters (a refused connection, a config change).
+- ``tally(spec, tags).add(...)`` adds to a per-interval summary, one point per
+  tag set per interval: fields summed, and one maximum. Use it for high-rate
+  counters (publishes, dispatch outcomes, deliveries, acks), so that 10,000
+  publishes a second cost a few points a second, with exact totals. Values go
+  by position (``TallySpec`` names them), so a tally costs about 0.2 µs
+  rather than the 0.7 µs of building a dict per call.
+- ``Summary.observe`` adds per-entry values (latency, wait) to the summary's
+  histograms; the point gets their p50, p95 and p99 (within 2 %). Ask
+  ``wants_detail()`` first: past ``DETAIL_FULL`` values in an interval only
+  some calls are observed, weighted, so the cost per second stays bounded.
 
-Neither blocks, does I/O or raises into its caller. Everything else (unique
-timestamps, encoding, writing) happens in the background writer
+None of them blocks, does I/O or raises into its caller. Everything else
+(unique timestamps, encoding, writing) happens in the background writer
 (``service.adapters.influx_writer``), which drains the ring in order.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from service.domain.histogram import Histogram
+from service.domain.telemetry import TallySpec
 
 Tags = tuple[tuple[str, str], ...]  # (key, value) pairs; constant tuples cost nothing
 Record = tuple[str, Tags, Mapping[str, Any], int]
 PERCENTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
+# Per-entry values observed in full per tag set and interval; past this, one
+# call in 2, then 4, 8..., each weighted to stand for the ones skipped, so a
+# busy interval costs no more than a quiet one. Counts and maxima stay exact.
+DETAIL_FULL = 8192
+_NONE = float("-inf")
+_random = random.random
+
+
+class Summary:
+    """One tag set's sums, maxima and per-entry histograms for one interval."""
+
+    __slots__ = ("spec", "tags", "sums", "peak", "peak2", "histograms", "_stride")
+
+    def __init__(self, spec: TallySpec, tags: Tags) -> None:
+        self.spec = spec
+        self.tags = tags
+        self.sums: list[Any] = [0, 0, 0, 0]
+        self.peak = self.peak2 = _NONE
+        self.histograms: dict[str, Histogram] = {}
+        self._stride = 1
+
+    def add(self, v0: float, v1: float = 0, v2: float = 0, v3: float = 0,
+            peak: float = _NONE, peak2: float = _NONE) -> None:
+        """Add values in the order of ``spec.sums``; peaks keep the largest."""
+        try:
+            sums = self.sums
+            sums[0] += v0
+            sums[1] += v1
+            sums[2] += v2
+            sums[3] += v3
+            if peak > self.peak:
+                self.peak = peak
+            if peak2 > self.peak2:
+                self.peak2 = peak2
+        except Exception:  # the hot path must never raise into its caller
+            pass
+
+    def wants_detail(self) -> bool:
+        """Whether this call should ``observe`` its per-entry values (cheap).
+        Chosen at random, not every n-th: a periodic load must not alias."""
+        return self._stride == 1 or _random() * self._stride < 1.0
+
+    def observe(self, name: str, values: Sequence[float]) -> None:
+        """Add per-entry values, weighted by the current sampling stride."""
+        try:
+            histogram = self.histograms.get(name)
+            if histogram is None:
+                histogram = self.histograms[name] = Histogram()
+            histogram.extend(values, self._stride)
+            if histogram.count >= DETAIL_FULL * self._stride:
+                self._stride *= 2
+        except Exception:  # the hot path must never raise into its caller
+            pass
+
+    def fields(self) -> dict[str, Any]:
+        spec = self.spec
+        # four slots, of which the spec names the first one to four
+        fields = dict(zip(spec.sums, self.sums, strict=False))
+        for name, histogram in self.histograms.items():
+            for suffix, q in PERCENTILES:
+                fields[f"{name}_{suffix}"] = histogram.percentile(q)
+        for name, value in zip(spec.peaks, (self.peak, self.peak2), strict=False):
+            if value != _NONE:
+                fields[name] = value
+        return fields
 
 
 class TelemetryRing:
@@ -43,9 +114,8 @@ class TelemetryRing:
         self.emitted = 0
         self.drained = 0
         self.errors = 0
-        self._tallies: dict[tuple, dict[str, Any]] = {}
-        self._histograms: dict[tuple, Histogram] = {}
-        self.totals: dict[str, int] = {}  # sum of each tallied measurement's count
+        self._tallies: dict[tuple, Summary] = {}
+        self._flushed_totals: dict[str, int] = {}
 
     def emit(self, measurement: str, tags: Tags, fields: Mapping[str, Any]) -> None:
         try:
@@ -54,54 +124,33 @@ class TelemetryRing:
         except Exception:  # the hot path must never raise into its caller
             self.errors += 1
 
-    def tally(self, measurement: str, tags: Tags, sums: Mapping[str, Any],
-              maxima: Mapping[str, Any] | None = None) -> None:
-        """Add to this interval's summary of (measurement, tags): ``sums`` are
-        added up, ``maxima`` keep the largest value seen."""
-        try:
-            key = (measurement, tags)
-            summary = self._tallies.get(key)
-            if summary is None:
-                summary = self._tallies[key] = dict(sums)
-                if maxima:
-                    summary.update(maxima)
-            else:
-                for name, value in sums.items():
-                    summary[name] += value
-                if maxima:
-                    for name, value in maxima.items():
-                        if value > summary[name]:
-                            summary[name] = value
-            count = sums.get("count")
-            if count:
-                self.totals[measurement] = self.totals.get(measurement, 0) + count
-        except Exception:  # the hot path must never raise into its caller
-            self.errors += 1
-
-    def observe(self, measurement: str, tags: Tags, name: str, values: Iterable[float]) -> None:
-        """Add values to this interval's histogram of ``name``; the summary point
-        gets ``name_p50``, ``name_p95``, ``name_p99`` and ``name_max``."""
-        try:
-            key = (measurement, tags, name)
-            histogram = self._histograms.get(key)
-            if histogram is None:
-                histogram = self._histograms[key] = Histogram()
-            histogram.extend(values)
-        except Exception:  # the hot path must never raise into its caller
-            self.errors += 1
+    def tally(self, spec: TallySpec, tags: Tags) -> Summary:
+        """This interval's summary of (spec, tags), to ``add`` to at once.
+        Do not keep it across a yield: the writer swaps in a new interval."""
+        key = (spec.measurement, tags)
+        summary = self._tallies.get(key)
+        if summary is None:
+            summary = self._tallies[key] = Summary(spec, tags)
+        return summary
 
     def flush_tallies(self) -> int:
         """Turn the interval's summaries into records; return how many."""
         tallies, self._tallies = self._tallies, {}
-        histograms, self._histograms = self._histograms, {}
-        for (measurement, tags, name), histogram in histograms.items():
-            fields = tallies.setdefault((measurement, tags), {})
-            for suffix, q in PERCENTILES:
-                fields[f"{name}_{suffix}"] = histogram.percentile(q)
-            fields[f"{name}_max"] = histogram.max
-        for (measurement, tags), fields in tallies.items():
-            self.emit(measurement, tags, fields)
+        for (measurement, tags), summary in tallies.items():
+            self.emit(measurement, tags, summary.fields())
+            if summary.spec.sums[0] == "count":
+                self._flushed_totals[measurement] = (self._flushed_totals.get(measurement, 0)
+                                                     + summary.sums[0])
         return len(tallies)
+
+    @property
+    def totals(self) -> dict[str, int]:
+        """The sum of each tallied measurement's ``count`` since start."""
+        totals = dict(self._flushed_totals)
+        for (measurement, _), summary in self._tallies.items():
+            if summary.spec.sums[0] == "count":
+                totals[measurement] = totals.get(measurement, 0) + summary.sums[0]
+        return totals
 
     @property
     def dropped_full(self) -> int:

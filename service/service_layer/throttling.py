@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from service.domain.model import Priority, PublishRequest
+from service.domain.telemetry import THROTTLED
 from service.domain.throttle import Rate, Throttled, TokenBucket
 from service.service_layer.ports import Telemetry
 
@@ -44,19 +45,21 @@ class PublishThrottle:
         if rate is None:
             return
         now = self._clock()
-        keys = ([BROADCAST] if request.recipients.broadcast
-                else list(request.recipients.user_ids))
+        keys = [BROADCAST] if request.recipients.broadcast else list(request.recipients.user_ids)
         buckets = [self._bucket(key, request.priority, rate, now) for key in keys]
         retry_after = max((bucket.wait_for(now) for bucket in buckets), default=0.0)
         if retry_after > 0:
             if self._telemetry is not None:
-                self._telemetry.tally("notify_throttle", (("priority", request.priority.value),),
-                                      {"count": 1, "recipients": len(keys)})
+                self._telemetry.tally(THROTTLED, (("priority", request.priority.value),)).add(
+                    1, len(keys)
+                )
             raise Throttled(
                 f"{request.priority.value} notifications to "
                 f"{'everyone' if request.recipients.broadcast else 'this recipient'} are over "
                 f"{rate.per_second:g}/s (burst {rate.burst:g}); retry in {retry_after:.2f} s",
-                retry_after=retry_after, field="priority")
+                retry_after=retry_after,
+                field="priority",
+            )
         for bucket in buckets:
             bucket.tokens -= 1.0
 
@@ -65,8 +68,9 @@ class PublishThrottle:
         if bucket is None:
             if len(self._buckets) >= self._max:
                 self._forget(now)
-            bucket = self._buckets[(key, priority)] = TokenBucket.full(rate.per_second,
-                                                                       rate.burst, now)
+            bucket = self._buckets[(key, priority)] = TokenBucket.full(
+                rate.per_second, rate.burst, now
+            )
         return bucket
 
     def _forget(self, now: float) -> None:

@@ -30,6 +30,7 @@ class InMemoryNotificationLog:
                 priority=request.priority,
                 payload_json=request.payload_json,
                 created_at=created_at,
+                created_ts=created_at.timestamp(),
             )
             self.streams[user_id].append(entry)
             out.append(entry)
@@ -64,8 +65,11 @@ class RecordingSender:
         self.sent.append((sid, event, data))
 
     def batches(self, sid: str) -> list[list[dict]]:
-        return [json.loads(batch) for s, event, batch in self.sent
-                if s == sid and event == "notifications"]
+        return [
+            json.loads(batch)
+            for s, event, batch in self.sent
+            if s == sid and event == "notifications"
+        ]
 
     def disconnect(self, sid: str) -> None:
         self.closed.append(sid)
@@ -77,6 +81,24 @@ class RecordingSender:
         return [n["offset"] for batch in self.batches(sid) for n in batch]
 
 
+class _RecordingSummary:
+    def __init__(self, owner: RecordingTelemetry, spec: Any, tags: dict) -> None:
+        self.owner, self.spec, self.tags = owner, spec, tags
+
+    def add(self, *values: Any, peak: Any = None, peak2: Any = None) -> None:
+        padded = values + (0,) * (len(self.spec.sums) - len(values))
+        fields = dict(zip(self.spec.sums, padded, strict=True))
+        for name, value in zip(self.spec.peaks, (peak, peak2), strict=False):
+            if value is not None:
+                fields[name] = value
+        self.owner.records.append((self.spec.measurement, self.tags, fields))
+
+    def wants_detail(self) -> bool:
+        return True
+
+    def observe(self, name: str, values: Any) -> None:
+        self.owner.observed.append((self.spec.measurement, self.tags, name, list(values)))
+
 
 class RecordingTelemetry:
     def __init__(self) -> None:
@@ -86,11 +108,8 @@ class RecordingTelemetry:
     def emit(self, measurement: str, tags: Any, fields: Any) -> None:
         self.records.append((measurement, dict(tags), dict(fields)))
 
-    def tally(self, measurement: str, tags: Any, sums: Any, maxima: Any = None) -> None:
-        self.records.append((measurement, dict(tags), {**sums, **(maxima or {})}))
-
-    def observe(self, measurement: str, tags: Any, name: str, values: Any) -> None:
-        self.observed.append((measurement, dict(tags), name, list(values)))
+    def tally(self, spec: Any, tags: Any) -> Any:
+        return _RecordingSummary(self, spec, dict(tags))
 
     def total(self, measurement: str, field: str = "count") -> int:
         return sum(f.get(field, 0) for m, _, f in self.records if m == measurement)
