@@ -135,3 +135,31 @@ class NodeReceivers:
         self.process.wait(timeout=30)
         os.unlink(self._tokens_file)
         return event
+
+
+def paired_cpu(env_a: dict[str, str], env_b: dict[str, str], clients: int,
+               broadcasts: int) -> tuple[float, float]:
+    """Two servers at once, each with its own receivers and the same broadcast
+    load, so that whatever slows this shared machine slows both alike.
+    Returns each server's CPU seconds for the same deliveries."""
+    expect = clients * broadcasts
+    with ServeProcess(env_a) as a, ServeProcess(env_b) as b:
+        servers = {"a": a, "b": b}
+        receivers = {name: NodeReceivers(s.url, [f"{name}{u}" for u in range(clients)],
+                                         expect_total=expect)
+                     for name, s in servers.items()}
+        for r in receivers.values():
+            r.wait_ready()
+        for s in servers.values():
+            s.wait_settled(s.env.get("TELEMETRY_ENABLED", "1") != "0")
+        cpu = {name: s.cpu_seconds() for name, s in servers.items()}
+        bodies = [{"broadcast": True, "category": "bench", "payload": {"i": i}}
+                  for i in range(broadcasts)]
+        gevent.joinall([gevent.spawn(s.publish_many, bodies) for s in servers.values()],
+                       raise_error=True)
+        done = {name: r.wait_done() for name, r in receivers.items()}
+        cpu = {name: s.cpu_seconds() - cpu[name] for name, s in servers.items()}
+    for name, result in done.items():
+        if result["received"] != expect:
+            raise RuntimeError(f"server {name}: received {result['received']} of {expect}")
+    return cpu["a"], cpu["b"]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 BENCHMARKS = {
     "telemetry": "bench.telemetry",
+    "gc": "bench.gc",
 }
 RESULTS = Path(__file__).resolve().parent / "results.json"
 

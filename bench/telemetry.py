@@ -277,29 +277,12 @@ def e2e_delivery_rate(telemetry_on: bool, clients: int, broadcasts: int,
 
 
 def e2e_paired_cpu(clients: int, broadcasts: int, influx_db: str) -> float:
-    """Both servers at once, each with its own receivers and the same load, so
-    that whatever slows this shared machine slows both alike. Returns the ratio
-    of their efficiency, on / off: the off server's CPU time over the on
-    server's, for the same deliveries."""
-    from bench.harness import NodeReceivers, ServeProcess
+    """Both servers at once under the same load (bench.harness.paired_cpu).
+    Returns the ratio of their efficiency, on / off: the off server's CPU
+    time over the on server's, for the same deliveries."""
+    from bench.harness import paired_cpu
 
-    with ServeProcess({"TELEMETRY_ENABLED": "1", "INFLUX_DB": influx_db}) as on, \
-            ServeProcess({"TELEMETRY_ENABLED": "0", "INFLUX_DB": influx_db}) as off:
-        servers = {"on": on, "off": off}
-        receivers = {name: NodeReceivers(server.url, [f"{name}{u}" for u in range(clients)],
-                                         expect_total=clients * broadcasts)
-                     for name, server in servers.items()}
-        for r in receivers.values():
-            r.wait_ready()
-        on.wait_settled(True)
-        cpu = {name: server.cpu_seconds() for name, server in servers.items()}
-        bodies = [{"broadcast": True, "category": "bench", "payload": {"i": i}}
-                  for i in range(broadcasts)]
-        gevent.joinall([gevent.spawn(s.publish_many, bodies) for s in servers.values()],
-                       raise_error=True)
-        done = {name: r.wait_done() for name, r in receivers.items()}
-        cpu = {name: server.cpu_seconds() - cpu[name] for name, server in servers.items()}
-    for name, result in done.items():
-        if result["received"] != clients * broadcasts:
-            raise RuntimeError(f"{name}: received {result['received']}: {result}")
-    return cpu["off"] / cpu["on"]
+    on, off = paired_cpu({"TELEMETRY_ENABLED": "1", "INFLUX_DB": influx_db},
+                         {"TELEMETRY_ENABLED": "0", "INFLUX_DB": influx_db},
+                         clients, broadcasts)
+    return off / on

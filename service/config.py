@@ -68,6 +68,8 @@ class Settings:
     throttle_rates: dict = field(default_factory=lambda: dict(LEVELS["balanced"].throttle),
                                  compare=False)
     batch_timeout_ms: float = 50.0
+    gc_gen0_threshold: int = 20_000
+    gc_freeze: bool = True
     generated_secrets: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -148,6 +150,8 @@ class Settings:
             send_queue_max_bytes=_int(env, "SEND_QUEUE_MAX_BYTES", preset.send_queue_max_bytes),
             throttle_rates=_throttle(env.get("THROTTLE", ""), preset.throttle),
             batch_timeout_ms=_float(env, "BATCH_TIMEOUT_MS", preset.batch_timeout_ms),
+            gc_gen0_threshold=max(1, _int(env, "GC_GEN0_THRESHOLD", preset.gc_gen0_threshold)),
+            gc_freeze=env.get("GC_FREEZE", "1") != "0",
             generated_secrets=generated,
         )
 

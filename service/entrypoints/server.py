@@ -13,7 +13,7 @@ from geventwebsocket.handler import WebSocketHandler
 from service.bootstrap import create_app
 from service.config import Settings
 from service.domain.errors import StorageUnavailable
-from service.entrypoints.runtime import start_process
+from service.entrypoints.runtime import start_process, tune_gc
 
 log = logging.getLogger("service.serve")
 
@@ -51,6 +51,7 @@ def serve(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 5
+    tune_gc(settings.gc_gen0_threshold, settings.gc_freeze)
     print(banner(settings), flush=True)
     server.serve_forever()
     app.close()

@@ -87,6 +87,7 @@ def test_the_level_sets_the_defaults_and_explicit_settings_win(tmp_path):
         assert settings.batch_timeout_ms == level.batch_timeout_ms
         assert settings.max_connections == level.max_connections
         assert settings.throttle_rates == level.throttle
+        assert settings.gc_gen0_threshold == level.gc_gen0_threshold
     tuned = Settings.from_env({"VAR_DIR": str(tmp_path), "OPTIMIZATION_LEVEL": "maximum",
                                "BATCH_SIZE": "7", "THROTTLE": "low=off,high=1:2"})
     assert tuned.batch_size == 7 and tuned.batch_timeout_ms == 200.0
@@ -110,3 +111,19 @@ def test_levels_order_batching_from_latency_to_throughput():
 def test_a_bad_throttle_setting_is_named(tmp_path, bad):
     with pytest.raises(ConfigError, match="THROTTLE"):
         Settings.from_env({"VAR_DIR": str(tmp_path), "THROTTLE": bad})
+
+
+def test_gc_tuning_freezes_start_up_and_sets_the_threshold(tmp_path):
+    import gc
+
+    from service.entrypoints.runtime import tune_gc
+
+    settings = Settings.from_env({"VAR_DIR": str(tmp_path), "GC_GEN0_THRESHOLD": "12345"})
+    before = gc.get_threshold()
+    try:
+        tune_gc(settings.gc_gen0_threshold, settings.gc_freeze)
+        assert gc.get_threshold() == (12345, before[1], before[2])
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
