@@ -23,6 +23,7 @@ from service.adapters.influx_writer import Backoff, InfluxWriter
 from service.adapters.notification_log import SqlNotificationLog, create_schema
 from service.adapters.runtime_metrics import RuntimeSampler, process_snapshot
 from service.adapters.socketio_server import SocketIOSender, make_socketio_server
+from service.adapters.stream_trim import SqlStreamTrimmer
 from service.adapters.telemetry_spool import DiskSpool
 from service.adapters.tokens import UserTokens
 from service.config import Settings
@@ -33,6 +34,7 @@ from service.entrypoints.errors import register_http_errors
 from service.entrypoints.publish_api import publish_blueprint
 from service.entrypoints.sockets import register_socket_handlers
 from service.service_layer.delivery import DeliveryHub
+from service.service_layer.offline import run_offline_trimmer
 from service.service_layer.publishing import publish
 from service.service_layer.status import StatusSources
 from service.service_layer.telemetry import TelemetryRing
@@ -56,11 +58,16 @@ class App:
     influx: InfluxClient
     engine: Engine
     handlers: Pool  # the WSGI server's request greenlets
+    trimmer: SqlStreamTrimmer
 
     def start_background(self) -> None:
         self.sio.start_background_task(self.hub.acks.run)
         self.sio.start_background_task(self.hub.run_idle_sweeper)
         self.sio.start_background_task(self.hub.run_batch_timers)
+        self.sio.start_background_task(
+            run_offline_trimmer, self.trimmer, interval=self.settings.offline_trim_interval,
+            keep=self.settings.offline_queue_max, max_age_s=self.settings.offline_queue_max_age,
+            telemetry=self.ring if self.settings.telemetry_enabled else None)
         if not self.settings.telemetry_enabled:
             return
         self.ring.emit("config_change", (("kind", "startup"),), {
@@ -174,4 +181,5 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
         influx=influx,
         engine=engine,
         handlers=handlers,
+        trimmer=SqlStreamTrimmer(engine),
     )

@@ -70,6 +70,10 @@ class Settings:
     batch_timeout_ms: float = 50.0
     gc_gen0_threshold: int = 20_000
     gc_freeze: bool = True
+    offline_queue_max: int = 1_000
+    offline_queue_max_age: float = 7 * 86_400.0
+    offline_trim_interval: float = 60.0
+    memory_budget_mb: int = 512
     generated_secrets: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -152,6 +156,10 @@ class Settings:
             batch_timeout_ms=_float(env, "BATCH_TIMEOUT_MS", preset.batch_timeout_ms),
             gc_gen0_threshold=max(1, _int(env, "GC_GEN0_THRESHOLD", preset.gc_gen0_threshold)),
             gc_freeze=env.get("GC_FREEZE", "1") != "0",
+            offline_queue_max=max(1, _int(env, "OFFLINE_QUEUE_MAX", preset.offline_queue_max)),
+            offline_queue_max_age=_float(env, "OFFLINE_QUEUE_MAX_AGE", 7 * 86_400.0),
+            offline_trim_interval=max(0.1, _float(env, "OFFLINE_TRIM_INTERVAL", 60.0)),
+            memory_budget_mb=max(16, _int(env, "MEMORY_BUDGET_MB", preset.memory_budget_mb)),
             generated_secrets=generated,
         )
 

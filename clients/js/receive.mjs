@@ -5,6 +5,7 @@
 //
 // Prints one JSON object per line on stdout: {"event": "connect"},
 // {"event": "notifications", "batch": [...]}, {"event": "ack", "reply": {...}},
+// {"event": "reload", "body": {reason, epoch, first_offset, missed}},
 // {"event": "connect_error", "message", "data"}, {"event": "error", ...},
 // and finally {"event": "done", "received": N}. Exits 0 after --expect
 // notifications, or at the timeout (exit 0; the caller checks the count).
@@ -41,6 +42,8 @@ socket.on("connect_error", (err) => {
   finish(0);
 });
 socket.on("error", (body) => print({ event: "error", body }));
+// Entries this client never received were trimmed: reload state, then carry on.
+socket.on("reload", (body) => print({ event: "reload", body }));
 socket.on("notifications", (batch) => {
   received += batch.length;
   print({ event: "notifications", batch });

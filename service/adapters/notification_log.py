@@ -21,12 +21,14 @@ from sqlalchemy import (
     Connection,
     Engine,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
     bindparam,
+    func,
     select,
     text,
     update,
@@ -67,17 +69,21 @@ entries = Table(
     Column("user_id", String(128), primary_key=True),
     Column("stream_offset", BigInteger, primary_key=True),
     Column("message_id", String(32), ForeignKey("messages.id"), nullable=False),
+    # trimming deletes a message once no entry refers to it any more
+    Index("entries_message_id", "message_id"),
 )
 
 
 def create_schema(engine: Engine) -> None:
     """Create missing tables (the README says: create-all at start for now)."""
-    with _storage_errors():
+    with storage_errors():
         metadata.create_all(engine)
+        for index in entries.indexes:  # create_all skips indexes of existing tables
+            index.create(engine, checkfirst=True)
 
 
 @contextmanager
-def _storage_errors() -> Iterator[None]:
+def storage_errors() -> Iterator[None]:
     try:
         yield
     except (OperationalError, PoolTimeout) as exc:
@@ -107,7 +113,7 @@ class SqlNotificationLog:
     def append(
         self, request: PublishRequest, message_id: str, created_at: datetime
     ) -> list[Notification]:
-        with _storage_errors(), self._engine.begin() as conn:
+        with storage_errors(), self._engine.begin() as conn:
             conn.execute(
                 messages.insert().values(
                     id=message_id,
@@ -180,7 +186,7 @@ class SqlNotificationLog:
             .order_by(entries.c.stream_offset)
             .limit(limit)
         )
-        with _storage_errors(), self._engine.connect() as conn:
+        with storage_errors(), self._engine.connect() as conn:
             rows = conn.execute(query).all()
         return [
             Notification(
@@ -197,15 +203,21 @@ class SqlNotificationLog:
         ]
 
     def open_stream(self, user_id: str) -> StreamPosition:
-        with _storage_errors(), self._engine.begin() as conn:
+        with storage_errors(), self._engine.begin() as conn:
             conn.execute(
                 self._insert(streams).on_conflict_do_nothing(),
                 {"user_id": user_id, "head": 0, "acked": 0, "epoch": 1},
             )
             row = conn.execute(
-                select(streams.c.head, streams.c.acked).where(streams.c.user_id == user_id)
+                select(streams.c.head, streams.c.acked, streams.c.epoch).where(
+                    streams.c.user_id == user_id)
             ).one()
-        return StreamPosition(head=row.head, acked=row.acked)
+            first = conn.execute(
+                select(func.min(entries.c.stream_offset)).where(entries.c.user_id == user_id)
+            ).scalar()
+        # offsets have no gaps, so whatever lies below the first entry was trimmed
+        trimmed = row.head if first is None else first - 1
+        return StreamPosition(head=row.head, acked=row.acked, trimmed=trimmed, epoch=row.epoch)
 
     def ack_many(self, acks: Mapping[str, int]) -> int:
         """Acks only move forward and never past the head. Users are locked in
@@ -213,7 +225,7 @@ class SqlNotificationLog:
         if not acks:
             return 0
         covered = 0
-        with _storage_errors(), self._engine.begin() as conn:
+        with storage_errors(), self._engine.begin() as conn:
             rows = conn.execute(
                 select(streams.c.user_id, streams.c.acked, streams.c.head)
                 .where(streams.c.user_id.in_(sorted(acks)))
@@ -236,5 +248,5 @@ class SqlNotificationLog:
         return covered
 
     def ping(self) -> None:
-        with _storage_errors(), self._engine.connect() as conn:
+        with storage_errors(), self._engine.connect() as conn:
             conn.execute(text("SELECT 1"))

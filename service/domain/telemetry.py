@@ -180,6 +180,41 @@ CATALOGUE: dict[str, Measurement] = {
             ),
         ),
         Measurement(
+            name="notify_offline_trim",
+            description=(
+                "One run of the offline-queue bounds (`OFFLINE_QUEUE_MAX` entries and "
+                "`OFFLINE_QUEUE_MAX_AGE` per user, oldest first): `streams` trimmed, "
+                "`entries` removed, of which `unacked` the users had not acknowledged "
+                "(each such stream's epoch moved on: `epochs_bumped`), message bodies "
+                "no longer referred to (`messages`), and the run's `duration_ms`. "
+                "What is enqueued and replayed is in `notify_dispatch` "
+                "(`outcome=queued`) and `notify_delivery` (`mode=replay`)."
+            ),
+            emitted_by="service_layer.offline.trim_offline_queues",
+            tags=(),
+            fields={"streams": INT, "entries": INT, "unacked": INT, "messages": INT,
+                    "epochs_bumped": INT, "duration_ms": FLOAT},
+            example_query=(
+                'SELECT sum("unacked") FROM "notify_offline_trim" WHERE $timeFilter '
+                "GROUP BY time($__interval)"
+            ),
+        ),
+        Measurement(
+            name="notify_reload",
+            description=(
+                "Clients told to `reload` because entries they had not received were "
+                "trimmed: `count` clients, `missed` entries in all."
+            ),
+            emitted_by="service_layer.delivery.DeliveryHub",
+            tags=(),
+            fields={"count": INT, "missed": INT},
+            kind="summary",
+            example_query=(
+                'SELECT sum("count") FROM "notify_reload" WHERE $timeFilter '
+                "GROUP BY time($__interval)"
+            ),
+        ),
+        Measurement(
             name="notify_connection",
             description=(
                 "Socket.IO connections opened, closed and refused, with the reason; "
@@ -382,4 +417,5 @@ DELIVERED = TallySpec("notify_delivery", ("count", "batches", "bytes"),
 ACKED = TallySpec("notify_ack", ("count", "acks"))
 DROPPED = TallySpec("notify_drop", ("count",))
 THROTTLED = TallySpec("notify_throttle", ("count", "recipients"))
-TALLIES = (PUBLISHED, DISPATCHED, DELIVERED, ACKED, DROPPED, THROTTLED)
+RELOADED = TallySpec("notify_reload", ("count", "missed"))
+TALLIES = (PUBLISHED, DISPATCHED, DELIVERED, ACKED, DROPPED, THROTTLED, RELOADED)

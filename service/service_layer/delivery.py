@@ -23,7 +23,7 @@ from service.domain.batching import BatchPolicy, BatchQueue
 from service.domain.connections import ConnectionPolicy, SlowConsumer
 from service.domain.errors import OffsetOutOfRange, StorageUnavailable
 from service.domain.model import Notification
-from service.domain.telemetry import DELIVERED, DISPATCHED, DROPPED
+from service.domain.telemetry import DELIVERED, DISPATCHED, DROPPED, RELOADED
 from service.domain.wire import RawJSON
 from service.service_layer.acks import AckBuffer
 from service.service_layer.ports import NotificationLog, Sender, Spawner, Telemetry
@@ -55,6 +55,7 @@ class Connection:
     has_pending: bool = False
     last_activity: float = 0.0  # clock time of the client's last event
     close_reason: str | None = None  # set when the server closes it, for telemetry
+    trimmed: int = 0  # highest offset the offline-queue bounds removed, as last seen
     queue: BatchQueue[Notification] = field(default_factory=lambda: BatchQueue(BatchPolicy()))
 
 
@@ -110,6 +111,7 @@ class DeliveryHub:
             acked=acked,
             last_activity=self._clock(),
             queue=BatchQueue(self.batching),
+            trimmed=position.trimmed,
         )
         self._connections[sid] = conn
         self._by_user[user_id].add(sid)
@@ -249,6 +251,12 @@ class DeliveryHub:
             conn.has_pending = False
             try:
                 page = self._log.read(conn.user_id, conn.delivered, self._replay_page)
+                fresh = [n for n in page if n.offset > conn.delivered]
+                # offsets have no gaps, so a jump (or nothing where the head is
+                # further on) means the offline-queue bounds trimmed them
+                gap_to = fresh[0].offset - 1 if fresh else conn.trimmed
+                position = (self._log.open_stream(conn.user_id)
+                            if gap_to > conn.delivered else None)
             except StorageUnavailable as exc:
                 log.warning("replay for %s paused: %s", conn.sid, exc)
                 gevent.sleep(RETRY_SECONDS)
@@ -257,13 +265,27 @@ class DeliveryHub:
                 return
             for batch in conn.queue.take_all():  # what waits is older than the page
                 self._send_queued(conn, batch)
-            fresh = [n for n in page if n.offset > conn.delivered]
+            if position is not None:
+                self._tell_reload(conn, gap_to, position.epoch)
             if fresh:
                 conn.delivered = fresh[-1].offset
                 self._send(conn, fresh, "replay")
             if len(page) < self._replay_page and not conn.has_pending:
                 conn.catching_up = False  # no yield since the read: nothing missed
                 return
+
+    def _tell_reload(self, conn: Connection, trimmed: int, epoch: int) -> None:
+        """Entries this client never received are gone: say so before sending
+        what follows, so that it reloads its state instead of showing a gap."""
+        missed = trimmed - conn.delivered
+        log.info("%s (%s) missed %d trimmed entries: told to reload", conn.sid, conn.user_id,
+                 missed)
+        self._sender.send(conn.sid, "reload", {
+            "reason": "trimmed", "epoch": epoch, "first_offset": trimmed + 1,
+            "missed": missed})
+        conn.delivered = conn.trimmed = trimmed
+        if self._telemetry is not None:
+            self._telemetry.tally(RELOADED, ()).add(1, missed)
 
     def _send(
         self,

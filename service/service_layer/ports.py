@@ -19,6 +19,29 @@ from service.domain.telemetry import TallySpec
 class StreamPosition:
     head: int  # offset of the newest entry, 0 for an empty stream
     acked: int  # highest offset the user acknowledged
+    trimmed: int = 0  # highest offset removed by the offline-queue bounds
+    epoch: int = 1  # moves on each time trimming removed entries not yet acknowledged
+
+
+@dataclass
+class TrimResult:
+    streams: int = 0  # streams trimmed
+    entries: int = 0  # entries removed
+    unacked: int = 0  # of which the user had not acknowledged (lost to them)
+    messages: int = 0  # message bodies no longer referred to, removed
+    epochs_bumped: int = 0
+    skipped: bool = False  # another node held the lock
+
+    def merge(self, other: TrimResult) -> None:
+        for name in ("streams", "entries", "unacked", "messages", "epochs_bumped"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+class StreamTrimmer(Protocol):
+    def trim(self, keep: int, max_age_s: float | None, now: float | None = None) -> TrimResult:
+        """Remove each stream's entries beyond the newest ``keep`` or older than
+        ``max_age_s``, oldest first; move the epoch of streams that lost
+        entries not yet acknowledged."""
 
 
 class NotificationLog(Protocol):

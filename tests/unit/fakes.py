@@ -15,6 +15,9 @@ class InMemoryNotificationLog:
     def __init__(self) -> None:
         self.streams: dict[str, list[Notification]] = defaultdict(list)
         self.acked: dict[str, int] = defaultdict(int)
+        self.heads: dict[str, int] = defaultdict(int)
+        self.trimmed: dict[str, int] = defaultdict(int)
+        self.epochs: dict[str, int] = defaultdict(lambda: 1)
 
     def append(
         self, request: PublishRequest, message_id: str, created_at: datetime
@@ -25,7 +28,7 @@ class InMemoryNotificationLog:
             entry = Notification(
                 id=message_id,
                 user_id=user_id,
-                offset=len(self.streams[user_id]) + 1,
+                offset=self.heads[user_id] + 1,
                 category=request.category,
                 priority=request.priority,
                 payload_json=request.payload_json,
@@ -33,6 +36,7 @@ class InMemoryNotificationLog:
                 created_ts=created_at.timestamp(),
             )
             self.streams[user_id].append(entry)
+            self.heads[user_id] += 1
             out.append(entry)
         return out
 
@@ -40,13 +44,20 @@ class InMemoryNotificationLog:
         return [n for n in self.streams.get(user_id, []) if n.offset > after][:limit]
 
     def open_stream(self, user_id: str) -> StreamPosition:
-        stream = self.streams[user_id]
-        return StreamPosition(head=len(stream), acked=self.acked[user_id])
+        return StreamPosition(head=self.heads[user_id], acked=self.acked[user_id],
+                              trimmed=self.trimmed[user_id], epoch=self.epochs[user_id])
+
+    def trim(self, user_id: str, upto: int) -> None:
+        """Remove entries up to ``upto``, as the offline-queue bounds do."""
+        self.streams[user_id] = [n for n in self.streams[user_id] if n.offset > upto]
+        if upto > self.acked[user_id]:
+            self.epochs[user_id] += 1
+        self.trimmed[user_id] = max(self.trimmed[user_id], upto)
 
     def ack_many(self, acks: dict[str, int]) -> int:
         covered = 0
         for user_id, offset in acks.items():
-            offset = min(offset, len(self.streams[user_id]))
+            offset = min(offset, self.heads[user_id])
             covered += max(0, offset - self.acked[user_id])
             self.acked[user_id] = max(self.acked[user_id], offset)
         return covered

@@ -182,3 +182,51 @@ def test_disconnected_connections_get_nothing(parts):
     hub.deliver(append(log, n=1))
     assert sender.sent == []
     assert hub.user_count == 0
+
+
+def test_a_client_whose_missed_entries_were_trimmed_is_told_to_reload(parts):
+    log, sender, telemetry, spawn, hub = parts
+    append(log, n=6)
+    log.trim("alice", 4)  # 1..4 gone, never acknowledged: the epoch moves on
+    hub.connect("s1", "alice", last_offset=1)
+    spawn.run_all()
+    events = [(event, data) for sid, event, data in sender.sent if sid == "s1"]
+    assert events[0] == ("reload", {"reason": "trimmed", "epoch": 2, "first_offset": 5,
+                                    "missed": 3})
+    assert sender.offsets("s1") == [5, 6]  # what follows the gap, after the reload
+    assert telemetry.total("notify_reload", "missed") == 3
+
+
+def test_a_client_that_missed_nothing_trimmed_is_not_told_to_reload(parts):
+    log, sender, _, spawn, hub = parts
+    append(log, n=6)
+    log.acked["alice"] = 4
+    log.trim("alice", 4)  # acknowledged history only
+    hub.connect("s1", "alice", last_offset=None)
+    spawn.run_all()
+    assert [event for _, event, _ in sender.sent] == ["notifications"]
+    assert sender.offsets("s1") == [5, 6]
+
+
+def test_a_trim_while_connected_is_found_at_the_next_read(parts):
+    log, sender, _, spawn, hub = parts
+    append(log, n=2)
+    hub.connect("s1", "alice", last_offset=None)
+    spawn.run_all()
+    hub._connections["s1"].catching_up = True  # as when the client fell behind
+    append(log, n=5)
+    log.trim("alice", 5)
+    hub._spawn(hub._catch_up, hub._connections["s1"])
+    spawn.run_all()
+    reloads = [data for _, event, data in sender.sent if event == "reload"]
+    assert reloads == [{"reason": "trimmed", "epoch": 2, "first_offset": 6, "missed": 3}]
+    assert sender.offsets("s1") == [1, 2, 6, 7]
+
+
+def test_a_fully_trimmed_stream_still_tells_the_client(parts):
+    log, sender, _, spawn, hub = parts
+    append(log, n=3)
+    log.trim("alice", 3)
+    hub.connect("s1", "alice", last_offset=None)
+    spawn.run_all()
+    assert [(e, d["first_offset"]) for _, e, d in sender.sent] == [("reload", 4)]
