@@ -28,6 +28,7 @@ from service.adapters.telemetry_spool import DiskSpool
 from service.adapters.tokens import UserTokens
 from service.config import Settings
 from service.domain.batching import BatchPolicy
+from service.domain.compression import CompressionPolicy
 from service.domain.connections import ConnectionPolicy
 from service.entrypoints.admin_api import admin_blueprint, health_blueprint
 from service.entrypoints.errors import register_http_errors
@@ -133,7 +134,8 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
     hub = DeliveryHub(notification_log, sender, telemetry,
                       sio.start_background_task, policy=policy,
                       batching=BatchPolicy(max_size=settings.batch_size,
-                                           max_wait_s=settings.batch_timeout_ms / 1000.0))
+                                           max_wait_s=settings.batch_timeout_ms / 1000.0),
+                      compression=CompressionPolicy(min_bytes=settings.compression_min_bytes))
     tokens = UserTokens(settings.user_token_secret, settings.user_token_ttl)
     register_socket_handlers(sio, hub, tokens, telemetry)
 

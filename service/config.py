@@ -74,6 +74,7 @@ class Settings:
     offline_queue_max_age: float = 7 * 86_400.0
     offline_trim_interval: float = 60.0
     memory_budget_mb: int = 512
+    compression_min_bytes: int = 4096
     generated_secrets: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -160,6 +161,7 @@ class Settings:
             offline_queue_max_age=_float(env, "OFFLINE_QUEUE_MAX_AGE", 7 * 86_400.0),
             offline_trim_interval=max(0.1, _float(env, "OFFLINE_TRIM_INTERVAL", 60.0)),
             memory_budget_mb=max(16, _int(env, "MEMORY_BUDGET_MB", preset.memory_budget_mb)),
+            compression_min_bytes=max(0, _int(env, "COMPRESSION_MIN_BYTES", 4096)),
             generated_secrets=generated,
         )
 

@@ -1,6 +1,7 @@
 // A receiving user, with the official socket.io-client, as a browser would.
 //
 //   node receive.mjs URL TOKEN [--last-offset N] [--expect N] [--timeout-ms N] [--no-ack]
+//                    [--compression]   (asks for deflate-compressed large batches)
 //                    [--auth-json JSON]   (sends JSON as the whole auth object instead)
 //
 // Prints one JSON object per line on stdout: {"event": "connect"},
@@ -9,6 +10,7 @@
 // {"event": "connect_error", "message", "data"}, {"event": "error", ...},
 // and finally {"event": "done", "received": N}. Exits 0 after --expect
 // notifications, or at the timeout (exit 0; the caller checks the count).
+import { inflateSync } from "node:zlib";
 import { io } from "socket.io-client";
 
 const [url, token, ...rest] = process.argv.slice(2);
@@ -24,14 +26,27 @@ const print = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 
 let auth = { token };
 if (lastOffset !== undefined) auth.last_offset = Number(lastOffset);
+if (rest.includes("--compression")) auth.compression = "deflate";
 if (opt("--auth-json") !== undefined) auth = JSON.parse(opt("--auth-json"));
+
+// With auth.compression = "deflate", a large batch arrives as binary: the
+// batch's JSON, zlib-compressed. In a browser it is an ArrayBuffer:
+//   const text = await new Response(new Blob([data]).stream()
+//     .pipeThrough(new DecompressionStream("deflate"))).text();
+// Small batches stay plain lists either way.
+let compressedBatches = 0;
+const decode = (data) => {
+  if (Array.isArray(data)) return data;
+  compressedBatches += 1;
+  return JSON.parse(inflateSync(Buffer.from(data)).toString("utf8"));
+};
 
 // WebSocket only: the server does not offer HTTP long-polling.
 const socket = io(url, { transports: ["websocket"], auth, reconnection: false });
 let received = 0;
 
 const finish = (code) => {
-  print({ event: "done", received });
+  print({ event: "done", received, compressed_batches: compressedBatches });
   socket.close();
   setTimeout(() => process.exit(code), 50);
 };
@@ -44,9 +59,10 @@ socket.on("connect_error", (err) => {
 socket.on("error", (body) => print({ event: "error", body }));
 // Entries this client never received were trimmed: reload state, then carry on.
 socket.on("reload", (body) => print({ event: "reload", body }));
-socket.on("notifications", (batch) => {
+socket.on("notifications", (data) => {
+  const batch = decode(data);
   received += batch.length;
-  print({ event: "notifications", batch });
+  print({ event: "notifications", batch, compressed: !Array.isArray(data) });
   if (ack) {
     const offset = batch[batch.length - 1].offset;
     socket.emit("ack", { offset }, (reply) => {

@@ -52,7 +52,7 @@ class SocketIOSender:
         self._sizes: dict[str, deque[int]] = {}
 
     def send(self, sid: str, event: str, data: Any) -> None:
-        size = len(data) if isinstance(data, str) else 0
+        size = len(data) if isinstance(data, str | bytes) else 0
         queue = self._engineio_queue(sid)
         if queue is not None:
             sizes = self._sizes.setdefault(sid, deque())

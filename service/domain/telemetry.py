@@ -99,7 +99,9 @@ CATALOGUE: dict[str, Measurement] = {
             description=(
                 "Notifications sent to connections: `count` notifications in "
                 "`batches` batches (one batch is one `notifications` event to one "
-                "connection) of `bytes` JSON, and the publish-to-send latency over "
+                "connection) of `bytes` JSON, `wire_bytes` as sent (smaller where a "
+                "large batch went compressed to a client that asked for it), and the "
+                "publish-to-send latency over "
                 "the interval (p50, p95, p99 within 2 %, and max); `wait_ms` is how long "
                 "live entries waited in their connection's batch. `mode` is `live`, or "
                 "`replay` (read back from the log: offline queue, reconnect, or a gap). "
@@ -114,6 +116,7 @@ CATALOGUE: dict[str, Measurement] = {
                 "count": INT,
                 "batches": INT,
                 "bytes": INT,
+                "wire_bytes": INT,
                 "latency_ms_p50": FLOAT,
                 "latency_ms_p95": FLOAT,
                 "latency_ms_p99": FLOAT,
@@ -412,7 +415,7 @@ PUBLISHED = TallySpec(
     peaks=("duration_ms_max",),
 )
 DISPATCHED = TallySpec("notify_dispatch", ("count",))
-DELIVERED = TallySpec("notify_delivery", ("count", "batches", "bytes"),
+DELIVERED = TallySpec("notify_delivery", ("count", "batches", "bytes", "wire_bytes"),
                       peaks=("latency_ms_max", "wait_ms_max"), detail=("latency_ms", "wait_ms"))
 ACKED = TallySpec("notify_ack", ("count", "acks"))
 DROPPED = TallySpec("notify_drop", ("count",))

@@ -2,6 +2,9 @@
 
 Contract (DESIGN.md): connect with ``auth: {token, last_offset?}``; the
 server emits ``notifications`` (a list); the client emits ``ack {offset}``.
+Beyond it: ``auth.compression = "deflate"`` lets large batches arrive
+compressed (binary), and ``reload`` tells a client its missed entries were
+trimmed.
 Errors on events come back as the ack callback's value and as an ``error``
 event: ``{error, message, field?}``.
 """
@@ -14,6 +17,7 @@ from typing import Any
 import socketio
 
 from service.adapters.tokens import UserTokens
+from service.domain.compression import parse_scheme
 from service.domain.errors import InvalidInput, ServiceError
 from service.domain.model import parse_offset
 from service.entrypoints.errors import socket_error
@@ -39,13 +43,15 @@ def register_socket_handlers(
     def connect(sid: str, environ: dict, auth: Any = None) -> None:
         try:
             if auth is not None and not isinstance(auth, dict):
-                raise InvalidInput("auth must be an object {token, last_offset?}", field="auth")
+                raise InvalidInput("auth must be an object {token, last_offset?, compression?}",
+                                   field="auth")
             auth = auth or {}
             user_id = tokens.verify(auth.get("token"))
             last_offset = auth.get("last_offset")
             if last_offset is not None:
                 last_offset = parse_offset(last_offset, "last_offset")
-            hub.connect(sid, user_id, last_offset)
+            hub.connect(sid, user_id, last_offset,
+                        accepts_deflate=parse_scheme(auth.get("compression")))
         except ServiceError as exc:
             record("refused", exc.code)
             raise socketio.exceptions.ConnectionRefusedError(

@@ -20,6 +20,7 @@ from operator import attrgetter
 import gevent
 
 from service.domain.batching import BatchPolicy, BatchQueue
+from service.domain.compression import CompressionPolicy, deflate
 from service.domain.connections import ConnectionPolicy, SlowConsumer
 from service.domain.errors import OffsetOutOfRange, StorageUnavailable
 from service.domain.model import Notification
@@ -56,6 +57,7 @@ class Connection:
     last_activity: float = 0.0  # clock time of the client's last event
     close_reason: str | None = None  # set when the server closes it, for telemetry
     trimmed: int = 0  # highest offset the offline-queue bounds removed, as last seen
+    accepts_deflate: bool = False  # the client asked for compressed large batches
     queue: BatchQueue[Notification] = field(default_factory=lambda: BatchQueue(BatchPolicy()))
 
 
@@ -70,6 +72,7 @@ class DeliveryHub:
         replay_page: int = REPLAY_PAGE,
         policy: ConnectionPolicy | None = None,
         batching: BatchPolicy | None = None,
+        compression: CompressionPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._log = log
@@ -79,6 +82,7 @@ class DeliveryHub:
         self._replay_page = replay_page
         self.policy = policy or ConnectionPolicy()
         self.batching = batching or BatchPolicy()
+        self.compression = compression or CompressionPolicy()
         self._clock = clock
         self.batch_timers = DeadlineScheduler(clock)
         self._connections: dict[str, Connection] = {}
@@ -87,7 +91,8 @@ class DeliveryHub:
         self._by_user: dict[str, set[str]] = defaultdict(set)
 
     # -- connections --------------------------------------------------------
-    def connect(self, sid: str, user_id: str, last_offset: int | None) -> Connection:
+    def connect(self, sid: str, user_id: str, last_offset: int | None,
+                accepts_deflate: bool = False) -> Connection:
         """Register a connection and start replaying what it missed.
 
         Without ``last_offset`` the replay starts after the user's last
@@ -112,6 +117,7 @@ class DeliveryHub:
             last_activity=self._clock(),
             queue=BatchQueue(self.batching),
             trimmed=position.trimmed,
+            accepts_deflate=accepts_deflate,
         )
         self._connections[sid] = conn
         self._by_user[user_id].add(sid)
@@ -295,28 +301,31 @@ class DeliveryHub:
         queued: list[tuple[Notification, float]] | None = None,
     ) -> None:
         """Send one batch; ``queued`` holds its entries' queueing times (live)."""
-        batch = RawJSON("[" + ",".join([n.wire_json for n in items]) + "]")
+        text = "[" + ",".join([n.wire_json for n in items]) + "]"
+        data: RawJSON | bytes = RawJSON(text)
+        if self.compression.wants(conn.accepts_deflate, len(text)):
+            data = deflate(text)
         try:
-            self._sender.send(conn.sid, "notifications", batch)
+            self._sender.send(conn.sid, "notifications", data)
         except SlowConsumer:
             self._close_slow(conn, len(items))
             return
         self.sent_total += len(items)
         if self._telemetry is not None:
-            self._measure(items, len(batch), mode, queued)
+            self._measure(items, len(text), len(data), mode, queued)
 
-    def _measure(self, items: list[Notification], size: int, mode: str,
+    def _measure(self, items: list[Notification], size: int, wire_size: int, mode: str,
                  queued: list[tuple[Notification, float]] | None) -> None:
         """Count the batch; maxima exactly, per-entry histograms when asked."""
         now = time.time()
         summary = self._telemetry.tally(DELIVERED, _MODE_TAGS[mode])
         latency_max = (now - min(map(_CREATED_TS, items))) * 1000.0
         if queued is None:
-            summary.add(len(items), 1, size, peak=latency_max)
+            summary.add(len(items), 1, size, wire_size, peak=latency_max)
         else:
             clock = self._clock()
             wait_max = (clock - queued[0][1]) * 1000.0  # the queue is in arrival order
-            summary.add(len(items), 1, size, peak=latency_max, peak2=wait_max)
+            summary.add(len(items), 1, size, wire_size, peak=latency_max, peak2=wait_max)
         if summary.wants_detail():
             summary.observe("latency_ms", [(now - n.created_ts) * 1000.0 for n in items])
             if queued is not None:

@@ -3,6 +3,7 @@ python-socketio client against a real `serve` process."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -142,3 +143,26 @@ def test_the_offline_queue_survives_a_server_restart(pg_url, influx_database, tm
         back.close()
     finally:
         assert stop_server(second) == 0
+
+
+def test_large_batches_arrive_compressed_and_decode_in_the_js_client(server, js_client):
+    sent = [{"user_id": "kim", "category": "news", "payload": {"seq": i, "text": "é" * 150}}
+            for i in range(30)]
+    for body in sent:  # kim is away: the 30 come back as one replayed batch of ~8 KB
+        server.publish(body)
+    packed = js_client(server.url, server.token("kim"), "--compression", "--expect", "30")
+    plain = js_client(server.url, server.token("kim"), "--expect", "30")
+    for client in (packed, plain):
+        client.finish()
+        received = client.notifications()
+        assert [n["payload"] for n in received] == [b["payload"] for b in sent]
+        assert [n["offset"] for n in received] == list(range(1, 31))
+    assert any(e.get("compressed") for e in packed.seen if e["event"] == "notifications")
+    assert not any(e.get("compressed") for e in plain.seen if e["event"] == "notifications")
+
+
+def test_an_unknown_compression_scheme_is_refused(server, js_client):
+    auth = json.dumps({"token": server.token("kim"), "compression": "brotli"})
+    client = js_client(server.url, "x", "--auth-json", auth)
+    refused = client.wait_for("connect_error")
+    assert refused["data"]["field"] == "compression"

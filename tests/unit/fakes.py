@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from collections import defaultdict
 from datetime import datetime
 from typing import Any
@@ -77,7 +78,7 @@ class RecordingSender:
 
     def batches(self, sid: str) -> list[list[dict]]:
         return [
-            json.loads(batch)
+            json.loads(zlib.decompress(batch) if isinstance(batch, bytes) else batch)
             for s, event, batch in self.sent
             if s == sid and event == "notifications"
         ]

@@ -1,7 +1,11 @@
+import json
+import zlib
+
 import pytest
 
 from service.domain.batching import BatchPolicy
-from service.domain.errors import OffsetOutOfRange
+from service.domain.compression import CompressionPolicy, parse_scheme
+from service.domain.errors import InvalidInput, OffsetOutOfRange
 from service.domain.model import PublishRequest, utcnow
 from service.service_layer.delivery import DeliveryHub
 from tests.unit.fakes import (
@@ -230,3 +234,35 @@ def test_a_fully_trimmed_stream_still_tells_the_client(parts):
     hub.connect("s1", "alice", last_offset=None)
     spawn.run_all()
     assert [(e, d["first_offset"]) for _, e, d in sender.sent] == [("reload", 4)]
+
+
+def test_large_batches_go_compressed_only_to_clients_that_asked():
+    log, sender, telemetry, spawn = (InMemoryNotificationLog(), RecordingSender(),
+                                     RecordingTelemetry(), ManualSpawner())
+    hub = DeliveryHub(log, sender, telemetry, spawn, replay_page=100,
+                      compression=CompressionPolicy(min_bytes=500))
+    append(log, "zed", n=20)  # about 2.5 KB as one replayed batch
+    hub.connect("plain", "zed", last_offset=None)
+    hub.connect("packed", "zed", last_offset=None, accepts_deflate=True)
+    spawn.run_all()
+    [(_, _, plain)] = [x for x in sender.sent if x[0] == "plain"]
+    [(_, _, packed)] = [x for x in sender.sent if x[0] == "packed"]
+    assert isinstance(plain, str) and isinstance(packed, bytes)
+    assert json.loads(zlib.decompress(packed)) == json.loads(plain)  # the same batch
+    [plain_point, packed_point] = [f for m, _, f in telemetry.records if m == "notify_delivery"]
+    assert plain_point["wire_bytes"] == plain_point["bytes"] == len(plain)
+    assert packed_point["wire_bytes"] == len(packed) < packed_point["bytes"] / 2
+
+
+def test_small_batches_and_a_zero_threshold_stay_plain():
+    policy = CompressionPolicy(min_bytes=500)
+    assert not policy.wants(True, 499) and policy.wants(True, 500)
+    assert not policy.wants(False, 10_000)
+    assert not CompressionPolicy(min_bytes=0).wants(True, 10_000)
+
+
+@pytest.mark.parametrize("value", ["gzip", "", 1, True, ["deflate"]])
+def test_an_unknown_compression_scheme_is_refused_by_name(value):
+    with pytest.raises(InvalidInput) as caught:
+        parse_scheme(value)
+    assert caught.value.field == "compression"
