@@ -21,19 +21,22 @@ from service.adapters.db_metrics import QueryStats
 from service.adapters.influx import InfluxClient
 from service.adapters.influx_writer import Backoff, InfluxWriter
 from service.adapters.notification_log import SqlNotificationLog, create_schema
-from service.adapters.runtime_metrics import RuntimeSampler, process_snapshot
+from service.adapters.runtime_metrics import RuntimeSampler, process_snapshot, rss_bytes
 from service.adapters.socketio_server import SocketIOSender, make_socketio_server
 from service.adapters.stream_trim import SqlStreamTrimmer
 from service.adapters.telemetry_spool import DiskSpool
 from service.adapters.tokens import UserTokens
 from service.config import Settings
+from service.domain.backpressure import BackpressurePolicy
 from service.domain.batching import BatchPolicy
 from service.domain.compression import CompressionPolicy
 from service.domain.connections import ConnectionPolicy
+from service.domain.model import PublishRequest
 from service.entrypoints.admin_api import admin_blueprint, health_blueprint
 from service.entrypoints.errors import register_http_errors
 from service.entrypoints.publish_api import publish_blueprint
 from service.entrypoints.sockets import register_socket_handlers
+from service.service_layer.backpressure import Backpressure
 from service.service_layer.delivery import DeliveryHub
 from service.service_layer.offline import run_offline_trimmer
 from service.service_layer.publishing import publish
@@ -60,11 +63,13 @@ class App:
     engine: Engine
     handlers: Pool  # the WSGI server's request greenlets
     trimmer: SqlStreamTrimmer
+    backpressure: Backpressure
 
     def start_background(self) -> None:
         self.sio.start_background_task(self.hub.acks.run)
         self.sio.start_background_task(self.hub.run_idle_sweeper)
         self.sio.start_background_task(self.hub.run_batch_timers)
+        self.sio.start_background_task(self.backpressure.run)
         self.sio.start_background_task(
             run_offline_trimmer, self.trimmer, interval=self.settings.offline_trim_interval,
             keep=self.settings.offline_queue_max, max_age_s=self.settings.offline_queue_max_age,
@@ -131,11 +136,18 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
         idle_timeout_s=settings.idle_timeout,
     )
     sender = SocketIOSender(sio, max_queued_bytes=settings.send_queue_max_bytes)
+    backpressure = Backpressure(
+        BackpressurePolicy.for_budget(settings.memory_budget_mb << 20,
+                                      settings.backpressure_actions,
+                                      high_water_bytes=settings.backpressure_high_water_bytes),
+        queued_bytes=sender.queued_bytes, rss_bytes=rss_bytes, telemetry=telemetry)
     hub = DeliveryHub(notification_log, sender, telemetry,
                       sio.start_background_task, policy=policy,
                       batching=BatchPolicy(max_size=settings.batch_size,
                                            max_wait_s=settings.batch_timeout_ms / 1000.0),
-                      compression=CompressionPolicy(min_bytes=settings.compression_min_bytes))
+                      compression=CompressionPolicy(min_bytes=settings.compression_min_bytes),
+                      pressure=backpressure)
+    backpressure.on_release = hub.resume_deferred
     tokens = UserTokens(settings.user_token_secret, settings.user_token_ttl)
     register_socket_handlers(sio, hub, tokens, telemetry)
 
@@ -144,10 +156,13 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
     flask_app.json.sort_keys = False
     register_http_errors(flask_app)
     throttle = PublishThrottle(settings.throttle_rates, telemetry=telemetry)
+
+    def admit(request: PublishRequest) -> None:
+        backpressure.admit(request)  # first: a refused publish takes no throttle tokens
+        throttle.admit(request)
+
     handler = functools.partial(
-        publish, log=notification_log, deliver=hub.deliver, telemetry=telemetry,
-        admit=throttle.admit,
-    )
+        publish, log=notification_log, deliver=hub.deliver, telemetry=telemetry, admit=admit)
     flask_app.register_blueprint(publish_blueprint(handler, settings.publish_token))
     sources = StatusSources(
         node_id=settings.node_id,
@@ -158,6 +173,7 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
         log=notification_log,
         started_at=time.time(),
         process_stats=process_snapshot,
+        backpressure=backpressure,
     )
     flask_app.register_blueprint(admin_blueprint(sources, settings.admin_token))
     flask_app.register_blueprint(health_blueprint(sources))
@@ -184,4 +200,5 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
         engine=engine,
         handlers=handlers,
         trimmer=SqlStreamTrimmer(engine),
+        backpressure=backpressure,
     )

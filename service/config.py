@@ -19,6 +19,7 @@ from pathlib import Path
 
 from service.adapters.database import default_sqlite_url
 from service.adapters.influx import InfluxSettings, Retention
+from service.domain.backpressure import DEFAULT_ACTIONS, parse_actions
 from service.domain.levels import LEVELS
 from service.domain.model import Priority
 from service.domain.throttle import Rate
@@ -75,6 +76,9 @@ class Settings:
     offline_trim_interval: float = 60.0
     memory_budget_mb: int = 512
     compression_min_bytes: int = 4096
+    backpressure_high_water_bytes: int = 0  # 0: a quarter of the memory budget
+    backpressure_actions: dict = field(default_factory=lambda: dict(DEFAULT_ACTIONS),
+                                       compare=False)
     generated_secrets: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -162,8 +166,17 @@ class Settings:
             offline_trim_interval=max(0.1, _float(env, "OFFLINE_TRIM_INTERVAL", 60.0)),
             memory_budget_mb=max(16, _int(env, "MEMORY_BUDGET_MB", preset.memory_budget_mb)),
             compression_min_bytes=max(0, _int(env, "COMPRESSION_MIN_BYTES", 4096)),
+            backpressure_actions=_backpressure(env.get("BACKPRESSURE", "")),
+            backpressure_high_water_bytes=max(0, _int(env, "BACKPRESSURE_HIGH_WATER_BYTES", 0)),
             generated_secrets=generated,
         )
+
+
+def _backpressure(raw: str) -> dict:
+    try:
+        return parse_actions(raw)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _throttle(raw: str, defaults: dict[Priority, Rate | None]) -> dict[Priority, Rate | None]:

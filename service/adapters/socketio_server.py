@@ -50,6 +50,7 @@ class SocketIOSender:
         self._sio = sio
         self._max = max_queued_bytes
         self._sizes: dict[str, deque[int]] = {}
+        self._backlogged: set[str] = set()  # connections that may have bytes waiting
 
     def send(self, sid: str, event: str, data: Any) -> None:
         size = len(data) if isinstance(data, str | bytes) else 0
@@ -65,13 +66,33 @@ class SocketIOSender:
                     f"{queued} bytes are still waiting to be sent to this client; the bound "
                     f"is {self._max}", field="connection")
             sizes.append(size)
+            self._backlogged.add(sid)
         self._sio.emit(event, data, to=sid)
+
+    def queued_bytes(self) -> tuple[int, int]:
+        """Bytes waiting over all connections, and how many connections have
+        any. Visits only connections sent to since they last drained."""
+        total = 0
+        drained = []
+        for sid in self._backlogged:
+            queue, sizes = self._engineio_queue(sid), self._sizes.get(sid)
+            if queue is not None and sizes:
+                waiting = queue.qsize()
+                while len(sizes) > waiting:
+                    sizes.popleft()
+            if queue is None or not sizes:
+                drained.append(sid)
+            else:
+                total += sum(sizes)
+        self._backlogged.difference_update(drained)
+        return total, len(self._backlogged)
 
     def disconnect(self, sid: str) -> None:
         self._sio.disconnect(sid)
 
     def release(self, sid: str) -> None:
         self._sizes.pop(sid, None)
+        self._backlogged.discard(sid)
 
     def _engineio_queue(self, sid: str) -> Any:
         eio_sid = self._sio.manager.eio_sid_from_sid(sid, "/")

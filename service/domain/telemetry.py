@@ -80,13 +80,15 @@ CATALOGUE: dict[str, Measurement] = {
                 "What became of each new stream entry when it was handed to live "
                 "delivery on this node: `live` (sent at once to a connection of its "
                 "user), `queued` (left in the offline queue: the user has no ready "
-                "connection here, it is replayed on reconnect) or `dropped` (the hand-off "
+                "connection here, it is replayed on reconnect), `deferred` (held back by "
+                "backpressure: the user's connections get it from the log once the node "
+                "has caught up) or `dropped` (the hand-off "
                 "failed; the entry stays in the log). Per node, the sum of `count` over "
                 "the outcomes equals `notify_publish` `count`."
             ),
             emitted_by="service_layer.delivery.DeliveryHub",
             tags=("outcome",),
-            tag_values={"outcome": ("live", "queued", "dropped")},
+            tag_values={"outcome": ("live", "queued", "deferred", "dropped")},
             fields={"count": INT},
             kind="summary",
             example_query=(
@@ -168,13 +170,15 @@ CATALOGUE: dict[str, Measurement] = {
         Measurement(
             name="notify_throttle",
             description=(
-                "Publishes refused with 429 because a recipient's token bucket for "
-                "the priority was empty: `count` requests, to `recipients` recipients. "
-                "Nothing of them was stored."
+                "Publishes refused with 429: `reason=rate` when a recipient's token "
+                "bucket for the priority was empty, `reason=backpressure` when the node "
+                "was behind and the priority's action is `refuse`. `count` requests, to "
+                "`recipients` recipients (1 for backpressure). Nothing of them was stored."
             ),
-            emitted_by="service_layer.throttling.PublishThrottle",
-            tags=("priority",),
-            tag_values={"priority": PRIORITIES},
+            emitted_by="service_layer.throttling.PublishThrottle, "
+                       "service_layer.backpressure.Backpressure",
+            tags=("priority", "reason"),
+            tag_values={"priority": PRIORITIES, "reason": ("rate", "backpressure")},
             fields={"count": INT, "recipients": INT},
             kind="summary",
             example_query=(
@@ -214,6 +218,42 @@ CATALOGUE: dict[str, Measurement] = {
             kind="summary",
             example_query=(
                 'SELECT sum("count") FROM "notify_reload" WHERE $timeFilter '
+                "GROUP BY time($__interval)"
+            ),
+        ),
+        Measurement(
+            name="notify_backpressure",
+            description=(
+                "The node started (`event=engaged`) or stopped (`released`) pushing "
+                "back: bytes queued for clients over all connections against the "
+                "high-water mark, or memory (`rss_bytes`) against the level's "
+                "`memory_budget_bytes`. On release, `refused` publishes and `deferred` "
+                "entries during the episode. See docs/operations.md."
+            ),
+            emitted_by="service_layer.backpressure.Backpressure",
+            tags=("event",),
+            tag_values={"event": ("engaged", "released")},
+            fields={"queued_bytes": INT, "rss_bytes": INT, "memory_budget_bytes": INT,
+                    "refused": INT, "deferred": INT},
+            example_query=(
+                'SELECT "queued_bytes", "rss_bytes" FROM "notify_backpressure" '
+                "WHERE $timeFilter"
+            ),
+        ),
+        Measurement(
+            name="notify_queues",
+            description=(
+                "Send-queue depth, sampled twice a second: the most bytes waiting for "
+                "clients over all connections (`queued_bytes_max`) and the most "
+                "connections with anything waiting (`backlogged_connections_max`), per "
+                "interval, over `samples` samples."
+            ),
+            emitted_by="service_layer.backpressure.Backpressure",
+            tags=(),
+            fields={"samples": INT, "queued_bytes_max": INT, "backlogged_connections_max": INT},
+            kind="summary",
+            example_query=(
+                'SELECT max("queued_bytes_max") FROM "notify_queues" WHERE $timeFilter '
                 "GROUP BY time($__interval)"
             ),
         ),
@@ -421,4 +461,6 @@ ACKED = TallySpec("notify_ack", ("count", "acks"))
 DROPPED = TallySpec("notify_drop", ("count",))
 THROTTLED = TallySpec("notify_throttle", ("count", "recipients"))
 RELOADED = TallySpec("notify_reload", ("count", "missed"))
-TALLIES = (PUBLISHED, DISPATCHED, DELIVERED, ACKED, DROPPED, THROTTLED, RELOADED)
+QUEUES = TallySpec("notify_queues", ("samples",),
+                   peaks=("queued_bytes_max", "backlogged_connections_max"))
+TALLIES = (PUBLISHED, DISPATCHED, DELIVERED, ACKED, DROPPED, THROTTLED, RELOADED, QUEUES)

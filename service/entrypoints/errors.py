@@ -8,6 +8,7 @@ import math
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from service.domain.backpressure import Overloaded
 from service.domain.connections import ConnectionLimitReached
 from service.domain.errors import (
     InvalidInput,
@@ -31,6 +32,7 @@ HTTP_STATUS: dict[type[ServiceError], int] = {
     StorageUnavailable: 503,
     ConnectionLimitReached: 503,
     Throttled: 429,
+    Overloaded: 429,
 }
 RETRY_AFTER_SECONDS = 1
 
@@ -49,7 +51,7 @@ def to_response(error: ServiceError) -> Response:
         response.headers["WWW-Authenticate"] = 'Bearer realm="notify"'
     if isinstance(error, StorageUnavailable):
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-    if isinstance(error, Throttled):
+    if isinstance(error, Throttled | Overloaded):
         response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
     return response
 

@@ -27,7 +27,13 @@ from service.domain.model import Notification
 from service.domain.telemetry import DELIVERED, DISPATCHED, DROPPED, RELOADED
 from service.domain.wire import RawJSON
 from service.service_layer.acks import AckBuffer
-from service.service_layer.ports import NotificationLog, Sender, Spawner, Telemetry
+from service.service_layer.ports import (
+    NotificationLog,
+    PressureGate,
+    Sender,
+    Spawner,
+    Telemetry,
+)
 from service.service_layer.scheduling import DeadlineScheduler
 
 log = logging.getLogger(__name__)
@@ -38,6 +44,7 @@ _LIVE, _QUEUED, _DROPPED = (
     (("outcome", "queued"),),
     (("outcome", "dropped"),),
 )
+_DEFERRED = (("outcome", "deferred"),)
 _HANDOFF_ERROR = (("reason", "handoff_error"),)
 _SLOW_CONSUMER = (("reason", "slow_consumer"),)
 _DISCONNECTED = (("reason", "disconnected"),)
@@ -73,6 +80,7 @@ class DeliveryHub:
         policy: ConnectionPolicy | None = None,
         batching: BatchPolicy | None = None,
         compression: CompressionPolicy | None = None,
+        pressure: PressureGate | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._log = log
@@ -83,6 +91,8 @@ class DeliveryHub:
         self.policy = policy or ConnectionPolicy()
         self.batching = batching or BatchPolicy()
         self.compression = compression or CompressionPolicy()
+        self.pressure = pressure
+        self._deferred: set[str] = set()  # connections with entries held back by pressure
         self._clock = clock
         self.batch_timers = DeadlineScheduler(clock)
         self._connections: dict[str, Connection] = {}
@@ -98,6 +108,8 @@ class DeliveryHub:
         Without ``last_offset`` the replay starts after the user's last
         acknowledged offset: the offline queue is the unacknowledged tail.
         """
+        if self.pressure is not None:
+            self.pressure.admit_connection()
         self.policy.admit(len(self._connections), len(self._by_user.get(user_id, ())))
         position = self._log.open_stream(user_id)
         # others may have been admitted while the log answered: check again, no I/O after
@@ -126,6 +138,7 @@ class DeliveryHub:
 
     def disconnect(self, sid: str) -> Connection | None:
         self._sender.release(sid)
+        self._deferred.discard(sid)
         conn = self._connections.pop(sid, None)
         if conn is not None:
             if conn.queue.items and self._telemetry is not None:
@@ -179,12 +192,18 @@ class DeliveryHub:
         """Hand freshly committed entries to the local connections of their users.
 
         Records one ``notify_dispatch`` outcome per entry: ``live`` (sent now),
-        ``queued`` (no ready connection: the offline queue keeps it) or
-        ``dropped`` (the hand-off failed; the entry stays in the log).
+        ``queued`` (no ready connection: the offline queue keeps it),
+        ``deferred`` (backpressure holds it back) or ``dropped`` (the hand-off
+        failed; the entry stays in the log).
         """
         by_user: dict[str, list[Notification]] = defaultdict(list)
         for n in notifications:
             by_user[n.user_id].append(n)
+        # one publish, one priority
+        if notifications and self.pressure is not None and self.pressure.defers(
+                notifications[0].priority):
+            self._defer(by_user)
+            return
         live = queued = dropped = 0
         for user_id, items in by_user.items():
             sent = False
@@ -211,6 +230,33 @@ class DeliveryHub:
         if dropped:
             tally(DISPATCHED, _DROPPED).add(dropped)
             tally(DROPPED, _HANDOFF_ERROR).add(dropped)
+
+    def _defer(self, by_user: dict[str, list[Notification]]) -> None:
+        """Leave the entries in the log; the connections of their users read
+        them back once the pressure is gone (``resume_deferred``)."""
+        deferred = queued = 0
+        for user_id, items in by_user.items():
+            sids = self._by_user.get(user_id)
+            if sids:
+                self._deferred.update(sids)
+                deferred += len(items)
+            else:
+                queued += len(items)
+        self.pressure.deferred += deferred
+        if self._telemetry is not None:
+            if deferred:
+                self._telemetry.tally(DISPATCHED, _DEFERRED).add(deferred)
+            if queued:
+                self._telemetry.tally(DISPATCHED, _QUEUED).add(queued)
+
+    def resume_deferred(self) -> None:
+        """The pressure is gone: send what was held back, from the log, in order."""
+        sids, self._deferred = self._deferred, set()
+        for sid in sids:
+            conn = self._connections.get(sid)
+            if conn is not None and not conn.catching_up:
+                conn.catching_up = True
+                self._spawn(self._catch_up, conn)
 
     def _offer(self, conn: Connection, items: list[Notification]) -> bool:
         """Queue items for one connection if they continue its sequence; return

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from service.domain.model import Notification, PublishRequest
+from service.domain.model import Notification, Priority, PublishRequest
 from service.domain.telemetry import TallySpec
 
 
@@ -89,6 +89,18 @@ class Telemetry(Protocol):
     def tally(self, spec: TallySpec, tags: Tags) -> Summary:
         """This interval's summary of (spec, tags): ``.add(...)`` to it at once.
         One point per tag set per interval."""
+
+
+class PressureGate(Protocol):
+    """What backpressure decides for delivery (service_layer.backpressure)."""
+
+    deferred: int  # entries held back in the current episode
+
+    def defers(self, priority: Priority) -> bool:
+        """Whether live delivery of this priority is held back now."""
+
+    def admit_connection(self) -> None:
+        """Raise ConnectionLimitReached if the node takes no more connections."""
 
 
 class Sender(Protocol):

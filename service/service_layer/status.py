@@ -10,6 +10,7 @@ from typing import Protocol
 import gevent
 
 from service.domain.errors import StorageUnavailable
+from service.service_layer.backpressure import Backpressure
 from service.service_layer.delivery import DeliveryHub
 from service.service_layer.ports import NotificationLog
 from service.service_layer.telemetry import TelemetryRing
@@ -45,6 +46,7 @@ class StatusSources:
     log: NotificationLog
     started_at: float
     process_stats: Callable[[], dict]  # rss_bytes, cpu_seconds, open_fds
+    backpressure: Backpressure | None = None
 
 
 def live_metrics(src: StatusSources) -> dict:
@@ -75,17 +77,39 @@ def live_metrics(src: StatusSources) -> dict:
         },
         "storage": {"kind": src.storage_kind},
         "process": src.process_stats(),
+        "backpressure": _backpressure(src.backpressure),
     }
+
+
+def _backpressure(pressure: Backpressure | None) -> dict | None:
+    if pressure is None:
+        return None
+    return {"engaged": pressure.engaged, "over_memory_budget": pressure.over_budget,
+            "queued_bytes": pressure.last_queued_bytes,
+            "memory_budget_bytes": pressure.policy.memory_budget_bytes,
+            "high_water_bytes": pressure.policy.high_water_bytes,
+            "refused": pressure.refused, "deferred": pressure.deferred}
 
 
 def component_health(src: StatusSources) -> dict:
     components = {
-        "delivery": _component(HEALTHY, f"{src.hub.connection_count} connection(s)"),
+        "delivery": _delivery_health(src),
         "storage": _storage_health(src.log),
         "telemetry": _telemetry_health(src),
     }
     worst = max((c["status"] for c in components.values()), key=_RANK.__getitem__)
     return {"status": worst, "node": src.node_id, "components": components}
+
+
+def _delivery_health(src: StatusSources) -> dict:
+    pressure = src.backpressure
+    if pressure is not None and pressure.over_budget:
+        return _component(CRITICAL, "over the memory budget: refusing connections, "
+                                    "and low-priority publishes")
+    if pressure is not None and pressure.engaged:
+        return _component(WARNING, f"backpressure engaged: {pressure.last_queued_bytes} bytes "
+                                   "queued for clients")
+    return _component(HEALTHY, f"{src.hub.connection_count} connection(s)")
 
 
 def _component(status: str, reason: str) -> dict:

@@ -50,9 +50,8 @@ class PublishThrottle:
         retry_after = max((bucket.wait_for(now) for bucket in buckets), default=0.0)
         if retry_after > 0:
             if self._telemetry is not None:
-                self._telemetry.tally(THROTTLED, (("priority", request.priority.value),)).add(
-                    1, len(keys)
-                )
+                tags = (("priority", request.priority.value), ("reason", "rate"))
+                self._telemetry.tally(THROTTLED, tags).add(1, len(keys))
             raise Throttled(
                 f"{request.priority.value} notifications to "
                 f"{'everyone' if request.recipients.broadcast else 'this recipient'} are over "

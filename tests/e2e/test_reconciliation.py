@@ -47,7 +47,7 @@ def test_published_equals_live_plus_queued_plus_dropped(server):
     # 10 + 10 single, one 3-user publish, one broadcast to the 4 known streams
     published = wait_until(lambda: total(influx, "notify_publish") == 27 and 27)
     dispatch = {o: total(influx, "notify_dispatch", f"\"outcome\" = '{o}'")
-                for o in ("live", "queued", "dropped")}
+                for o in ("live", "queued", "deferred", "dropped")}
     assert published == sum(dispatch.values())
     assert dispatch["dropped"] == 0
     # Which entries went live depends only on whether the user was connected
@@ -55,5 +55,6 @@ def test_published_equals_live_plus_queued_plus_dropped(server):
     left_waiting = total(influx, "notify_drop", "\"reason\" = 'disconnected'") + total(
         influx, "notify_drop", "\"reason\" = 'slow_consumer'")
     assert dispatch["live"] == total(influx, "notify_delivery", "\"mode\" = 'live'") + left_waiting
+    assert dispatch["deferred"] == 0  # no backpressure in this test
     assert dispatch["queued"] == total(influx, "notify_delivery", "\"mode\" = 'replay'")
     assert dispatch["queued"] >= 13  # cat's 11 and dan's 2 were queued at least
