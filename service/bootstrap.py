@@ -7,6 +7,7 @@ and connections open on first use.
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import time
 from dataclasses import dataclass
@@ -32,7 +33,9 @@ from service.domain.batching import BatchPolicy
 from service.domain.compression import CompressionPolicy
 from service.domain.connections import ConnectionPolicy
 from service.domain.model import PublishRequest
+from service.domain.throttle import parse_rates
 from service.entrypoints.admin_api import admin_blueprint, health_blueprint
+from service.entrypoints.config_api import config_blueprint
 from service.entrypoints.errors import register_http_errors
 from service.entrypoints.publish_api import publish_blueprint
 from service.entrypoints.sockets import register_socket_handlers
@@ -43,6 +46,7 @@ from service.service_layer.publishing import publish
 from service.service_layer.status import StatusSources
 from service.service_layer.telemetry import TelemetryRing
 from service.service_layer.throttling import PublishThrottle
+from service.service_layer.tuning import LiveConfig
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,7 @@ class App:
     handlers: Pool  # the WSGI server's request greenlets
     trimmer: SqlStreamTrimmer
     backpressure: Backpressure
+    live_config: LiveConfig
 
     def start_background(self) -> None:
         self.sio.start_background_task(self.hub.acks.run)
@@ -72,7 +77,8 @@ class App:
         self.sio.start_background_task(self.backpressure.run)
         self.sio.start_background_task(
             run_offline_trimmer, self.trimmer, interval=self.settings.offline_trim_interval,
-            keep=self.settings.offline_queue_max, max_age_s=self.settings.offline_queue_max_age,
+            keep=lambda: self.live_config.values["offline_queue_max"],
+            max_age_s=self.settings.offline_queue_max_age,
             telemetry=self.ring if self.settings.telemetry_enabled else None)
         if not self.settings.telemetry_enabled:
             return
@@ -164,6 +170,28 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
     handler = functools.partial(
         publish, log=notification_log, deliver=hub.deliver, telemetry=telemetry, admit=admit)
     flask_app.register_blueprint(publish_blueprint(handler, settings.publish_token))
+
+    def retune(values: dict) -> None:
+        """Hand live tunables to the components that use them."""
+        hub.retune(
+            batching=BatchPolicy(max_size=values["batch_size"],
+                                 max_wait_s=values["batch_timeout_ms"] / 1000.0),
+            policy=ConnectionPolicy(max_per_node=values["max_connections"],
+                                    max_per_user=values["max_connections_per_user"],
+                                    idle_timeout_s=values["idle_timeout"]),
+            compression=CompressionPolicy(min_bytes=values["compression_min_bytes"]))
+        sender.max_queued_bytes = values["send_queue_max_bytes"]
+        throttle.set_rates(parse_rates(values["throttle"], {}))
+        backpressure.policy = BackpressurePolicy.for_budget(
+            values["memory_budget_mb"] << 20, settings.backpressure_actions,
+            high_water_bytes=settings.backpressure_high_water_bytes)
+        gc.set_threshold(values["gc_gen0_threshold"], *gc.get_threshold()[1:])
+
+    live_config = LiveConfig(
+        settings.optimization_level,
+        {k: v for k, v in settings.tunables().items() if k in settings.env_tuned},
+        retune, telemetry)
+    flask_app.register_blueprint(config_blueprint(live_config, settings.admin_token))
     sources = StatusSources(
         node_id=settings.node_id,
         storage_kind=settings.storage_kind,
@@ -201,4 +229,5 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
         handlers=handlers,
         trimmer=SqlStreamTrimmer(engine),
         backpressure=backpressure,
+        live_config=live_config,
     )

@@ -22,7 +22,8 @@ from service.adapters.influx import InfluxSettings, Retention
 from service.domain.backpressure import DEFAULT_ACTIONS, parse_actions
 from service.domain.levels import LEVELS
 from service.domain.model import Priority
-from service.domain.throttle import Rate
+from service.domain.throttle import Rate, format_rates, parse_rates
+from service.domain.tuning import TUNABLES
 
 SECRET_NAMES = ("PUBLISH_TOKEN", "ADMIN_TOKEN", "USER_TOKEN_SECRET")
 
@@ -80,6 +81,12 @@ class Settings:
     backpressure_actions: dict = field(default_factory=lambda: dict(DEFAULT_ACTIONS),
                                        compare=False)
     generated_secrets: tuple[str, ...] = field(default=(), compare=False)
+    env_tuned: tuple[str, ...] = ()  # tunables given by environment variables
+
+    def tunables(self) -> dict:
+        """The values of the run-time tunables (service.domain.tuning) at start."""
+        return {name: format_rates(self.throttle_rates) if name == "throttle"
+                else getattr(self, name) for name in TUNABLES}
 
     @property
     def storage_kind(self) -> str:
@@ -169,6 +176,7 @@ class Settings:
             backpressure_actions=_backpressure(env.get("BACKPRESSURE", "")),
             backpressure_high_water_bytes=max(0, _int(env, "BACKPRESSURE_HIGH_WATER_BYTES", 0)),
             generated_secrets=generated,
+            env_tuned=tuple(t.name for t in TUNABLES.values() if env.get(t.env, "") != ""),
         )
 
 
@@ -180,25 +188,10 @@ def _backpressure(raw: str) -> dict:
 
 
 def _throttle(raw: str, defaults: dict[Priority, Rate | None]) -> dict[Priority, Rate | None]:
-    """``THROTTLE=high=500:1000,low=off``: per user and priority, rate per second
-    and burst; ``off`` lifts the limit. Priorities not named keep the level's."""
-    rates = dict(defaults)
-    for part in filter(None, (p.strip() for p in raw.split(","))):
-        name, _, value = part.partition("=")
-        try:
-            priority = Priority(name.strip())
-            if value.strip() == "off":
-                rates[priority] = None
-                continue
-            per_second, burst = (float(v) for v in value.split(":"))
-            if per_second <= 0 or burst < 1:
-                raise ValueError
-        except ValueError:
-            raise ConfigError(
-                f"THROTTLE takes priority=RATE:BURST or priority=off, comma-separated "
-                f"(e.g. high=500:1000,low=off), not {part!r}") from None
-        rates[priority] = Rate(per_second=per_second, burst=burst)
-    return rates
+    try:
+        return parse_rates(raw, defaults)
+    except ValueError as exc:
+        raise ConfigError(f"THROTTLE: {exc}") from None
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

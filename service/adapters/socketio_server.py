@@ -48,7 +48,7 @@ class SocketIOSender:
 
     def __init__(self, sio: socketio.Server, *, max_queued_bytes: int = 1 << 20) -> None:
         self._sio = sio
-        self._max = max_queued_bytes
+        self.max_queued_bytes = max_queued_bytes  # may change at run time
         self._sizes: dict[str, deque[int]] = {}
         self._backlogged: set[str] = set()  # connections that may have bytes waiting
 
@@ -61,10 +61,10 @@ class SocketIOSender:
             while len(sizes) > waiting:
                 sizes.popleft()
             queued = sum(sizes)
-            if queued + size > self._max:
+            if queued + size > self.max_queued_bytes:
                 raise SlowConsumer(
                     f"{queued} bytes are still waiting to be sent to this client; the bound "
-                    f"is {self._max}", field="connection")
+                    f"is {self.max_queued_bytes}", field="connection")
             sizes.append(size)
             self._backlogged.add(sid)
         self._sio.emit(event, data, to=sid)

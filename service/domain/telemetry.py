@@ -376,10 +376,10 @@ CATALOGUE: dict[str, Measurement] = {
                 "`kind` says what changed, `level` is the optimization level after "
                 "it, and `text` describes it."
             ),
-            emitted_by="bootstrap.App.start_background",
+            emitted_by="bootstrap.App.start_background, service_layer.tuning.LiveConfig",
             tags=("kind",),
-            tag_values={"kind": ("startup",)},
-            fields={"level": STRING, "text": STRING},
+            tag_values={"kind": ("startup", "level", "parameter")},
+            fields={"level": STRING, "text": STRING, "actor": STRING},
             example_query=('SELECT "text", "level" FROM "config_change" WHERE $timeFilter'),
         ),
         Measurement(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from service.domain.errors import ServiceError
+from service.domain.model import Priority
 
 
 class Throttled(ServiceError):
@@ -59,4 +60,33 @@ class TokenBucket:
 class Rate:
     per_second: float
     burst: float
+
+
+def parse_rates(raw: str, defaults: dict[Priority, Rate | None]) -> dict[Priority, Rate | None]:
+    """``high=500:1000,low=off``: per priority, rate per second and burst; ``off``
+    lifts the limit. Priorities not named keep their default. ValueError names
+    the bad part."""
+    rates = dict(defaults)
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        name, _, value = part.partition("=")
+        try:
+            priority = Priority(name.strip())
+            if value.strip() == "off":
+                rates[priority] = None
+                continue
+            per_second, burst = (float(v) for v in value.split(":"))
+            if not (0 < per_second <= 1e6 and 1 <= burst <= 1e7):
+                raise ValueError
+        except ValueError:
+            raise ValueError(
+                f"throttle takes priority=RATE:BURST or priority=off, comma-separated "
+                f"(e.g. high=500:1000,low=off), not {part!r}") from None
+        rates[priority] = Rate(per_second=per_second, burst=burst)
+    return rates
+
+
+def format_rates(rates: dict[Priority, Rate | None]) -> str:
+    return ",".join(f"{p.value}=off" if rates.get(p) is None
+                    else f"{p.value}={rates[p].per_second:g}:{rates[p].burst:g}"
+                    for p in Priority)
 

@@ -21,13 +21,13 @@ def publish_blueprint(publish: Callable[[Any], PublishResult], publish_token: st
     @bp.post("/api/v1/notifications")
     def create_notification() -> tuple[Response, int]:
         require_token(publish_token, "publish")
-        result = publish(_json_body())
+        result = publish(json_body())
         return jsonify(_answer(result)), 202
 
     return bp
 
 
-def _json_body() -> Any:
+def json_body() -> Any:
     raw = request.get_data(cache=False)
     if not raw:
         raise MalformedRequest("the body is empty; send a JSON object", field="body")

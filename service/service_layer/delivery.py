@@ -136,6 +136,14 @@ class DeliveryHub:
         self._spawn(self._catch_up, conn)
         return conn
 
+    def retune(self, *, batching: BatchPolicy, policy: ConnectionPolicy,
+               compression: CompressionPolicy) -> None:
+        """New parameters, live: open connections keep their queues and take
+        the new batching rules from their next entry on."""
+        self.batching, self.policy, self.compression = batching, policy, compression
+        for conn in self._connections.values():
+            conn.queue.policy = batching
+
     def disconnect(self, sid: str) -> Connection | None:
         self._sender.release(sid)
         self._deferred.discard(sid)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import gevent
 
@@ -36,13 +37,15 @@ def trim_offline_queues(trimmer: StreamTrimmer, *, keep: int, max_age_s: float |
     return result
 
 
-def run_offline_trimmer(trimmer: StreamTrimmer, *, interval: float, keep: int,
+def run_offline_trimmer(trimmer: StreamTrimmer, *, interval: float, keep: Callable[[], int],
                         max_age_s: float | None, telemetry: Telemetry | None) -> None:
-    """For sio.start_background_task: trim every ``interval`` seconds."""
+    """For sio.start_background_task: trim every ``interval`` seconds, to
+    ``keep()`` entries (read each time: the level may change)."""
     while True:
         gevent.sleep(interval)
         try:
-            trim_offline_queues(trimmer, keep=keep, max_age_s=max_age_s, telemetry=telemetry)
+            trim_offline_queues(trimmer, keep=keep(), max_age_s=max_age_s,
+                                telemetry=telemetry)
         except StorageUnavailable as exc:
             log.warning("offline queue trim skipped: %s", exc)
         except Exception:  # never let one bad run stop the bounds for good

@@ -39,6 +39,16 @@ class PublishThrottle:
         self._telemetry = telemetry
         self._buckets: dict[tuple[str, Priority], TokenBucket] = {}
 
+    def set_rates(self, rates: Mapping[Priority, Rate | None]) -> None:
+        """New rates, live. Buckets keep their tokens, capped at the new burst,
+        so a change never hands everyone a fresh burst."""
+        self._rates = dict(rates)
+        for (_, priority), bucket in self._buckets.items():
+            rate = self._rates.get(priority)
+            if rate is not None:
+                bucket.rate, bucket.burst = rate.per_second, rate.burst
+                bucket.tokens = min(bucket.tokens, rate.burst)
+
     def admit(self, request: PublishRequest) -> None:
         """Take one token per recipient, or raise Throttled and take none."""
         rate = self._rates.get(request.priority)

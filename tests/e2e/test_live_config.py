@@ -1,0 +1,50 @@
+"""Changing the level and single parameters on a running node."""
+
+import time
+
+from service.adapters.influx import InfluxClient, InfluxSettings
+from tests.conftest import INFLUX_URL
+
+
+def put_config(server, body, token=None):
+    return server.request("PUT", "/api/v1/config", body=body,
+                          token=token or server.env["ADMIN_TOKEN"])
+
+
+def test_a_level_change_applies_live_without_dropping_connections(server, js_client):
+    client = js_client(server.url, server.token("lea"), "--expect", "13", "--timeout-ms", "30000")
+    client.wait_for("connect")
+    server.publish({"user_id": "lea", "category": "c", "payload": {"n": 0}})
+
+    changed = put_config(server, {"level": "conservative", "reason": "test"})
+    assert changed.status == 200, changed.data
+    assert changed.json()["level"] == "conservative"
+    assert changed.json()["parameters"]["batch_size"] == 10
+    changed = put_config(server, {"parameters": {"batch_size": 3, "batch_timeout_ms": 1000}})
+    assert changed.json()["parameters"]["batch_size"] == 3
+    for n in range(1, 13):  # 12 more, quicker than the 1 s timeout: batches of 3
+        server.publish({"user_id": "lea", "category": "c", "payload": {"n": n}})
+    seen = client.finish()
+    assert [n["payload"]["n"] for n in client.notifications()] == list(range(13))
+    batches = [len(e["batch"]) for e in seen if e["event"] == "notifications"]
+    assert batches[1:] == [3, 3, 3, 3], batches
+    assert not [e for e in seen if e["event"] == "disconnect"]
+
+    influx = InfluxClient(InfluxSettings(url=INFLUX_URL, database=server.env["INFLUX_DB"]))
+    deadline, kinds = time.monotonic() + 10, []
+    while time.monotonic() < deadline and len(kinds) < 2:
+        series = influx.query('SELECT "text" FROM "config_change" WHERE "kind" != \'startup\'')
+        kinds = series[0].get("series", [{}])[0].get("values", [])
+        time.sleep(0.2)
+    assert "balanced -> conservative" in kinds[0][1]
+
+
+def test_bad_config_changes_are_refused_and_need_the_admin_token(server):
+    assert put_config(server, {"level": "warp"}).status == 422
+    refused = put_config(server, {"parameters": {"batch_size": 0}})
+    assert refused.status == 422 and refused.json()["field"] == "parameters.batch_size"
+    assert put_config(server, {"level": "maximum"}, token="wrong").status == 401
+    publish_token = put_config(server, {"level": "maximum"}, token=server.env["PUBLISH_TOKEN"])
+    assert publish_token.status == 401
+    got = server.request("GET", "/api/v1/config", token=server.env["ADMIN_TOKEN"]).json()
+    assert got["level"] == "balanced"  # nothing of the refused changes was applied
