@@ -41,6 +41,7 @@ from service.entrypoints.publish_api import publish_blueprint
 from service.entrypoints.sockets import register_socket_handlers
 from service.service_layer.backpressure import Backpressure
 from service.service_layer.delivery import DeliveryHub
+from service.service_layer.leaks import LeakTracker, report_leaks
 from service.service_layer.offline import run_offline_trimmer
 from service.service_layer.publishing import publish
 from service.service_layer.status import StatusSources
@@ -142,6 +143,9 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
         idle_timeout_s=settings.idle_timeout,
     )
     sender = SocketIOSender(sio, max_queued_bytes=settings.send_queue_max_bytes)
+    # Engine.IO's ping task holds its session for up to a ping interval after
+    # the close: only past that is a session still alive a leak.
+    leak_grace = max(settings.leak_grace_s, settings.ping_interval + settings.ping_timeout)
     backpressure = Backpressure(
         BackpressurePolicy.for_budget(settings.memory_budget_mb << 20,
                                       settings.backpressure_actions,
@@ -152,7 +156,7 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
                       batching=BatchPolicy(max_size=settings.batch_size,
                                            max_wait_s=settings.batch_timeout_ms / 1000.0),
                       compression=CompressionPolicy(min_bytes=settings.compression_min_bytes),
-                      pressure=backpressure)
+                      pressure=backpressure, leaks=LeakTracker(grace_s=leak_grace))
     backpressure.on_release = hub.resume_deferred
     tokens = UserTokens(settings.user_token_secret, settings.user_token_ttl)
     register_socket_handlers(sio, hub, tokens, telemetry)
@@ -214,7 +218,9 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
         # collection: installed only when something will record them
         query_stats = QueryStats(engine, slow_ms=settings.db_slow_ms)
         sampler = RuntimeSampler(ring, handlers=handlers, eio_sockets=sio.eio.sockets,
-                                 ping_timeout=settings.ping_timeout, extra=[query_stats.emit])
+                                 ping_timeout=settings.ping_timeout,
+                                 extra=[query_stats.emit,
+                                        functools.partial(report_leaks, hub.leaks)])
     return App(
         settings=settings,
         flask=flask_app,

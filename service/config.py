@@ -78,6 +78,7 @@ class Settings:
     memory_budget_mb: int = 512
     compression_min_bytes: int = 4096
     backpressure_high_water_bytes: int = 0  # 0: a quarter of the memory budget
+    leak_grace_s: float = 30.0
     backpressure_actions: dict = field(default_factory=lambda: dict(DEFAULT_ACTIONS),
                                        compare=False)
     generated_secrets: tuple[str, ...] = field(default=(), compare=False)
@@ -175,6 +176,7 @@ class Settings:
             compression_min_bytes=max(0, _int(env, "COMPRESSION_MIN_BYTES", 4096)),
             backpressure_actions=_backpressure(env.get("BACKPRESSURE", "")),
             backpressure_high_water_bytes=max(0, _int(env, "BACKPRESSURE_HIGH_WATER_BYTES", 0)),
+            leak_grace_s=_float(env, "LEAK_GRACE_S", 30.0),
             generated_secrets=generated,
             env_tuned=tuple(t.name for t in TUNABLES.values() if env.get(t.env, "") != ""),
         )

@@ -258,6 +258,26 @@ CATALOGUE: dict[str, Measurement] = {
             ),
         ),
         Measurement(
+            name="runtime_leaks",
+            description=(
+                "Per kind of per-connection object (`connection`: the hub's; "
+                "`engineio_session`: Engine.IO's), how many are `alive`, and how many "
+                "were released when their connection closed but are still referenced "
+                "30 s later (`leaked`; the log names what holds the first one). Every "
+                "10 s. `connection` should stay 0. `engineio_session` may show 1: "
+                "python-engineio's service task holds the last session it looked at "
+                "until its next round; more than 1 is a leak."
+            ),
+            emitted_by="service_layer.leaks.report_leaks",
+            tags=("kind",),
+            tag_values={"kind": ("connection", "engineio_session")},
+            fields={"alive": INT, "leaked": INT},
+            example_query=(
+                'SELECT max("leaked") FROM "runtime_leaks" WHERE $timeFilter '
+                'GROUP BY time($__interval), "kind"'
+            ),
+        ),
+        Measurement(
             name="notify_connection",
             description=(
                 "Socket.IO connections opened, closed and refused, with the reason; "

@@ -52,6 +52,9 @@ def register_socket_handlers(
                 last_offset = parse_offset(last_offset, "last_offset")
             hub.connect(sid, user_id, last_offset,
                         accepts_deflate=parse_scheme(auth.get("compression")))
+            session = sio.eio.sockets.get(sio.manager.eio_sid_from_sid(sid, "/"))
+            if session is not None:
+                hub.leaks.track("engineio_session", session)
         except ServiceError as exc:
             record("refused", exc.code)
             raise socketio.exceptions.ConnectionRefusedError(
@@ -61,6 +64,9 @@ def register_socket_handlers(
 
     @sio.event
     def disconnect(sid: str, reason: Any = None) -> None:
+        session = sio.eio.sockets.get(sio.manager.eio_sid_from_sid(sid, "/") or "")
+        if session is not None:
+            hub.leaks.released("engineio_session", session)
         conn = hub.disconnect(sid)
         if conn is not None:
             record("closed", conn.close_reason or _reason_tag(reason))

@@ -27,6 +27,7 @@ from service.domain.model import Notification
 from service.domain.telemetry import DELIVERED, DISPATCHED, DROPPED, RELOADED
 from service.domain.wire import RawJSON
 from service.service_layer.acks import AckBuffer
+from service.service_layer.leaks import LeakTracker
 from service.service_layer.ports import (
     NotificationLog,
     PressureGate,
@@ -53,7 +54,7 @@ RETRY_SECONDS = 1.0
 _CREATED_TS = attrgetter("created_ts")
 
 
-@dataclass
+@dataclass(eq=False)  # identity, not value: one object per open connection
 class Connection:
     sid: str
     user_id: str
@@ -81,6 +82,7 @@ class DeliveryHub:
         batching: BatchPolicy | None = None,
         compression: CompressionPolicy | None = None,
         pressure: PressureGate | None = None,
+        leaks: LeakTracker | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._log = log
@@ -92,6 +94,7 @@ class DeliveryHub:
         self.batching = batching or BatchPolicy()
         self.compression = compression or CompressionPolicy()
         self.pressure = pressure
+        self.leaks = leaks or LeakTracker()
         self._deferred: set[str] = set()  # connections with entries held back by pressure
         self._clock = clock
         self.batch_timers = DeadlineScheduler(clock)
@@ -133,6 +136,7 @@ class DeliveryHub:
         )
         self._connections[sid] = conn
         self._by_user[user_id].add(sid)
+        self.leaks.track("connection", conn)
         self._spawn(self._catch_up, conn)
         return conn
 
@@ -149,6 +153,7 @@ class DeliveryHub:
         self._deferred.discard(sid)
         conn = self._connections.pop(sid, None)
         if conn is not None:
+            self.leaks.released("connection", conn)
             if conn.queue.items and self._telemetry is not None:
                 # dispatched live but still in the batch: the log keeps them for a reconnect
                 self._telemetry.tally(DROPPED, _DISCONNECTED).add(len(conn.queue.items))

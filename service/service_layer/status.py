@@ -78,6 +78,7 @@ def live_metrics(src: StatusSources) -> dict:
         "storage": {"kind": src.storage_kind},
         "process": src.process_stats(),
         "backpressure": _backpressure(src.backpressure),
+        "leaks": src.hub.leaks.check(),
     }
 
 

@@ -125,3 +125,33 @@ def test_a_client_that_does_not_read_is_disconnected(pg_url, influx_database, tm
     finally:
         assert stop_server(server) == 0
     assert connection_events(influx_database, "closed", "slow_consumer") == 1
+
+
+def test_closed_connections_leave_nothing_behind(pg_url, influx_database, tmp_path):
+    """Weak references to each connection's objects: once closed, none may
+    still be referenced after the grace period."""
+    server = start_server({"DATABASE_URL": pg_url, "INFLUX_DB": influx_database,
+                           "LEAK_GRACE_S": "1", "PING_INTERVAL": "1", "PING_TIMEOUT": "1"},
+                          tmp_path)
+    try:
+        clients = [PyClient(server.url, server.token(f"u{i % 5}")) for i in range(20)]
+        for i in range(5):
+            server.publish({"user_id": f"u{i}", "category": "c", "payload": {}})
+        for client in clients:
+            client.wait_for(1)
+        metrics = server.request("GET", "/admin/api/performance/metrics",
+                                 token=server.env["ADMIN_TOKEN"]).json()
+        assert metrics["leaks"]["connection"]["alive"] == 20
+        assert metrics["leaks"]["engineio_session"]["alive"] == 20
+        for client in clients:
+            client.close()
+        time.sleep(3.5)  # past the grace: the ping interval and timeout
+        leaks = server.request("GET", "/admin/api/performance/metrics",
+                               token=server.env["ADMIN_TOKEN"]).json()["leaks"]
+        assert leaks["connection"] == {"alive": 0, "leaked": 0}, leaks
+        # python-engineio's service task keeps the last session it looked at in
+        # a local variable while it waits for the next round: one, whatever the
+        # number of connections. Anything more is a leak.
+        assert leaks["engineio_session"]["leaked"] <= 1, leaks
+    finally:
+        assert stop_server(server) == 0
