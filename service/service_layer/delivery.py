@@ -14,20 +14,18 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from operator import attrgetter
 
 import gevent
 
 from service.domain.batching import BatchPolicy, BatchQueue
-from service.domain.compression import CompressionPolicy, deflate
-from service.domain.connections import ConnectionPolicy, SlowConsumer
+from service.domain.compression import CompressionPolicy
+from service.domain.connections import ConnectionPolicy
 from service.domain.errors import OffsetOutOfRange, StorageUnavailable
 from service.domain.model import Notification
-from service.domain.telemetry import DELIVERED, DISPATCHED, DROPPED, RELOADED
-from service.domain.wire import RawJSON
+from service.domain.telemetry import DISPATCHED, DROPPED
 from service.service_layer.acks import AckBuffer
 from service.service_layer.leaks import LeakTracker
+from service.service_layer.outbox import Connection, Outbox
 from service.service_layer.ports import (
     NotificationLog,
     PressureGate,
@@ -47,26 +45,8 @@ _LIVE, _QUEUED, _DROPPED = (
 )
 _DEFERRED = (("outcome", "deferred"),)
 _HANDOFF_ERROR = (("reason", "handoff_error"),)
-_SLOW_CONSUMER = (("reason", "slow_consumer"),)
 _DISCONNECTED = (("reason", "disconnected"),)
-_MODE_TAGS = {"live": (("mode", "live"),), "replay": (("mode", "replay"),)}
 RETRY_SECONDS = 1.0
-_CREATED_TS = attrgetter("created_ts")
-
-
-@dataclass(eq=False)  # identity, not value: one object per open connection
-class Connection:
-    sid: str
-    user_id: str
-    delivered: int  # highest offset sent, or queued to be sent, on this connection
-    acked: int  # highest offset this user acknowledged
-    catching_up: bool = True
-    has_pending: bool = False
-    last_activity: float = 0.0  # clock time of the client's last event
-    close_reason: str | None = None  # set when the server closes it, for telemetry
-    trimmed: int = 0  # highest offset the offline-queue bounds removed, as last seen
-    accepts_deflate: bool = False  # the client asked for compressed large batches
-    queue: BatchQueue[Notification] = field(default_factory=lambda: BatchQueue(BatchPolicy()))
 
 
 class DeliveryHub:
@@ -92,7 +72,7 @@ class DeliveryHub:
         self._replay_page = replay_page
         self.policy = policy or ConnectionPolicy()
         self.batching = batching or BatchPolicy()
-        self.compression = compression or CompressionPolicy()
+        self.outbox = Outbox(sender, telemetry, compression or CompressionPolicy(), clock)
         self.pressure = pressure
         self.leaks = leaks or LeakTracker()
         self._deferred: set[str] = set()  # connections with entries held back by pressure
@@ -100,7 +80,6 @@ class DeliveryHub:
         self.batch_timers = DeadlineScheduler(clock)
         self._connections: dict[str, Connection] = {}
         self.acks = AckBuffer(log, telemetry)
-        self.sent_total = 0  # notifications sent since start, over all connections
         self._by_user: dict[str, set[str]] = defaultdict(set)
 
     # -- connections --------------------------------------------------------
@@ -144,7 +123,7 @@ class DeliveryHub:
                compression: CompressionPolicy) -> None:
         """New parameters, live: open connections keep their queues and take
         the new batching rules from their next entry on."""
-        self.batching, self.policy, self.compression = batching, policy, compression
+        self.batching, self.policy, self.outbox.compression = batching, policy, compression
         for conn in self._connections.values():
             conn.queue.policy = batching
 
@@ -195,6 +174,10 @@ class DeliveryHub:
     @property
     def connection_count(self) -> int:
         return len(self._connections)
+
+    @property
+    def sent_total(self) -> int:
+        return self.outbox.sent_total
 
     @property
     def user_count(self) -> int:
@@ -304,7 +287,7 @@ class DeliveryHub:
         self.batch_timers.run(self.flush_due)
 
     def _send_queued(self, conn: Connection, batch: list[tuple[Notification, float]]) -> None:
-        self._send(conn, [n for n, _ in batch], "live", batch)
+        self.outbox.send(conn, [n for n, _ in batch], "live", batch)
 
     def _catch_up(self, conn: Connection) -> None:
         """Send everything after conn.delivered from the log, page by page.
@@ -331,74 +314,13 @@ class DeliveryHub:
             for batch in conn.queue.take_all():  # what waits is older than the page
                 self._send_queued(conn, batch)
             if position is not None:
-                self._tell_reload(conn, gap_to, position.epoch)
+                self.outbox.tell_reload(conn, gap_to, position.epoch)
             if fresh:
                 conn.delivered = fresh[-1].offset
-                self._send(conn, fresh, "replay")
+                self.outbox.send(conn, fresh, "replay")
             if len(page) < self._replay_page and not conn.has_pending:
                 conn.catching_up = False  # no yield since the read: nothing missed
                 return
-
-    def _tell_reload(self, conn: Connection, trimmed: int, epoch: int) -> None:
-        """Entries this client never received are gone: say so before sending
-        what follows, so that it reloads its state instead of showing a gap."""
-        missed = trimmed - conn.delivered
-        log.info("%s (%s) missed %d trimmed entries: told to reload", conn.sid, conn.user_id,
-                 missed)
-        self._sender.send(conn.sid, "reload", {
-            "reason": "trimmed", "epoch": epoch, "first_offset": trimmed + 1,
-            "missed": missed})
-        conn.delivered = conn.trimmed = trimmed
-        if self._telemetry is not None:
-            self._telemetry.tally(RELOADED, ()).add(1, missed)
-
-    def _send(
-        self,
-        conn: Connection,
-        items: list[Notification],
-        mode: str,
-        queued: list[tuple[Notification, float]] | None = None,
-    ) -> None:
-        """Send one batch; ``queued`` holds its entries' queueing times (live)."""
-        text = "[" + ",".join([n.wire_json for n in items]) + "]"
-        data: RawJSON | bytes = RawJSON(text)
-        if self.compression.wants(conn.accepts_deflate, len(text)):
-            data = deflate(text)
-        try:
-            self._sender.send(conn.sid, "notifications", data)
-        except SlowConsumer:
-            self._close_slow(conn, len(items))
-            return
-        self.sent_total += len(items)
-        if self._telemetry is not None:
-            self._measure(items, len(text), len(data), mode, queued)
-
-    def _measure(self, items: list[Notification], size: int, wire_size: int, mode: str,
-                 queued: list[tuple[Notification, float]] | None) -> None:
-        """Count the batch; maxima exactly, per-entry histograms when asked."""
-        now = time.time()
-        summary = self._telemetry.tally(DELIVERED, _MODE_TAGS[mode])
-        latency_max = (now - min(map(_CREATED_TS, items))) * 1000.0
-        if queued is None:
-            summary.add(len(items), 1, size, wire_size, peak=latency_max)
-        else:
-            clock = self._clock()
-            wait_max = (clock - queued[0][1]) * 1000.0  # the queue is in arrival order
-            summary.add(len(items), 1, size, wire_size, peak=latency_max, peak2=wait_max)
-        if summary.wants_detail():
-            summary.observe("latency_ms", [(now - n.created_ts) * 1000.0 for n in items])
-            if queued is not None:
-                summary.observe("wait_ms", [(clock - at) * 1000.0 for _, at in queued])
-
-    def _close_slow(self, conn: Connection, unsent: int) -> None:
-        """The client does not read: close it before it eats the node's memory.
-        Its entries stay in the log; a reconnect replays them."""
-        if conn.close_reason is None:
-            log.info("closing %s (%s): slow consumer", conn.sid, conn.user_id)
-            conn.close_reason = "slow_consumer"
-            self._sender.disconnect(conn.sid)
-        if self._telemetry is not None:
-            self._telemetry.tally(DROPPED, _SLOW_CONSUMER).add(unsent)
 
     # -- acknowledgements ---------------------------------------------------
     def ack(self, sid: str, offset: int) -> None:
