@@ -8,6 +8,7 @@ are never recorded here.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from sqlalchemy import Engine, event
 from service.service_layer.ports import Telemetry
 
 _OPERATIONS = ("select", "insert", "update", "delete")
+_TOKENS = re.compile(r"[()]|[A-Za-z_]+")
 
 
 @dataclass
@@ -29,7 +31,16 @@ class _Summary:
 
 
 def operation_of(statement: str) -> str:
+    """The statement's verb; for ``WITH ... AS (...) VERB``, the verb of the
+    statement proper, the first one outside the parentheses of its CTEs."""
     head = statement.lstrip().split(None, 1)[0].lower() if statement.strip() else ""
+    if head == "with":
+        depth = 0
+        for token in _TOKENS.finditer(statement):
+            word = token.group()
+            depth += 1 if word == "(" else -1 if word == ")" else 0
+            if depth == 0 and word.lower() in _OPERATIONS:
+                return word.lower()
     return head if head in _OPERATIONS else "other"
 
 

@@ -11,13 +11,17 @@ recipient, so a broadcast stores its payload once.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
+from operator import itemgetter
 
 from sqlalchemy import (
     BigInteger,
     Column,
+    ColumnElement,
     Connection,
     Engine,
     ForeignKey,
@@ -31,6 +35,7 @@ from sqlalchemy import (
     func,
     select,
     text,
+    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -104,72 +109,105 @@ def _from_us(value: int) -> datetime:
     return datetime.fromtimestamp(value / 1_000_000, tz=UTC)
 
 
+def _recipients(postgres: bool) -> ColumnElement[str]:
+    """The recipients as one bound list (``user_ids``), so that no statement
+    carries a parameter per user: unnest(ARRAY) on PostgreSQL, json_each on
+    SQLite."""
+    if postgres:
+        ids = bindparam("user_ids", type_=postgresql.ARRAY(String))
+        return func.unnest(ids).column_valued("recipient")
+    return func.json_each(bindparam("user_ids", type_=String)).table_valued("value").c.value
+
+
+class _FanOut:
+    """The statements of one kind of append (to a broadcast or to listed
+    users). Each recipient's stream head moves by one under the stream's row
+    lock, and the new head is the offset of the recipient's entry."""
+
+    def __init__(self, postgres: bool, broadcast: bool) -> None:
+        self._postgres = postgres
+        if broadcast:  # every known stream
+            bump = update(streams).values(head=streams.c.head + 1)
+            if postgres:
+                # Lock the streams in user-id order, as ack_many and the
+                # trimmer do, so that publishers never deadlock, and move on
+                # exactly the rows locked: a stream created meanwhile is not
+                # touched out of order (SQLite has one writer at a time).
+                locked = (select(streams.c.user_id).order_by(streams.c.user_id)
+                          .with_for_update().subquery("locked"))
+                bump = bump.where(streams.c.user_id == locked.c.user_id)
+        else:
+            # Create missing streams at head 1 and move the others on; the
+            # rows are taken one by one in the SELECT's order, so on
+            # PostgreSQL the locks come in user-id order here too.
+            ids = _recipients(postgres)
+            new = (postgresql.insert if postgres else sqlite.insert)(streams).from_select(
+                ["user_id", "head", "acked", "epoch"],
+                select(ids, 1, 0, 1).where(true()).order_by(ids))
+            bump = new.on_conflict_do_update(
+                index_elements=[streams.c.user_id], set_={"head": streams.c.head + 1})
+        bump = bump.returning(streams.c.user_id, streams.c.head)
+        if postgres:
+            # The entries come from the bump's own RETURNING rows, in the same
+            # statement: exactly the streams it moved, with no row from Python.
+            bumped = bump.cte("bumped")
+            self._bump = entries.insert().from_select(
+                ["user_id", "stream_offset", "message_id"],
+                select(bumped.c.user_id, bumped.c.head, bindparam("message_id", type_=String)),
+            ).returning(entries.c.user_id, entries.c.stream_offset)
+        else:
+            # SQLite has no DML in WITH, and an INSERT ... SELECT measured
+            # slower than executemany (its statement journal spills to a temp
+            # file), so the entries go in as plain tuples, in user-id order,
+            # without SQLAlchemy's per-row parameter processing.
+            self._bump = bump
+            self._entries = str(entries.insert().compile(dialect=sqlite.dialect()))
+
+    def run(self, conn: Connection, params: dict) -> list[tuple[str, int]]:
+        """(user_id, offset) of each new entry, sorted by user id."""
+        heads = conn.execute(self._bump, params).all()
+        heads.sort(key=itemgetter(0))
+        if not self._postgres and heads:
+            message_id = params["message_id"]
+            conn.exec_driver_sql(self._entries, [(u, o, message_id) for u, o in heads])
+        return heads
+
+
 class SqlNotificationLog:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        dialect = engine.dialect.name
-        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        self._postgres = engine.dialect.name == "postgresql"
+        self._insert = postgresql.insert if self._postgres else sqlite.insert
+        self._fan_out = {b: _FanOut(self._postgres, b) for b in (True, False)}
 
     def append(
         self, request: PublishRequest, message_id: str, created_at: datetime
     ) -> list[Notification]:
-        with storage_errors(), self._engine.begin() as conn:
-            conn.execute(
-                messages.insert().values(
-                    id=message_id,
-                    category=request.category,
-                    priority=request.priority.value,
-                    payload=request.payload_json,
-                    created_at_us=_to_us(created_at),
-                    broadcast=int(request.recipients.broadcast),
-                )
-            )
-            heads = self._advance_heads(conn, request)
-            if heads:
-                conn.execute(
-                    entries.insert(),
-                    [
-                        {"user_id": u, "stream_offset": o, "message_id": message_id}
-                        for u, o in heads
-                    ],
-                )
-        created_ts = created_at.timestamp()
-        return [
-            Notification(
-                id=message_id,
-                user_id=user_id,
-                offset=offset,
-                category=request.category,
-                priority=request.priority,
-                payload_json=request.payload_json,
-                created_at=created_at,
-                created_ts=created_ts,
-            )
-            for user_id, offset in heads
-        ]
-
-    def _advance_heads(self, conn: Connection, request: PublishRequest) -> list[tuple[str, int]]:
-        """Take each recipient's stream lock, in user-id order so that two
-        publishers can never deadlock, and move its head by one."""
-        if request.recipients.broadcast:
-            where = streams.c.user_id.is_not(None)
-        else:
+        broadcast = request.recipients.broadcast
+        params = {"message_id": message_id}
+        if not broadcast:
             users = sorted(request.recipients.user_ids)
-            conn.execute(
-                self._insert(streams).on_conflict_do_nothing(),
-                [{"user_id": u, "head": 0, "acked": 0, "epoch": 1} for u in users],
-            )
-            where = streams.c.user_id.in_(users)
-        conn.execute(
-            select(streams.c.user_id).where(where).order_by(streams.c.user_id).with_for_update()
-        ).all()
-        rows = conn.execute(
-            update(streams)
-            .where(where)
-            .values(head=streams.c.head + 1)
-            .returning(streams.c.user_id, streams.c.head)
-        ).all()
-        return sorted((r.user_id, r.head) for r in rows)
+            params["user_ids"] = users if self._postgres else json.dumps(users)
+        with storage_errors(), self._engine.begin() as conn:
+            conn.execute(messages.insert(), {
+                "id": message_id,
+                "category": request.category,
+                "priority": request.priority.value,
+                "payload": request.payload_json,
+                "created_at_us": _to_us(created_at),
+                "broadcast": int(broadcast),
+            })
+            heads = self._fan_out[broadcast].run(conn, params)
+        make = partial(
+            Notification,
+            id=message_id,
+            category=request.category,
+            priority=request.priority,
+            payload_json=request.payload_json,
+            created_at=created_at,
+            created_ts=created_at.timestamp(),
+        )
+        return [make(user_id=user_id, offset=offset) for user_id, offset in heads]
 
     def read(self, user_id: str, after: int, limit: int) -> list[Notification]:
         query = (

@@ -8,6 +8,7 @@ from service.adapters.database import make_engine
 from service.adapters.notification_log import SqlNotificationLog
 from service.domain.errors import StorageUnavailable
 from service.domain.model import PublishRequest, utcnow
+from service.service_layer.ports import StreamPosition
 
 
 def request(**target):
@@ -100,3 +101,83 @@ def test_an_unreachable_database_raises_storage_unavailable():
         log.ping()
     with pytest.raises(StorageUnavailable):
         log.append(request(user_id="alice"), "x", utcnow())
+
+
+def test_append_returns_one_entry_per_recipient_sorted_and_as_stored(notification_log):
+    for user in ("dave", "bob"):
+        notification_log.open_stream(user)
+    entries = notification_log.append(request(user_ids=["carol", "alice", "bob"]), "m", utcnow())
+    assert [(n.user_id, n.offset) for n in entries] == [("alice", 1), ("bob", 1), ("carol", 1)]
+    assert notification_log.open_stream("carol") == StreamPosition(head=1, acked=0)
+    entries = notification_log.append(request(broadcast=True), "b", utcnow())
+    assert [(n.user_id, n.offset) for n in entries] == [
+        ("alice", 2), ("bob", 2), ("carol", 2), ("dave", 1)]
+    assert {n.id for n in entries} == {"b"}
+    for n in entries:
+        [stored] = notification_log.read(n.user_id, n.offset - 1, 1)
+        assert stored == n
+
+
+def test_concurrent_broadcasts_new_streams_and_acks_leave_no_gap_and_no_deadlock(
+        notification_log):
+    """Broadcasts while other publishers create streams (multi-user publishes
+    to new users, open_stream) and acks lock the same rows: no publisher may
+    fail (a deadlock would), every stream is 1..n, each publisher's entries
+    are in its order and each append returned the offsets it stored."""
+    known = [f"u{i:03d}" for i in range(150)]
+    for user in known:
+        notification_log.open_stream(user)
+    errors, returned = [], {}
+
+    def guarded(work):
+        def run(*args):
+            try:
+                work(*args)
+            except Exception as exc:
+                errors.append(exc)
+        return run
+
+    def publish(target, message_id):
+        for n in notification_log.append(request(**target), message_id, utcnow()):
+            returned[(n.user_id, n.id)] = n.offset
+
+    @guarded
+    def broadcaster(k):
+        for i in range(6):
+            publish({"broadcast": True}, f"b{k}-{i}")
+
+    @guarded
+    def multi(k):
+        for i in range(15):
+            fresh = [f"n{(k + j) % 2}-{i}-{j}" for j in range(3)]
+            publish({"user_ids": known[i * 7 % 100:][:40] + fresh}, f"m{k}-{i}")
+
+    @guarded
+    def opener():
+        for i in range(60):
+            notification_log.open_stream(f"o-{i:02d}")
+
+    @guarded
+    def acker():
+        for i in range(30):
+            notification_log.ack_many({u: 10**6 for u in known[i % 3::3]})
+
+    threads = [threading.Thread(target=broadcaster, args=(k,)) for k in range(3)]
+    threads += [threading.Thread(target=multi, args=(k,)) for k in range(2)]
+    threads += [threading.Thread(target=opener), threading.Thread(target=acker)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    users = {u for u, _ in returned} | {f"o-{i:02d}" for i in range(60)}
+    for user in users:
+        stream = notification_log.read(user, 0, 10_000)
+        assert [n.offset for n in stream] == list(range(1, len(stream) + 1))
+        assert notification_log.open_stream(user).head == len(stream)
+        for n in stream:
+            assert returned[(user, n.id)] == n.offset
+        for publisher in {n.id.split("-")[0] for n in stream}:
+            mine = [int(n.id.split("-")[1]) for n in stream if n.id.split("-")[0] == publisher]
+            assert mine == sorted(mine)
+    assert sum(1 for u, m in returned if m.startswith("b")) >= 18 * len(known)
