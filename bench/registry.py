@@ -13,6 +13,7 @@ from pathlib import Path
 BENCHMARKS = {
     "telemetry": "bench.telemetry",
     "gc": "bench.gc",
+    "fanout": "bench.fanout",
 }
 RESULTS = Path(__file__).resolve().parent / "results.json"
 

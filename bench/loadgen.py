@@ -1,0 +1,208 @@
+"""Load generation for the fan-out benchmark: a Node socket.io peer server,
+groups of Node receiver processes (clients/js/load.mjs), and HTTP publishers.
+One design for every server measured, so a ratio compares servers, not
+load generators."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import gevent
+import gevent.pool
+import urllib3
+
+from bench.harness import ROOT, SECRETS, free_port
+from service.adapters.tokens import UserTokens
+
+JS = ROOT / "clients" / "js"
+
+
+def raise_nofile() -> int:
+    """Lift the soft open-file limit to the hard one; children inherit it, and
+    a server holding 1,000 sockets (plus its database and log) needs more
+    than the usual 1,024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def self_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class NodePeer:
+    """clients/js/peer-server.mjs on a free port, stopped on exit."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> NodePeer:
+        self.process = subprocess.Popen(
+            ["node", str(JS / "peer-server.mjs"), str(self.port), SECRETS["PUBLISH_TOKEN"]],
+            stdout=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()
+        if '"listening"' not in line:
+            raise RuntimeError(f"the peer server did not start: {line!r}")
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def cpu_seconds(self) -> float:
+        return proc_cpu_seconds(self.process.pid)
+
+
+class ReceiverGroup:
+    """Users spread over several load.mjs processes: one Node event loop
+    holds a few hundred sockets cheaply, and two or more use both cores the
+    way the server's clients would."""
+
+    def __init__(self, url: str, users: list[str], per_user: int, procs: int,
+                 latency_from: str = "none", timeout_s: float = 180.0,
+                 idle_s: float = 10.0) -> None:
+        tokens = UserTokens(SECRETS["USER_TOKEN_SECRET"], 3600)
+        self.expected = len(users) * per_user
+        self._files: list[str] = []
+        self.processes: list[subprocess.Popen] = []
+        for k in range(procs):
+            share = users[k::procs]
+            with tempfile.NamedTemporaryFile("w", suffix=".tokens", delete=False) as handle:
+                handle.write("\n".join(tokens.issue(u) for u in share))
+            self._files.append(handle.name)
+            args = ["node", str(JS / "load.mjs"), url, handle.name,
+                    "--expect-total", str(len(share) * per_user),
+                    "--timeout-ms", str(int(timeout_s * 1000)),
+                    "--idle-ms", str(int(idle_s * 1000)), "--latency-from", latency_from]
+            if latency_from != "none":
+                args.append("--hist")
+            self.processes.append(subprocess.Popen(args, stdout=subprocess.PIPE, text=True))
+        self._ready_cpu_ms = 0.0
+
+    def _next_event(self, process: subprocess.Popen) -> dict:
+        line = process.stdout.readline()
+        if not line:
+            raise RuntimeError("a Node receiver process exited early")
+        return json.loads(line)
+
+    def wait_ready(self) -> None:
+        for process in self.processes:
+            event = self._next_event(process)
+            if event.get("event") != "ready":
+                raise RuntimeError(f"receivers did not connect: {event}")
+            self._ready_cpu_ms += event["cpu_ms"]
+
+    def wait_done(self) -> dict:
+        """Merged: received, batches, last_receipt_ms (the latest of all), cpu_s from
+        ready to done (what receiving cost, not connecting), the latency
+        histogram and the first errors."""
+        events = [self._next_event(p) for p in self.processes]
+        for process in self.processes:
+            process.wait(timeout=30)
+        for name in self._files:
+            os.unlink(name)
+        hist: dict[float, int] = {}
+        for event in events:
+            for key, count in event.get("latency_hist", {}).items():
+                hist[int(key) / 4] = hist.get(int(key) / 4, 0) + count
+        return {
+            "received": sum(e["received"] for e in events),
+            "batches": sum(e["batches"] for e in events),
+            "last_receipt_ms": max(e["last_receipt_ms"] for e in events),
+            "cpu_s": (sum(e["cpu_ms"] for e in events) - self._ready_cpu_ms) / 1000,
+            "hist": hist,
+            "errors": [err for e in events for err in e["errors"]][:10],
+        }
+
+    def kill(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def percentile(hist: dict[float, int], q: float) -> float | None:
+    """The q-quantile of a {value: count} histogram (nearest rank)."""
+    total = sum(hist.values())
+    if not total:
+        return None
+    rank, seen = max(1, int(q * total + 0.999999)), 0
+    for value in sorted(hist):
+        seen += hist[value]
+        if seen >= rank:
+            return value
+    return max(hist)
+
+
+class Publisher:
+    """Broadcasts over the publish API, the same for every server: the body
+    is encoded when it is sent, so ``payload.t`` (epoch ms) is the moment the
+    publish left, and receivers can measure the whole publish-to-client path."""
+
+    def __init__(self, url: str, concurrency: int) -> None:
+        self.url = f"{url}/api/v1/notifications"
+        self.concurrency = concurrency
+        # room for paced publishes that overlap when an answer is slow
+        self.http = urllib3.PoolManager(maxsize=max(concurrency, 16), retries=False)
+        self.headers = {"Authorization": f"Bearer {SECRETS['PUBLISH_TOKEN']}",
+                        "Content-Type": "application/json"}
+        self.late = 0  # paced publishes that left more than 10 ms after their slot
+        self.failed: list[str] = []  # kept, not raised: the shortfall is reported
+
+    def publish(self, i: int) -> None:
+        body = {"broadcast": True, "category": "bench",
+                "payload": {"i": i, "t": time.time() * 1000.0}}
+        response = self.http.request("POST", self.url, body=json.dumps(body),
+                                     headers=self.headers, timeout=60)
+        if response.status != 202:
+            # a 429 would mean the level's broadcast throttle cut in: the
+            # figure would then measure the throttle, not delivery
+            raise RuntimeError(f"publish answered {response.status}: {response.data[:200]!r}")
+
+    def _collect(self, greenlets: list[gevent.Greenlet]) -> None:
+        # join(raise_error=True) only sees failures during the join itself
+        self.failed += [repr(g.exception)[:200] for g in greenlets if g.exception]
+
+    def burst(self, n: int) -> None:
+        """n publishes, as fast as ``concurrency`` connections allow."""
+        pool = gevent.pool.Pool(self.concurrency)
+        greenlets = [pool.spawn(self.publish, i) for i in range(n)]
+        pool.join()
+        self._collect(greenlets)
+
+    def paced(self, n: int, per_second: float) -> None:
+        """n publishes at a steady rate; each is spawned on its slot, so one
+        slow answer does not delay the ones after it."""
+        started = time.monotonic()
+        group, greenlets = gevent.pool.Group(), []
+        for i in range(n):
+            slot = started + i / per_second
+            delay = slot - time.monotonic()
+            if delay > 0:
+                gevent.sleep(delay)
+            elif delay < -0.01:
+                self.late += 1
+            greenlets.append(group.spawn(self.publish, i))
+        group.join()
+        self._collect(greenlets)
