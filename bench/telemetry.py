@@ -22,7 +22,7 @@ import urllib3
 
 from service.adapters.influx import InfluxClient, InfluxSettings
 from service.adapters.influx_writer import InfluxWriter
-from service.domain.model import Notification
+from service.domain.model import Message, Notification
 from service.service_layer.delivery import DeliveryHub
 from service.service_layer.ports import StreamPosition
 from service.service_layer.publishing import publish
@@ -102,9 +102,8 @@ class MemoryLog:
         out = []
         for user in request.recipients.user_ids:
             stream = self.streams[user]
-            entry = Notification(message_id, user, len(stream) + 1, request.category,
-                                 request.priority, request.payload_json, created_at,
-                                 created_at.timestamp())
+            entry = Notification(Message(message_id, request.category, request.priority,
+                                         request.payload_json, created_at), user, len(stream) + 1)
             stream.append(entry)
             out.append(entry)
         return out

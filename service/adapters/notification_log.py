@@ -15,7 +15,6 @@ import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from functools import partial
 from operator import itemgetter
 
 from sqlalchemy import (
@@ -43,7 +42,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from service.domain.errors import StorageUnavailable
-from service.domain.model import Notification, Priority, PublishRequest
+from service.domain.model import Message, Notification, Priority, PublishRequest
 from service.service_layer.ports import StreamPosition
 
 metadata = MetaData()
@@ -198,16 +197,9 @@ class SqlNotificationLog:
                 "broadcast": int(broadcast),
             })
             heads = self._fan_out[broadcast].run(conn, params)
-        make = partial(
-            Notification,
-            id=message_id,
-            category=request.category,
-            priority=request.priority,
-            payload_json=request.payload_json,
-            created_at=created_at,
-            created_ts=created_at.timestamp(),
-        )
-        return [make(user_id=user_id, offset=offset) for user_id, offset in heads]
+        message = Message(message_id, request.category, request.priority,
+                          request.payload_json, created_at)
+        return [Notification(message, user_id, offset) for user_id, offset in heads]
 
     def read(self, user_id: str, after: int, limit: int) -> list[Notification]:
         query = (
@@ -227,16 +219,8 @@ class SqlNotificationLog:
         with storage_errors(), self._engine.connect() as conn:
             rows = conn.execute(query).all()
         return [
-            Notification(
-                id=r.id,
-                user_id=user_id,
-                offset=r.stream_offset,
-                category=r.category,
-                priority=Priority(r.priority),
-                payload_json=r.payload,
-                created_at=_from_us(r.created_at_us),
-                created_ts=r.created_at_us / 1_000_000,
-            )
+            Notification(Message(r.id, r.category, Priority(r.priority), r.payload,
+                                 _from_us(r.created_at_us)), user_id, r.stream_offset)
             for r in rows
         ]
 

@@ -131,40 +131,73 @@ def _encode_payload(value: Any) -> str:
     return encoded
 
 
-@dataclass(frozen=True)
-class Notification:
-    """One entry of one user's stream."""
+class Message:
+    """What one publish stored: the body that every recipient's entry shares.
 
-    id: str
-    user_id: str
-    offset: int
-    category: str
-    priority: Priority
-    payload_json: str
-    created_at: datetime
-    # created_at in seconds since the epoch, computed once per publish rather
-    # than once per recipient: latency is measured for every delivered entry
-    created_ts: float
+    Its wire JSON is rendered once, around the one part that differs per
+    recipient (the offset), so that a broadcast to 10,000 users formats its
+    time and payload once, not 10,000 times."""
+
+    __slots__ = ("id", "category", "priority", "payload_json", "created_at", "created_ts",
+                 "_wire_head", "_wire_tail")
+
+    def __init__(self, id: str, category: str, priority: Priority, payload_json: str,
+                 created_at: datetime) -> None:
+        self.id = id
+        self.category = category
+        self.priority = priority
+        self.payload_json = payload_json
+        self.created_at = created_at
+        self.created_ts = created_at.timestamp()  # for cheap latency arithmetic
+        # id, category and priority are plain ASCII by validation, and the
+        # payload is stored encoded: no JSON encoder is needed
+        self._wire_head = f'{{"id":"{id}","offset":'
+        self._wire_tail = (f',"category":"{category}","priority":"{priority.value}",'
+                           f'"payload":{payload_json},"created_at":"{format_time(created_at)}"}}')
+
+    def wire_json(self, offset: int) -> str:
+        return f"{self._wire_head}{offset}{self._wire_tail}"
+
+
+class Notification:
+    """One entry of one user's stream: a message, at an offset of that stream."""
+
+    __slots__ = ("message", "user_id", "offset", "priority", "created_ts", "_wire")
+
+    def __init__(self, message: Message, user_id: str, offset: int) -> None:
+        self.message = message
+        self.user_id = user_id
+        self.offset = offset
+        # copied from the message: read per entry on the delivery path
+        self.priority = message.priority
+        self.created_ts = message.created_ts
+        self._wire: str | None = None
+
+    id = property(lambda self: self.message.id)
+    category = property(lambda self: self.message.category)
+    payload_json = property(lambda self: self.message.payload_json)
+    created_at = property(lambda self: self.message.created_at)
+
+    @property
+    def wire_json(self) -> str:
+        """``to_wire()`` as JSON text, built once per entry, however many
+        connections of its user receive it."""
+        if self._wire is None:
+            self._wire = self.message.wire_json(self.offset)
+        return self._wire
 
     def to_wire(self) -> dict:
         """The shape a Socket.IO client receives (the design's contract)."""
         return json.loads(self.wire_json)
 
-    @property
-    def wire_json(self) -> str:
-        """``to_wire()`` as JSON text, built without a JSON encoder: id, category
-        and priority are plain ASCII by validation, and the payload is stored
-        encoded. Built once per entry, however many connections receive it.
-        (Cached by hand: functools.cached_property takes a lock on 3.11.)"""
-        try:
-            return self.__dict__["_wire_json"]
-        except KeyError:
-            value = self.__dict__["_wire_json"] = (
-                f'{{"id":"{self.id}","offset":{self.offset},"category":"{self.category}",'
-                f'"priority":"{self.priority.value}","payload":{self.payload_json},'
-                f'"created_at":"{format_time(self.created_at)}"}}'
-            )
-            return value
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Notification) and self.user_id == other.user_id
+                and self.offset == other.offset and self.message.id == other.message.id)
+
+    __hash__ = None  # type: ignore[assignment]  # equal by value, and mutable (its cache)
+
+    def __repr__(self) -> str:
+        return f"Notification({self.message.id!r}, {self.user_id!r}, offset={self.offset})"
 
 
 @dataclass

@@ -8,7 +8,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from service.domain.model import Notification, PublishRequest
+from service.domain.model import Message, Notification, PublishRequest
 from service.service_layer.ports import StreamPosition
 
 
@@ -25,17 +25,10 @@ class InMemoryNotificationLog:
     ) -> list[Notification]:
         users = list(self.streams) if request.recipients.broadcast else request.recipients.user_ids
         out = []
+        message = Message(message_id, request.category, request.priority, request.payload_json,
+                          created_at)
         for user_id in sorted(users):
-            entry = Notification(
-                id=message_id,
-                user_id=user_id,
-                offset=self.heads[user_id] + 1,
-                category=request.category,
-                priority=request.priority,
-                payload_json=request.payload_json,
-                created_at=created_at,
-                created_ts=created_at.timestamp(),
-            )
+            entry = Notification(message, user_id, self.heads[user_id] + 1)
             self.streams[user_id].append(entry)
             self.heads[user_id] += 1
             out.append(entry)
