@@ -192,8 +192,8 @@ class InfluxWriter:
     # -- internals ------------------------------------------------------------
     def _encode(self, records: list) -> tuple[bytes, int]:
         encode = self._encoder.encode
-        try:  # the common case, in one comprehension
-            lines = [encode(m, tags, fields, ts) for m, tags, fields, ts in records]
+        try:  # the common case, in one loop
+            lines = self._encoder.encode_many(records)
         except (SchemaError, KeyError, TypeError, ValueError):
             lines = []  # a bad record: once more, one by one, dropping what fails
             for measurement, tags, fields, ts in records:

@@ -109,6 +109,28 @@ class LineEncoder:
         self._last_ts = timestamp_ns
         return line
 
+    def encode_many(self, records: list[tuple[str, Any, Mapping[str, Any], int]]) -> list[str]:
+        """``encode`` over a batch, in one loop: the writer's path. Raises as
+        ``encode`` does, and then leaves the timestamps as they were."""
+        series = self._series
+        last = self._last_ts
+        lines: list[str] = []
+        append = lines.append
+        for measurement, tags, fields, timestamp_ns in records:
+            if timestamp_ns <= last:
+                timestamp_ns = last + 1
+            formatter = series.get((measurement, tags))
+            if formatter is None:
+                formatter = self._formatter(measurement, tags, fields)
+            try:
+                append(formatter(fields, timestamp_ns))
+            except (_Mismatch, KeyError, ValueError, TypeError, _NotFinite):
+                append(self._slow_line(measurement, self._prefix(measurement, tags)[0], fields,
+                                       timestamp_ns))
+            last = timestamp_ns
+        self._last_ts = last
+        return lines
+
     def _formatter(self, measurement: str, tags: tuple[tuple[str, str], ...],
                    fields: Mapping[str, Any]) -> Callable:
         prefix, cacheable = self._prefix(measurement, tags)

@@ -129,3 +129,14 @@ def test_a_busy_interval_samples_calls_but_keeps_counts_and_shape():
     for name, true_value in (("latency_ms_p50", 50), ("latency_ms_p95", 95)):
         # 2 % buckets plus the sampling error of a few thousand batches
         assert abs(fields[name] - true_value) <= 0.06 * true_value, (name, fields[name])
+
+
+def test_encoding_a_batch_gives_the_same_lines_as_one_by_one():
+    records = [("notify_delivery", (("mode", "live"),), {"count": 3, "latency_ms_max": 1.5}, 10),
+               ("notify_ack", (), {"count": 1, "acks": 1}, 10),  # same time: moved on by 1
+               ("notify_delivery", (("mode", "live"),), {"count": 2.0}, 5),  # wrong type: slow path
+               ("config_change", (("kind", "level"),), {"level": "max", "text": 'a "b"'}, 20)]
+    one_by_one = LineEncoder(COMMON)
+    expected = [one_by_one.encode(*r) for r in records]
+    assert LineEncoder(COMMON).encode_many(records) == expected
+    assert [int(line.rsplit(" ", 1)[1]) for line in expected] == [10, 11, 12, 20]
