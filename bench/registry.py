@@ -14,6 +14,7 @@ BENCHMARKS = {
     "telemetry": "bench.telemetry",
     "gc": "bench.gc",
     "fanout": "bench.fanout",
+    "connections": "bench.connections",
 }
 RESULTS = Path(__file__).resolve().parent / "results.json"
 

@@ -62,7 +62,7 @@ class Settings:
     db_slow_ms: float = 100.0
     telemetry_retry_max_s: float = 30.0
     telemetry_enabled: bool = True
-    max_connections: int = 10_000
+    max_connections: int = 15_000
     max_connections_per_user: int = 10
     idle_timeout: float = 300.0
     batch_size: int = 50

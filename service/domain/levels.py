@@ -1,10 +1,14 @@
 """Optimization levels: named presets of the runtime's tunable parameters.
 
 A level sets the defaults; an environment variable given explicitly wins
-over it. Only parameters the runtime acts on today are here; cache sizes and
-the memory budget join when the cache and the budget exist. The connection
-limits are provisional until the connections benchmark measures what one
-node holds.
+over it, and either can be changed live (service.domain.tuning). Cache sizes
+and TTLs join when the cache exists.
+
+Connection limits come from ``bench connections``: one node held 19,500 idle
+WebSockets (the machine's open-files limit) at 27 KB each over a 72 MB base.
+Each level's limit fits within its memory budget with room for send queues:
+5,000 x 27 KB + 72 MB = 207 MB of 256; 15,000 -> 477 of 512; 30,000 -> 882
+of 1,024; 50,000 -> 1,422 of 2,048 (that many also needs `ulimit -n` above it).
 """
 
 from __future__ import annotations
@@ -39,17 +43,17 @@ def _rates(low: tuple[float, float], normal: tuple[float, float],
 
 LEVELS: dict[str, Level] = {
     # smallest batches and tightest limits: lowest latency and memory, least throughput
-    "conservative": Level(10, 25.0, 2_000, 5, 256 * 1024,
+    "conservative": Level(10, 25.0, 5_000, 5, 256 * 1024,
                           _rates((50, 100), (100, 200), (200, 400)), 700,
                           offline_queue_max=200, memory_budget_mb=256),
-    "balanced": Level(50, 50.0, 10_000, 10, 1 << 20,
+    "balanced": Level(50, 50.0, 15_000, 10, 1 << 20,
                       _rates((50, 100), (200, 400), (500, 1000)), 20_000,
                       offline_queue_max=1_000, memory_budget_mb=512),
-    "aggressive": Level(100, 100.0, 20_000, 20, 2 << 20,
+    "aggressive": Level(100, 100.0, 30_000, 20, 2 << 20,
                         _rates((100, 300), (300, 600), (500, 1000)), 50_000,
                         offline_queue_max=5_000, memory_budget_mb=1024),
     # biggest batches: most throughput per CPU, up to 200 ms of added latency
-    "maximum": Level(100, 200.0, 40_000, 50, 4 << 20,
+    "maximum": Level(100, 200.0, 50_000, 50, 4 << 20,
                      _rates((200, 500), (500, 1000), (500, 1000)), 100_000,
                      offline_queue_max=10_000, memory_budget_mb=2048),
 }

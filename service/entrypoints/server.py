@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
+import socket
 import sys
+from typing import Any
 
 import gevent
 from gevent import pywsgi
@@ -16,6 +19,35 @@ from service.domain.errors import StorageUnavailable
 from service.entrypoints.runtime import start_process, tune_gc
 
 log = logging.getLogger("service.serve")
+
+# Every connection keeps its handler, and so its read buffer, for as long as it
+# is open. pywsgi's default is io.DEFAULT_BUFFER_SIZE (8 KiB): over 8 KB of RSS
+# per idle WebSocket for a buffer that only ever holds a request head or a
+# small client frame (auth, acks, pongs). Longer reads (publish bodies, big
+# frames) bypass a buffered reader's buffer, so a small one costs no copies.
+READ_BUFFER_BYTES = 1024
+SHUTDOWN_FLUSH_S = 1.0
+
+
+class LeanWebSocketHandler(WebSocketHandler):
+    """gevent-websocket's handler, keeping less per open WebSocket."""
+
+    def __init__(self, sock: Any, address: Any, server: Any, rfile: Any = None) -> None:
+        super().__init__(sock, address, server,
+                         rfile if rfile is not None else sock.makefile("rb", READ_BUFFER_BYTES))
+
+    def run_websocket(self) -> None:
+        # pywsgi is done with the parsed request head (an email.message, about
+        # 1.3 KB) once it has built the environ; a WebSocket would keep it for
+        # its whole life. Without it, the class's empty default shows through.
+        self.__dict__.pop("headers", None)
+        # known to shutdown(), which must unblock a writer stuck on this socket
+        open_websockets = getattr(self.server, "open_websockets", set())
+        open_websockets.add(self.socket)
+        try:
+            super().run_websocket()
+        finally:
+            open_websockets.discard(self.socket)
 
 
 def serve(settings: Settings) -> int:
@@ -30,15 +62,27 @@ def serve(settings: Settings) -> int:
     server = pywsgi.WSGIServer(
         (settings.host, settings.port),
         app.wsgi,
-        handler_class=WebSocketHandler,
+        handler_class=LeanWebSocketHandler,
         spawn=app.handlers,
         log=None,
         error_log=logging.getLogger("service.wsgi"),
     )
+    server.open_websockets = set()
     app.start_background()
 
     def shutdown() -> None:
         log.info("stopping: closing connections")
+        server.close()  # no new connections
+        for session in list(app.sio.eio.sockets.values()):
+            session.close(wait=False, reason=app.sio.eio.reason.SERVER_DISCONNECT)
+        gevent.sleep(SHUTDOWN_FLUSH_S)  # let clients that read get what is queued
+        # A writer blocked on a client that reads nothing would still hold its
+        # socket when the server closes it, and libev aborts the process on
+        # the closed descriptor. Shutting the sockets down first makes those
+        # sends fail, so every greenlet ends on its own.
+        for sock in list(server.open_websockets):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         server.stop(timeout=5)
 
     gevent.signal_handler(signal.SIGTERM, shutdown)

@@ -155,3 +155,23 @@ def test_closed_connections_leave_nothing_behind(pg_url, influx_database, tmp_pa
         assert leaks["engineio_session"]["leaked"] <= 1, leaks
     finally:
         assert stop_server(server) == 0
+
+
+def test_a_client_that_reads_nothing_does_not_stop_a_clean_shutdown(pg_url, influx_database,
+                                                                    tmp_path):
+    """SIGTERM while a writer is blocked on a full socket: the server must
+    still close everything and exit 0 (libev used to abort the process)."""
+    import socket as sockets
+
+    server = start_server({"DATABASE_URL": pg_url, "INFLUX_DB": influx_database,
+                           "SEND_QUEUE_MAX_BYTES": "50000000", "BATCH_SIZE": "1"}, tmp_path)
+    stalled = raw_socketio_client(server, "ivy",
+                                  sockopt=((sockets.SOL_SOCKET, sockets.SO_RCVBUF, 4096),))
+    try:
+        for i in range(100):  # 6 MB: more than the socket buffers hold
+            server.publish({"user_id": "ivy", "category": "bulk",
+                            "payload": {"i": i, "b": "x" * 60_000}})
+    finally:
+        code = stop_server(server)
+        stalled.close()
+    assert code == 0, server.log_text()[-2000:]
