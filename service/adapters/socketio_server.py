@@ -39,6 +39,12 @@ def make_socketio_server(
         json=wire_json,
         logger=False,
         engineio_logger=False,
+        # Run each event's handler in its connection's reader greenlet instead of
+        # a greenlet spawned per event: acks arrive once per batch per client,
+        # and the spawns cost 6-9 % of the server's CPU (18 % with batches of
+        # one), measured both servers at once. Handlers block only their own
+        # connection; the connect handler's one read of the log is fine there.
+        async_handlers=False,
     )
 
 
