@@ -193,7 +193,7 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
 
     live_config = LiveConfig(
         settings.optimization_level,
-        {k: v for k, v in settings.tunables().items() if k in settings.env_tuned},
+        settings.env_overrides(),
         retune, telemetry)
     flask_app.register_blueprint(config_blueprint(live_config, settings.admin_token))
     sources = StatusSources(

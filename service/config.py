@@ -83,11 +83,19 @@ class Settings:
                                        compare=False)
     generated_secrets: tuple[str, ...] = field(default=(), compare=False)
     env_tuned: tuple[str, ...] = ()  # tunables given by environment variables
+    throttle_spec: str = ""  # THROTTLE as given: it may name only some priorities
 
     def tunables(self) -> dict:
         """The values of the run-time tunables (service.domain.tuning) at start."""
         return {name: format_rates(self.throttle_rates) if name == "throttle"
                 else getattr(self, name) for name in TUNABLES}
+
+    def env_overrides(self) -> dict:
+        """The tunables the environment set, as given: they stay over any level."""
+        values = {k: v for k, v in self.tunables().items() if k in self.env_tuned}
+        if "throttle" in values:
+            values["throttle"] = self.throttle_spec
+        return values
 
     @property
     def storage_kind(self) -> str:
@@ -179,6 +187,7 @@ class Settings:
             leak_grace_s=_float(env, "LEAK_GRACE_S", 30.0),
             generated_secrets=generated,
             env_tuned=tuple(t.name for t in TUNABLES.values() if env.get(t.env, "") != ""),
+            throttle_spec=env.get("THROTTLE", ""),
         )
 
 

@@ -32,7 +32,8 @@ class Tunable:
         if self.kind is str:
             if not isinstance(value, str):
                 raise InvalidInput(f"{self.name} must be a string", field=field)
-            return format_rates(_parse_throttle(value, field))
+            _parse_throttle(value, field)  # to refuse it now, naming it
+            return value.strip()
         if isinstance(value, bool) or not isinstance(value, int | float) or (
                 self.kind is int and not float(value).is_integer()):
             expected = "an integer" if self.kind is int else "a number"
@@ -94,8 +95,15 @@ def check_parameters(parameters: Any) -> dict[str, Any]:
 
 
 def effective(level: str, *overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """The level's presets with each layer of overrides applied in turn."""
+    """The level's presets with each layer of overrides applied in turn. A
+    throttle override names only some priorities (``low=off``): the others
+    keep what the layers below give them."""
     values = preset(level)
     for layer in overrides:
-        values.update({k: v for k, v in layer.items() if v is not None})
+        for name, value in layer.items():
+            if value is None:
+                continue
+            if name == "throttle":
+                value = format_rates(parse_rates(value, parse_rates(values[name], {})))
+            values[name] = value
     return values

@@ -15,8 +15,8 @@ from tests.unit.fakes import RecordingTelemetry
 ])
 def test_the_live_config_starts_where_the_settings_do(tmp_path, env):
     settings = Settings.from_env({"VAR_DIR": str(tmp_path), **env})
-    startup = {k: v for k, v in settings.tunables().items() if k in settings.env_tuned}
-    assert effective(settings.optimization_level, startup) == settings.tunables()
+    assert effective(settings.optimization_level, settings.env_overrides()) == (
+        settings.tunables())
 
 
 def test_every_level_sets_every_tunable_it_names():
@@ -114,3 +114,12 @@ def test_new_throttle_rates_never_refill_a_bucket():
         throttle.admit(request)  # the bucket was empty, and stays so at once
     now[0] = 0.05
     throttle.admit(request)  # the new rate refills it from here on
+
+
+def test_a_partial_throttle_keeps_the_other_priorities_of_the_level_in_force():
+    config = LiveConfig("balanced", {"throttle": "low=off"}, Recorder(), None)
+    assert config.values["throttle"] == "low=off,normal=200:400,high=500:1000,critical=off"
+    after = config.change({"level": "aggressive"})  # the start-up override stays, on top
+    assert after["parameters"]["throttle"] == "low=off,normal=300:600,high=500:1000,critical=off"
+    after = config.change({"parameters": {"throttle": "high=50:100"}})
+    assert after["parameters"]["throttle"] == "low=off,normal=300:600,high=50:100,critical=off"
