@@ -269,10 +269,14 @@ class DeliveryHub:
             self._spawn(self._catch_up, conn)
             return False
         conn.delivered = fresh[-1].offset
-        for batch in conn.queue.add([(n, n.priority) for n in fresh], self._clock()):
+        queue = conn.queue
+        scheduled = queue.deadline
+        for batch in queue.add([(n, n.priority) for n in fresh], self._clock()):
             self._send_queued(conn, batch)
-        if conn.queue.deadline is not None:
-            self.batch_timers.schedule(conn.queue.deadline, conn.sid)
+        # one timer entry per deadline, not one per entry: in a burst the heap
+        # would otherwise hold a stale entry for every notification queued
+        if queue.deadline is not None and queue.deadline != scheduled:
+            self.batch_timers.schedule(queue.deadline, conn.sid)
         return True
 
     def flush_due(self, sid: str, now: float) -> None:
