@@ -28,7 +28,7 @@ from pathlib import Path
 import gevent
 import gevent.event
 
-from bench.harness import ROOT, SECRETS, ServeProcess
+from bench.harness import ROOT, SECRETS, ServeProcess, proc_cpu_seconds, raise_nofile
 from service.adapters.influx import InfluxClient, InfluxSettings
 from service.adapters.tokens import UserTokens
 
@@ -44,13 +44,6 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def raise_nofile() -> int:
-    """Soft limit up to the hard one; the server and the Node clients inherit it."""
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
-
-
 def proc_nofile(pid: int) -> int:
     """The soft open-files limit another process actually runs with."""
     for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
@@ -64,11 +57,6 @@ def rss_kb(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError(f"no VmRSS in /proc/{pid}/status")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class HoldClients:
@@ -103,7 +91,7 @@ class HoldClients:
         self.done.set(self.last)
 
     def cpu_seconds(self) -> float:
-        return cpu_seconds(self.process.pid)
+        return proc_cpu_seconds(self.process.pid)
 
     def close(self) -> dict:
         if self.process.poll() is None:

@@ -25,13 +25,12 @@ from collections.abc import Iterator
 
 import gevent
 
-from bench.harness import ServeProcess
+from bench.harness import ServeProcess, raise_nofile
 from bench.loadgen import (
     NodePeer,
     Publisher,
     ReceiverGroup,
     percentile,
-    raise_nofile,
     self_cpu_seconds,
 )
 from bench.telemetry import paired_median

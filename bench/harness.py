@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -23,6 +24,32 @@ from service.adapters.tokens import UserTokens
 ROOT = Path(__file__).resolve().parents[1]
 SECRETS = {"PUBLISH_TOKEN": "bench-publish", "ADMIN_TOKEN": "bench-admin",
            "USER_TOKEN_SECRET": "bench-user-secret"}
+
+
+def raise_nofile() -> int:
+    """Lift the soft open-file limit to the hard one, and return it: children
+    inherit it, and a server holding thousands of sockets (plus its database
+    and log) needs more than the usual 1,024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stop_process(process: subprocess.Popen | None, timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout``."""
+    if process and process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def free_port() -> int:
@@ -60,18 +87,12 @@ class ServeProcess:
         raise RuntimeError(f"serve did not start: {(self.dir / 'serve.log').read_text()}")
 
     def __exit__(self, *_exc: object) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop_process(self.process, timeout=20)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the server process so far."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return proc_cpu_seconds(self.process.pid)
 
     def metrics(self) -> dict:
         response = self.http.request(

@@ -8,36 +8,18 @@ from __future__ import annotations
 import json
 import os
 import resource
-import signal
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 
 import gevent
 import gevent.pool
 import urllib3
 
-from bench.harness import ROOT, SECRETS, free_port
+from bench.harness import ROOT, SECRETS, free_port, proc_cpu_seconds, stop_process
 from service.adapters.tokens import UserTokens
 
 JS = ROOT / "clients" / "js"
-
-
-def raise_nofile() -> int:
-    """Lift the soft open-file limit to the hard one; children inherit it, and
-    a server holding 1,000 sockets (plus its database and log) needs more
-    than the usual 1,024."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a live process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def self_cpu_seconds() -> float:
@@ -63,12 +45,7 @@ class NodePeer:
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop_process(self.process, timeout=10)
 
     def cpu_seconds(self) -> float:
         return proc_cpu_seconds(self.process.pid)
