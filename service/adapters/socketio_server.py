@@ -48,6 +48,12 @@ def make_socketio_server(
     )
 
 
+def engineio_session(sio: socketio.Server, sid: str) -> Any:
+    """The Engine.IO session under a Socket.IO sid, or None once it is gone."""
+    eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
+    return sio.eio.sockets.get(eio_sid) if eio_sid else None
+
+
 class SocketIOSender:
     """The hub's Sender port, over a python-socketio server.
 
@@ -119,7 +125,5 @@ class SocketIOSender:
         self._backlogged.discard(sid)
 
     def _engineio_queue(self, sid: str) -> Any:
-        eio_sid = self._sio.manager.eio_sid_from_sid(sid, "/")
-        socket = self._sio.eio.sockets.get(eio_sid) if eio_sid else None
-        return getattr(socket, "queue", None)
+        return getattr(engineio_session(self._sio, sid), "queue", None)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import socketio
 
+from service.adapters.socketio_server import engineio_session
 from service.adapters.tokens import UserTokens
 from service.domain.compression import parse_scheme
 from service.domain.errors import InvalidInput, ServiceError
@@ -52,7 +53,7 @@ def register_socket_handlers(
                 last_offset = parse_offset(last_offset, "last_offset")
             hub.connect(sid, user_id, last_offset,
                         accepts_deflate=parse_scheme(auth.get("compression")))
-            session = sio.eio.sockets.get(sio.manager.eio_sid_from_sid(sid, "/"))
+            session = engineio_session(sio, sid)
             if session is not None:
                 hub.leaks.track("engineio_session", session)
         except ServiceError as exc:
@@ -64,7 +65,7 @@ def register_socket_handlers(
 
     @sio.event
     def disconnect(sid: str, reason: Any = None) -> None:
-        session = sio.eio.sockets.get(sio.manager.eio_sid_from_sid(sid, "/") or "")
+        session = engineio_session(sio, sid)
         if session is not None:
             hub.leaks.released("engineio_session", session)
         conn = hub.disconnect(sid)

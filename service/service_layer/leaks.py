@@ -43,10 +43,11 @@ class LeakTracker:
         """Per kind: objects ``alive`` now, and ``leaked`` (released, past their
         grace, still referenced). Logs what holds the first leak of a kind."""
         now = self._clock()
-        if any(entry[1]() is not None and now - entry[2] >= self.grace_s
+        if any(not entry[3] and now - entry[2] >= self.grace_s and entry[1]() is not None
                for entry in self._released):
             # Objects in reference cycles wait for the cyclic collector, which
-            # runs rarely here (GC_GEN0_THRESHOLD): collect before calling it a leak.
+            # runs rarely here (GC_GEN0_THRESHOLD): collect before calling one a
+            # leak. Once counted, a leak does not make every later check collect.
             gc.collect()
         watching: deque[list[Any]] = deque(maxlen=self._released.maxlen)
         leaking: dict[str, int] = {}
