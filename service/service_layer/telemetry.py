@@ -3,7 +3,7 @@
 - ``emit`` records one event: it appends one tuple to a bounded deque. Use it
   for events whose detail matters (a refused connection, a config change).
 - ``tally(spec, tags).add(...)`` adds to a per-interval summary, one point per
-  tag set per interval: fields summed, and one maximum. Use it for high-rate
+  tag set per interval: fields summed, up to two maxima. Use it for high-rate
   counters (publishes, dispatch outcomes, deliveries, acks), so that 10,000
   publishes a second cost a few points a second, with exact totals. Values go
   by position (``TallySpec`` names them), so a tally costs about 0.2 µs
@@ -32,9 +32,10 @@ from service.domain.telemetry import TallySpec
 Tags = tuple[tuple[str, str], ...]  # (key, value) pairs; constant tuples cost nothing
 Record = tuple[str, Tags, Mapping[str, Any], int]
 PERCENTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
-# Per-entry values observed in full per tag set and interval; past this, one
-# call in 2, then 4, 8..., each weighted to stand for the ones skipped, so a
-# busy interval costs no more than a quiet one. Counts and maxima stay exact.
+# Per-entry values observed in full per tag set and interval; past this, a
+# random half of the calls, then a quarter..., each weighted to stand for
+# the ones skipped, so a busy interval costs no more than a quiet one. Counts
+# and maxima stay exact.
 DETAIL_FULL = 8192
 _NONE = float("-inf")
 _random = random.random
