@@ -201,13 +201,14 @@ class DeliveryHub:
             self._defer(by_user)
             return
         live = queued = dropped = 0
+        now = self._clock()  # one reading for the whole hand-off, not one per connection
         for user_id, items in by_user.items():
             sent = False
             try:
                 for sid in tuple(self._by_user.get(user_id, ())):
                     conn = self._connections.get(sid)
                     if conn is not None:
-                        sent = self._offer(conn, items) or sent
+                        sent = self._offer(conn, items, now) or sent
             except Exception:  # the entries are committed: a replay repairs this
                 log.exception("hand-off to %s failed", user_id)
                 dropped += len(items)
@@ -254,7 +255,7 @@ class DeliveryHub:
                 conn.catching_up = True
                 self._spawn(self._catch_up, conn)
 
-    def _offer(self, conn: Connection, items: list[Notification]) -> bool:
+    def _offer(self, conn: Connection, items: list[Notification], now: float) -> bool:
         """Queue items for one connection if they continue its sequence; return
         whether they were taken for live delivery (now, or with their batch)."""
         if conn.catching_up:
@@ -271,7 +272,7 @@ class DeliveryHub:
         conn.delivered = fresh[-1].offset
         queue = conn.queue
         scheduled = queue.deadline
-        for batch in queue.add([(n, n.priority) for n in fresh], self._clock()):
+        for batch in queue.add([(n, n.priority) for n in fresh], now):
             self._send_queued(conn, batch)
         # one timer entry per deadline, not one per entry: in a burst the heap
         # would otherwise hold a stale entry for every notification queued
