@@ -8,6 +8,7 @@ at start. Set them explicitly in production.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -236,21 +237,24 @@ def _dev_secrets(env: Mapping[str, str], var_dir: Path) -> tuple[dict[str, str],
     missing = [name for name, value in found.items() if not value]
     if not missing:
         return found, ()
+    var_dir.mkdir(parents=True, exist_ok=True)
     path = var_dir / "dev-secrets.json"
-    stored: dict[str, str] = {}
-    if path.exists():
-        stored = json.loads(path.read_text())
-    changed = False
-    for name in missing:
-        if not stored.get(name):
-            stored[name] = secrets.token_urlsafe(24)
-            changed = True
-        found[name] = stored[name]
-    if changed:
-        var_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(stored, handle, indent=2)
-        os.replace(tmp, path)
+    # `make run` starts serve and jobs at once: without the lock both would
+    # generate, and the one that wrote last would hold secrets that the
+    # running server does not.
+    with open(var_dir / "dev-secrets.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+        changed = False
+        for name in missing:
+            if not stored.get(name):
+                stored[name] = secrets.token_urlsafe(24)
+                changed = True
+            found[name] = stored[name]
+        if changed:
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                json.dump(stored, handle, indent=2)
+            os.replace(tmp, path)
     return found, tuple(missing)

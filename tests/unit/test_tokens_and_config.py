@@ -127,3 +127,26 @@ def test_gc_tuning_freezes_start_up_and_sets_the_threshold(tmp_path):
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def _settings_in_child(var_dir: str, barrier, results) -> None:
+    barrier.wait()
+    results.put(Settings.from_env({"VAR_DIR": var_dir}).user_token_secret)
+
+
+def test_processes_starting_together_agree_on_the_dev_secrets(tmp_path):
+    """`make run` starts serve and jobs at the same moment; a token issued
+    with the stored secret must verify in whichever process won."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(6), context.Queue()
+    children = [context.Process(target=_settings_in_child, args=(str(tmp_path), barrier, results))
+                for _ in range(6)]
+    for child in children:
+        child.start()
+    seen = {results.get(timeout=20) for _ in children}
+    for child in children:
+        child.join(timeout=20)
+    stored = json.loads((tmp_path / "dev-secrets.json").read_text())
+    assert seen == {stored["USER_TOKEN_SECRET"]}
