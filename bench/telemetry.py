@@ -22,7 +22,7 @@ import urllib3
 
 from service.adapters.influx import InfluxClient, InfluxSettings
 from service.adapters.influx_writer import InfluxWriter
-from service.domain.model import Message, Notification
+from service.domain.model import Appended, Notification
 from service.service_layer.delivery import DeliveryHub
 from service.service_layer.ports import StreamPosition
 from service.service_layer.publishing import publish
@@ -95,26 +95,33 @@ def bare_ingest(client: InfluxClient, n: int) -> float:
 
 # -- 3. delivery throughput with telemetry on and off -----------------------------
 class MemoryLog:
+    """The log's interface in memory, targeted publishes only: the benchmark
+    measures delivery and telemetry, not storage."""
+
     def __init__(self) -> None:
         self.streams: dict[str, list[Notification]] = defaultdict(list)
+        self.last = 0
 
     def append(self, request, message_id, created_at):  # noqa: ANN201
-        out = []
-        for user in request.recipients.user_ids:
-            stream = self.streams[user]
-            entry = Notification(Message(message_id, request.category, request.priority,
-                                         request.payload_json, created_at), user, len(stream) + 1)
-            stream.append(entry)
-            out.append(entry)
-        return out
+        self.last += 1
+        entry = Notification(message_id, self.last, request.category, request.priority,
+                             request.payload_json, created_at)
+        users = tuple(request.recipients.user_ids)
+        for user in users:
+            self.streams[user].append(entry)
+        return Appended(entry, users, len(users))
 
     def read(self, user_id, after, limit):  # noqa: ANN201
-        return self.streams[user_id][after:after + limit]
+        page = [n for n in self.streams[user_id] if n.offset > after][:limit]
+        return page, StreamPosition(head=self.last, acked=0)
+
+    def head(self) -> int:
+        return self.last
 
     def open_stream(self, user_id):  # noqa: ANN201
-        return StreamPosition(head=len(self.streams[user_id]), acked=0)
+        return StreamPosition(head=self.last, acked=0)
 
-    def ack(self, user_id, offset):  # noqa: ANN201
+    def ack_many(self, acks):  # noqa: ANN201
         return 0
 
     def ping(self) -> None:

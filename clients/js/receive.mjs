@@ -6,7 +6,7 @@
 //
 // Prints one JSON object per line on stdout: {"event": "connect"},
 // {"event": "notifications", "batch": [...]}, {"event": "ack", "reply": {...}},
-// {"event": "reload", "body": {reason, epoch, first_offset, missed}},
+// {"event": "reload", "body": {reason, epoch, first_offset}},
 // {"event": "connect_error", "message", "data"}, {"event": "error", ...},
 // and finally {"event": "done", "received": N}. Exits 0 after --expect
 // notifications, or at the timeout (exit 0; the caller checks the count).

@@ -1,40 +1,47 @@
-"""The notification log in SQL: one append-only stream per user.
+"""The notification log in SQL: one append-only log, one stream per user.
 
-Offsets are per user, start at 1 and have no gaps: each append takes the
-user's stream row lock (``streams.head``), so offsets are assigned and
-committed in the same order even with many publishers at once. A node that
-sees offset n+2 after n therefore knows that n+1 exists and can fetch it.
+Each publish takes the log's next offset (``log_head.head``, bumped under its
+row lock, so offsets are committed in order and without gaps) and stores one
+``log_entries`` row. A targeted publish also stores one small
+``log_recipients`` row per user; a broadcast stores nothing per user.
 
-Message bodies live once in ``messages``; ``entries`` holds one small row per
-recipient, so a broadcast stores its payload once.
+A user's stream is the entries addressed to them plus the broadcasts since
+the stream began (``since``), above what the offline-queue bounds removed
+(``trimmed``). Its offsets only increase, with gaps where other users'
+entries are; because the log itself has no gaps, a node that was handed
+offset n+2 after n knows that n+1 exists and can fetch it.
+
+The tables are named ``log_*``: the earlier per-user-offset schema
+(``messages``/``entries``/``streams``) is not read or migrated.
 """
 
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from operator import itemgetter
 
 from sqlalchemy import (
     BigInteger,
     Column,
     ColumnElement,
-    Connection,
     Engine,
-    ForeignKey,
     Index,
     Integer,
     MetaData,
+    Row,
     String,
     Table,
     Text,
     bindparam,
     func,
+    literal,
     select,
     text,
     true,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -42,48 +49,64 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from service.domain.errors import StorageUnavailable
-from service.domain.model import Message, Notification, Priority, PublishRequest
+from service.domain.model import Appended, Notification, Priority, PublishRequest
 from service.service_layer.ports import StreamPosition
 
 metadata = MetaData()
 
-messages = Table(
-    "messages",
+log_head = Table(
+    "log_head",
     metadata,
-    Column("id", String(32), primary_key=True),
+    Column("id", Integer, primary_key=True),  # one row, id 1
+    Column("head", BigInteger, nullable=False),  # the newest offset
+    Column("streams", BigInteger, nullable=False),  # streams created: a broadcast's recipients
+)
+
+entries = Table(
+    "log_entries",
+    metadata,
+    Column("log_offset", BigInteger, primary_key=True, autoincrement=False),
+    Column("id", String(32), nullable=False, unique=True),
     Column("category", String(64), nullable=False),
     Column("priority", String(8), nullable=False),
     Column("payload", Text, nullable=False),
     Column("created_at_us", BigInteger, nullable=False),
-    Column("broadcast", Integer, nullable=False, default=0),
+    Column("broadcast", Integer, nullable=False),
+    Index("log_entries_broadcast", "broadcast", "log_offset"),
+    Index("log_entries_created", "created_at_us"),  # the age bound's cut
+)
+
+recipients = Table(
+    "log_recipients",
+    metadata,
+    Column("user_id", String(128), primary_key=True),
+    Column("log_offset", BigInteger, primary_key=True, autoincrement=False),
+    # the trimmer deletes a targeted entry once no recipient row refers to it
+    Index("log_recipients_offset", "log_offset"),
 )
 
 streams = Table(
-    "streams",
+    "log_streams",
     metadata,
     Column("user_id", String(128), primary_key=True),
-    Column("head", BigInteger, nullable=False, default=0),
-    Column("acked", BigInteger, nullable=False, default=0),
-    Column("epoch", Integer, nullable=False, default=1),
+    Column("since", BigInteger, nullable=False),  # the log's head when the stream began
+    Column("acked", BigInteger, nullable=False),
+    Column("trimmed", BigInteger, nullable=False),  # >= since; nothing at or below is left
+    Column("epoch", Integer, nullable=False),
 )
 
-entries = Table(
-    "entries",
-    metadata,
-    Column("user_id", String(128), primary_key=True),
-    Column("stream_offset", BigInteger, primary_key=True),
-    Column("message_id", String(32), ForeignKey("messages.id"), nullable=False),
-    # trimming deletes a message once no entry refers to it any more
-    Index("entries_message_id", "message_id"),
-)
+_ENTRY_COLUMNS = (entries.c.log_offset, entries.c.id, entries.c.category, entries.c.priority,
+                  entries.c.payload, entries.c.created_at_us)
 
 
 def create_schema(engine: Engine) -> None:
-    """Create missing tables (the README says: create-all at start for now)."""
+    """Create missing tables and the head row (create-all at start, for now)."""
+    insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
     with storage_errors():
         metadata.create_all(engine)
-        for index in entries.indexes:  # create_all skips indexes of existing tables
-            index.create(engine, checkfirst=True)
+        with engine.begin() as conn:
+            conn.execute(insert(log_head).on_conflict_do_nothing(),
+                         {"id": 1, "head": 0, "streams": 0})
 
 
 @contextmanager
@@ -108,7 +131,12 @@ def _from_us(value: int) -> datetime:
     return datetime.fromtimestamp(value / 1_000_000, tz=UTC)
 
 
-def _recipients(postgres: bool) -> ColumnElement[str]:
+def _notification(row: Row) -> Notification:
+    return Notification(row.id, row.log_offset, row.category, Priority(row.priority),
+                        row.payload, _from_us(row.created_at_us))
+
+
+def _listed_users(postgres: bool) -> ColumnElement[str]:
     """The recipients as one bound list (``user_ids``), so that no statement
     carries a parameter per user: unnest(ARRAY) on PostgreSQL, json_each on
     SQLite."""
@@ -118,77 +146,39 @@ def _recipients(postgres: bool) -> ColumnElement[str]:
     return func.json_each(bindparam("user_ids", type_=String)).table_valued("value").c.value
 
 
-class _FanOut:
-    """The statements of one kind of append (to a broadcast or to listed
-    users). Each recipient's stream head moves by one under the stream's row
-    lock, and the new head is the offset of the recipient's entry."""
-
-    def __init__(self, postgres: bool, broadcast: bool) -> None:
-        self._postgres = postgres
-        if broadcast:  # every known stream
-            bump = update(streams).values(head=streams.c.head + 1)
-            if postgres:
-                # Lock the streams in user-id order, as ack_many and the
-                # trimmer do, so that publishers never deadlock, and move on
-                # exactly the rows locked: a stream created meanwhile is not
-                # touched out of order (SQLite has one writer at a time).
-                locked = (select(streams.c.user_id).order_by(streams.c.user_id)
-                          .with_for_update().subquery("locked"))
-                bump = bump.where(streams.c.user_id == locked.c.user_id)
-        else:
-            # Create missing streams at head 1 and move the others on; the
-            # rows are taken one by one in the SELECT's order, so on
-            # PostgreSQL the locks come in user-id order here too.
-            ids = _recipients(postgres)
-            new = (postgresql.insert if postgres else sqlite.insert)(streams).from_select(
-                ["user_id", "head", "acked", "epoch"],
-                select(ids, 1, 0, 1).where(true()).order_by(ids))
-            bump = new.on_conflict_do_update(
-                index_elements=[streams.c.user_id], set_={"head": streams.c.head + 1})
-        bump = bump.returning(streams.c.user_id, streams.c.head)
-        if postgres:
-            # The entries come from the bump's own RETURNING rows, in the same
-            # statement: exactly the streams it moved, with no row from Python.
-            bumped = bump.cte("bumped")
-            self._bump = entries.insert().from_select(
-                ["user_id", "stream_offset", "message_id"],
-                select(bumped.c.user_id, bumped.c.head, bindparam("message_id", type_=String)),
-            ).returning(entries.c.user_id, entries.c.stream_offset)
-        else:
-            # SQLite has no DML in WITH, and an INSERT ... SELECT measured
-            # slower than executemany (its statement journal spills to a temp
-            # file), so the entries go in as plain tuples, in user-id order,
-            # without SQLAlchemy's per-row parameter processing.
-            self._bump = bump
-            self._entries = str(entries.insert().compile(dialect=sqlite.dialect()))
-
-    def run(self, conn: Connection, params: dict) -> list[tuple[str, int]]:
-        """(user_id, offset) of each new entry, sorted by user id."""
-        heads = conn.execute(self._bump, params).all()
-        heads.sort(key=itemgetter(0))
-        if not self._postgres and heads:
-            message_id = params["message_id"]
-            conn.exec_driver_sql(self._entries, [(u, o, message_id) for u, o in heads])
-        return heads
-
-
 class SqlNotificationLog:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._postgres = engine.dialect.name == "postgresql"
-        self._insert = postgresql.insert if self._postgres else sqlite.insert
-        self._fan_out = {b: _FanOut(self._postgres, b) for b in (True, False)}
+        self._postgres = postgres = engine.dialect.name == "postgresql"
+        insert = postgresql.insert if postgres else sqlite.insert
+        self._insert = insert
+        # The head row's lock orders every append: offsets commit in order.
+        self._bump = (update(log_head).where(log_head.c.id == 1)
+                      .values(head=log_head.c.head + 1)
+                      .returning(log_head.c.head, log_head.c.streams))
+        users = _listed_users(postgres)
+        since = bindparam("since", type_=BigInteger)
+        # the WHERE keeps SQLite's parser from reading ON CONFLICT as a join
+        self._new_streams = insert(streams).from_select(
+            ["user_id", "since", "acked", "trimmed", "epoch"],
+            select(users, since, since, since, literal(1)).where(true()).order_by(users),
+        ).on_conflict_do_nothing()
+        # SQLite: plain executemany of tuples measured faster than INSERT ... SELECT
+        self._add_recipients = (
+            recipients.insert().from_select(
+                ["user_id", "log_offset"],
+                select(users, bindparam("log_offset", type_=BigInteger)))
+            if postgres else str(recipients.insert().compile(dialect=sqlite.dialect())))
+        self._count_streams = update(log_head).where(log_head.c.id == 1).values(
+            streams=log_head.c.streams + bindparam("created", type_=BigInteger))
 
-    def append(
-        self, request: PublishRequest, message_id: str, created_at: datetime
-    ) -> list[Notification]:
+    def append(self, request: PublishRequest, message_id: str, created_at: datetime) -> Appended:
         broadcast = request.recipients.broadcast
-        params = {"message_id": message_id}
-        if not broadcast:
-            users = sorted(request.recipients.user_ids)
-            params["user_ids"] = users if self._postgres else json.dumps(users)
+        user_ids = None if broadcast else tuple(sorted(request.recipients.user_ids))
         with storage_errors(), self._engine.begin() as conn:
-            conn.execute(messages.insert(), {
+            offset, stream_count = conn.execute(self._bump).one()
+            conn.execute(entries.insert(), {
+                "log_offset": offset,
                 "id": message_id,
                 "category": request.category,
                 "priority": request.priority.value,
@@ -196,70 +186,113 @@ class SqlNotificationLog:
                 "created_at_us": _to_us(created_at),
                 "broadcast": int(broadcast),
             })
-            heads = self._fan_out[broadcast].run(conn, params)
-        message = Message(message_id, request.category, request.priority,
-                          request.payload_json, created_at)
-        return [Notification(message, user_id, offset) for user_id, offset in heads]
+            if user_ids is not None:
+                listed = list(user_ids) if self._postgres else json.dumps(user_ids)
+                created = conn.execute(self._new_streams,
+                                       {"user_ids": listed, "since": offset - 1}).rowcount
+                if created:
+                    conn.execute(self._count_streams, {"created": created})
+                if self._postgres:
+                    conn.execute(self._add_recipients, {"user_ids": listed, "log_offset": offset})
+                else:
+                    conn.exec_driver_sql(self._add_recipients, [(u, offset) for u in user_ids])
+        notification = Notification(message_id, offset, request.category, request.priority,
+                                    request.payload_json, created_at)
+        return Appended(notification, user_ids,
+                        stream_count if user_ids is None else len(user_ids))
 
-    def read(self, user_id: str, after: int, limit: int) -> list[Notification]:
-        query = (
-            select(
-                entries.c.stream_offset,
-                messages.c.id,
-                messages.c.category,
-                messages.c.priority,
-                messages.c.payload,
-                messages.c.created_at_us,
-            )
-            .join(messages, messages.c.id == entries.c.message_id)
-            .where(entries.c.user_id == user_id, entries.c.stream_offset > after)
-            .order_by(entries.c.stream_offset)
-            .limit(limit)
-        )
+    def read(self, user_id: str, after: int, limit: int) -> tuple[list[Notification],
+                                                                   StreamPosition]:
+        """The page comes first, filtered by the stream's floor in the same
+        statement (one snapshot), and the position after it: a trim that
+        lands in between shows as a floor above what was read, never as a
+        silent gap."""
+        floor = select(streams.c.trimmed).where(streams.c.user_id == user_id).scalar_subquery()
+        own = (select(recipients.c.log_offset.label("o"))
+               .where(recipients.c.user_id == user_id, recipients.c.log_offset > after)
+               .order_by(recipients.c.log_offset).limit(limit).subquery())
+        shared = (select(entries.c.log_offset.label("o"))
+                  .where(entries.c.broadcast == 1, entries.c.log_offset > after)
+                  .order_by(entries.c.log_offset).limit(limit).subquery())
+        picked = union_all(select(own.c.o), select(shared.c.o)).subquery()
+        query = (select(*_ENTRY_COLUMNS).join(picked, entries.c.log_offset == picked.c.o)
+                 .where(entries.c.log_offset > floor)
+                 .order_by(entries.c.log_offset).limit(limit))
         with storage_errors(), self._engine.connect() as conn:
             rows = conn.execute(query).all()
-        return [
-            Notification(Message(r.id, r.category, Priority(r.priority), r.payload,
-                                 _from_us(r.created_at_us)), user_id, r.stream_offset)
-            for r in rows
-        ]
+            position = self._position(conn, user_id)
+        return [_notification(r) for r in rows], position
+
+    def read_span(self, after: int, upto: int, limit: int = 500) -> list[Appended]:
+        span = (entries.c.log_offset > after) & (entries.c.log_offset <= upto)
+        with storage_errors(), self._engine.connect() as conn:
+            rows = conn.execute(select(*_ENTRY_COLUMNS, entries.c.broadcast).where(span)
+                                .order_by(entries.c.log_offset).limit(limit)).all()
+            if not rows:
+                return []
+            last = rows[-1].log_offset
+            listed: dict[int, list[str]] = defaultdict(list)
+            for user_id, offset in conn.execute(
+                    select(recipients.c.user_id, recipients.c.log_offset).where(
+                        recipients.c.log_offset > after, recipients.c.log_offset <= last)):
+                listed[offset].append(user_id)
+            began_before = select(func.count()).where(
+                streams.c.since < bindparam("o")).scalar_subquery()
+            out = []
+            for row in rows:
+                if row.broadcast:  # its recipients: the streams begun before it (rare: gaps)
+                    count = conn.execute(select(began_before), {"o": row.log_offset}).scalar()
+                    out.append(Appended(_notification(row), None, count))
+                else:
+                    users = tuple(sorted(listed.get(row.log_offset, ())))
+                    out.append(Appended(_notification(row), users, len(users)))
+        return out
+
+    def head(self) -> int:
+        with storage_errors(), self._engine.connect() as conn:
+            return conn.execute(select(log_head.c.head)).scalar_one()
 
     def open_stream(self, user_id: str) -> StreamPosition:
+        """A new stream begins at the log's head: earlier broadcasts are not its."""
+        new = self._insert(streams).from_select(
+            ["user_id", "since", "acked", "trimmed", "epoch"],
+            select(literal(user_id), log_head.c.head, log_head.c.head, log_head.c.head,
+                   literal(1)).where(log_head.c.id == 1),
+        ).on_conflict_do_nothing()
         with storage_errors(), self._engine.begin() as conn:
-            conn.execute(
-                self._insert(streams).on_conflict_do_nothing(),
-                {"user_id": user_id, "head": 0, "acked": 0, "epoch": 1},
-            )
-            row = conn.execute(
-                select(streams.c.head, streams.c.acked, streams.c.epoch).where(
-                    streams.c.user_id == user_id)
-            ).one()
-            first = conn.execute(
-                select(func.min(entries.c.stream_offset)).where(entries.c.user_id == user_id)
-            ).scalar()
-        # offsets have no gaps, so whatever lies below the first entry was trimmed
-        trimmed = row.head if first is None else first - 1
-        return StreamPosition(head=row.head, acked=row.acked, trimmed=trimmed, epoch=row.epoch)
+            if conn.execute(new).rowcount:
+                conn.execute(self._count_streams, {"created": 1})
+            return self._position(conn, user_id)
+
+    @staticmethod
+    def _position(conn: object, user_id: str) -> StreamPosition:
+        row = conn.execute(  # type: ignore[attr-defined]
+            select(log_head.c.head, streams.c.since, streams.c.acked, streams.c.trimmed,
+                   streams.c.epoch)
+            .select_from(log_head.outerjoin(streams, streams.c.user_id == user_id))
+            .where(log_head.c.id == 1)
+        ).one()
+        if row.since is None:  # no such stream: it would begin here
+            return StreamPosition(head=row.head, acked=row.head, trimmed=row.head,
+                                  since=row.head)
+        return StreamPosition(head=row.head, acked=row.acked, trimmed=row.trimmed,
+                              epoch=row.epoch, since=row.since)
 
     def ack_many(self, acks: Mapping[str, int]) -> int:
-        """Acks only move forward and never past the head. Users are locked in
-        id order, as appends lock them, so the two never deadlock."""
+        """Acks only move forward and never past the head. Streams are locked
+        in user-id order, as the trimmer locks them, so the two never deadlock."""
         if not acks:
             return 0
-        covered = 0
         with storage_errors(), self._engine.begin() as conn:
+            head = conn.execute(select(log_head.c.head)).scalar_one()
             rows = conn.execute(
-                select(streams.c.user_id, streams.c.acked, streams.c.head)
+                select(streams.c.user_id, streams.c.acked)
                 .where(streams.c.user_id.in_(sorted(acks)))
                 .order_by(streams.c.user_id)
                 .with_for_update()
             ).all()
-            updates = []
-            for row in rows:
-                offset = min(acks[row.user_id], row.head)
-                if offset > row.acked:
-                    covered += offset - row.acked
-                    updates.append({"u": row.user_id, "o": offset})
+            updates = [{"u": r.user_id, "o": min(acks[r.user_id], head)} for r in rows
+                       if min(acks[r.user_id], head) > r.acked]
             if updates:
                 conn.execute(
                     update(streams)
@@ -267,7 +300,7 @@ class SqlNotificationLog:
                     .values(acked=bindparam("o")),
                     updates,
                 )
-        return covered
+        return len(updates)
 
     def ping(self) -> None:
         with storage_errors(), self._engine.connect() as conn:

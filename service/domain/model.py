@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -131,84 +131,69 @@ def _encode_payload(value: Any) -> str:
     return encoded
 
 
-class Message:
-    """What one publish stored: the body that every recipient's entry shares.
+class Notification:
+    """One entry of the log: what one publish stored, at one offset.
 
-    Its wire JSON is rendered once, around the one part that differs per
-    recipient (the offset), so that a broadcast to 10,000 users formats its
-    time and payload once, not 10,000 times."""
+    Offsets are global and only increase: a publish takes the next one, and
+    every recipient's stream holds the entry at that same offset. A user's
+    stream is therefore a subsequence of the log (its own entries and the
+    broadcasts since the stream began), and a broadcast is the same bytes for
+    every recipient. Its wire JSON is rendered once, here, by hand: id,
+    category and priority are plain ASCII by validation, and the payload is
+    stored encoded, so no JSON encoder is needed."""
 
-    __slots__ = ("id", "category", "priority", "payload_json", "created_at", "created_ts",
-                 "_wire_head", "_wire_tail")
+    __slots__ = ("id", "offset", "category", "priority", "payload_json", "created_at",
+                 "created_ts", "wire_json")
 
-    def __init__(self, id: str, category: str, priority: Priority, payload_json: str,
-                 created_at: datetime) -> None:
+    def __init__(self, id: str, offset: int, category: str, priority: Priority,
+                 payload_json: str, created_at: datetime) -> None:
         self.id = id
+        self.offset = offset
         self.category = category
         self.priority = priority
         self.payload_json = payload_json
         self.created_at = created_at
         self.created_ts = created_at.timestamp()  # for cheap latency arithmetic
-        # id, category and priority are plain ASCII by validation, and the
-        # payload is stored encoded: no JSON encoder is needed
-        self._wire_head = f'{{"id":"{id}","offset":'
-        self._wire_tail = (f',"category":"{category}","priority":"{priority.value}",'
-                           f'"payload":{payload_json},"created_at":"{format_time(created_at)}"}}')
-
-    def wire_json(self, offset: int) -> str:
-        return f"{self._wire_head}{offset}{self._wire_tail}"
-
-
-class Notification:
-    """One entry of one user's stream: a message, at an offset of that stream."""
-
-    __slots__ = ("message", "user_id", "offset", "priority", "created_ts", "_wire")
-
-    def __init__(self, message: Message, user_id: str, offset: int) -> None:
-        self.message = message
-        self.user_id = user_id
-        self.offset = offset
-        # copied from the message: read per entry on the delivery path
-        self.priority = message.priority
-        self.created_ts = message.created_ts
-        self._wire: str | None = None
-
-    id = property(lambda self: self.message.id)
-    category = property(lambda self: self.message.category)
-    payload_json = property(lambda self: self.message.payload_json)
-    created_at = property(lambda self: self.message.created_at)
-
-    @property
-    def wire_json(self) -> str:
-        """``to_wire()`` as JSON text, built once per entry, however many
-        connections of its user receive it."""
-        if self._wire is None:
-            self._wire = self.message.wire_json(self.offset)
-        return self._wire
+        self.wire_json = (
+            f'{{"id":"{id}","offset":{offset},"category":"{category}",'
+            f'"priority":"{priority.value}","payload":{payload_json},'
+            f'"created_at":"{format_time(created_at)}"}}')
 
     def to_wire(self) -> dict:
         """The shape a Socket.IO client receives (the design's contract)."""
         return json.loads(self.wire_json)
 
     def __eq__(self, other: object) -> bool:
-        return (isinstance(other, Notification) and self.user_id == other.user_id
-                and self.offset == other.offset and self.message.id == other.message.id)
+        return (isinstance(other, Notification) and self.offset == other.offset
+                and self.id == other.id)
 
-    __hash__ = None  # type: ignore[assignment]  # equal by value, and mutable (its cache)
+    def __hash__(self) -> int:
+        return hash((self.offset, self.id))
 
     def __repr__(self) -> str:
-        return f"Notification({self.message.id!r}, {self.user_id!r}, offset={self.offset})"
+        return f"Notification({self.id!r}, offset={self.offset})"
+
+
+@dataclass(frozen=True)
+class Appended:
+    """A committed publish: its entry, and whose streams hold it."""
+
+    notification: Notification
+    user_ids: tuple[str, ...] | None  # None: a broadcast, to every stream
+    recipients: int  # streams that hold it (for a broadcast: those that existed)
+
+    @property
+    def offset(self) -> int:
+        return self.notification.offset
 
 
 @dataclass
 class PublishResult:
     id: str
     created_at: datetime
-    offsets: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def recipients(self) -> int:
-        return len(self.offsets)
+    offset: int = 0
+    recipients: int = 0
+    user_ids: tuple[str, ...] | None = None  # None: a broadcast
 
 
 def utcnow() -> datetime:

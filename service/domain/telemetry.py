@@ -210,11 +210,11 @@ CATALOGUE: dict[str, Measurement] = {
             name="notify_reload",
             description=(
                 "Clients told to `reload` because entries they had not received were "
-                "trimmed: `count` clients, `missed` entries in all."
+                "trimmed: `count` clients."
             ),
             emitted_by="service_layer.delivery.DeliveryHub",
             tags=(),
-            fields={"count": INT, "missed": INT},
+            fields={"count": INT},
             kind="summary",
             example_query=(
                 'SELECT sum("count") FROM "notify_reload" WHERE $timeFilter '
@@ -480,7 +480,7 @@ DELIVERED = TallySpec("notify_delivery", ("count", "batches", "bytes", "wire_byt
 ACKED = TallySpec("notify_ack", ("count", "acks"))
 DROPPED = TallySpec("notify_drop", ("count",))
 THROTTLED = TallySpec("notify_throttle", ("count", "recipients"))
-RELOADED = TallySpec("notify_reload", ("count", "missed"))
+RELOADED = TallySpec("notify_reload", ("count",))
 QUEUES = TallySpec("notify_queues", ("samples",),
                    peaks=("queued_bytes_max", "backlogged_connections_max"))
 TALLIES = (PUBLISHED, DISPATCHED, DELIVERED, ACKED, DROPPED, THROTTLED, RELOADED, QUEUES)

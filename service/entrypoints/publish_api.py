@@ -38,15 +38,20 @@ def json_body() -> Any:
 
 
 def _answer(result: PublishResult) -> dict:
-    offsets = result.offsets
+    """Every recipient holds the entry at the same offset; a targeted answer
+    also lists it per user, as the design's answer shape has it."""
     answer: dict[str, Any] = {
         "id": result.id,
         "created_at": format_time(result.created_at),
+        "offset": result.offset,
         "recipients": result.recipients,
     }
-    if len(offsets) > MAX_OFFSETS_IN_ANSWER:
-        answer["offsets"] = dict(list(offsets.items())[:MAX_OFFSETS_IN_ANSWER])
+    if result.user_ids is None:
+        answer["broadcast"] = True
+        return answer
+    users = result.user_ids
+    if len(users) > MAX_OFFSETS_IN_ANSWER:
+        users = users[:MAX_OFFSETS_IN_ANSWER]
         answer["offsets_truncated"] = True
-    else:
-        answer["offsets"] = offsets
+    answer["offsets"] = dict.fromkeys(users, result.offset)
     return answer

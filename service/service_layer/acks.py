@@ -34,12 +34,16 @@ class AckBuffer:
         self._interval = interval
         self._pending: dict[str, int] = {}
         self._events = 0
+        self._covered = 0
         self._running = False
 
-    def record(self, user_id: str, offset: int) -> None:
+    def record(self, user_id: str, offset: int, covered: int = 0) -> None:
+        """An ack up to ``offset``, newly covering ``covered`` entries (the hub
+        counts them: offsets have gaps, so their difference is no count)."""
         if offset > self._pending.get(user_id, 0):
             self._pending[user_id] = offset
         self._events += 1
+        self._covered += covered
 
     def pending(self, user_id: str) -> int | None:
         return self._pending.get(user_id)
@@ -51,13 +55,15 @@ class AckBuffer:
             return 0
         pending, self._pending = self._pending, {}
         events, self._events = self._events, 0
+        covered, self._covered = self._covered, 0
         try:
-            covered = self._log.ack_many(pending)
+            self._log.ack_many(pending)
         except StorageUnavailable as exc:
             log.warning("acks kept for the next round: %s", exc)
             for user_id, offset in pending.items():
                 self.record(user_id, offset)
             self._events += events - len(pending)
+            self._covered += covered
             return 0
         if self._telemetry is not None:
             self._telemetry.tally(ACKED, ()).add(covered, events)

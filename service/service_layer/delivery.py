@@ -1,11 +1,12 @@
 """Live delivery and replay, per connection, in offset order without duplicates.
 
-Each connection remembers the highest offset it was sent (``delivered``).
-Live entries are sent only when they continue that sequence exactly; anything
-else (a connection still replaying, or a gap because another publisher's
-entry has not reached this node yet) sends the connection back to the log,
-which is the source of truth. Offsets per user have no gaps, so a gap is
-always visible.
+Offsets are global: every publish takes the log's next one, and the log has
+no gaps. The hub takes committed entries in that order (``head`` is the last
+one taken), holding back any that arrive early and reading the log for any
+that do not arrive, so every connection sees its stream in order. A
+connection is *in sync* once its replay from the log has caught up; from then
+on it takes each new entry of its stream live, and remembers the highest
+offset it was sent (``delivered``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from service.domain.batching import BatchPolicy, BatchQueue
 from service.domain.compression import CompressionPolicy
 from service.domain.connections import ConnectionPolicy
 from service.domain.errors import OffsetOutOfRange, StorageUnavailable
-from service.domain.model import Notification
+from service.domain.model import Appended, Notification
 from service.domain.telemetry import DISPATCHED, DROPPED
 from service.service_layer.acks import AckBuffer
 from service.service_layer.leaks import LeakTracker
@@ -38,6 +39,8 @@ from service.service_layer.scheduling import DeadlineScheduler
 log = logging.getLogger(__name__)
 
 REPLAY_PAGE = 500
+GAP_WAIT_S = 0.2  # how long an entry handed early waits for the ones before it
+MAX_HELD = 10_000  # entries held back at most; past this the log fills the gap now
 _LIVE, _QUEUED, _DROPPED = (
     (("outcome", "live"),),
     (("outcome", "queued"),),
@@ -81,6 +84,9 @@ class DeliveryHub:
         self._connections: dict[str, Connection] = {}
         self.acks = AckBuffer(log, telemetry)
         self._by_user: dict[str, set[str]] = defaultdict(set)
+        self.head: int | None = None  # last offset taken, in order; None until known
+        self._held: dict[int, Appended] = {}  # handed early: offset -> entry
+        self._filling = False  # a greenlet is filling a gap from the log
 
     # -- connections --------------------------------------------------------
     def connect(self, sid: str, user_id: str, last_offset: int | None,
@@ -96,21 +102,24 @@ class DeliveryHub:
         position = self._log.open_stream(user_id)
         # others may have been admitted while the log answered: check again, no I/O after
         self.policy.admit(len(self._connections), len(self._by_user.get(user_id, ())))
+        if self.head is None:
+            # Entries committed up to here are read by this connection's replay;
+            # later ones are handed to deliver() in order.
+            self.head = position.head
         acked = max(position.acked, self.acks.pending(user_id) or 0)
         start = acked if last_offset is None else last_offset
         if start > position.head:
             raise OffsetOutOfRange(
-                f"last_offset {start} is beyond the stream head {position.head}",
+                f"last_offset {start} is beyond the log's head {position.head}",
                 field="last_offset",
             )
         conn = Connection(
             sid=sid,
             user_id=user_id,
-            delivered=start,
+            delivered=max(start, position.since),  # nothing before `since` was ever its
             acked=acked,
             last_activity=self._clock(),
             queue=BatchQueue(self.batching),
-            trimmed=position.trimmed,
             accepts_deflate=accepts_deflate,
         )
         self._connections[sid] = conn
@@ -184,39 +193,63 @@ class DeliveryHub:
         return len(self._by_user)
 
     # -- delivery -----------------------------------------------------------
-    def deliver(self, notifications: list[Notification]) -> None:
-        """Hand freshly committed entries to the local connections of their users.
+    def deliver(self, appended: Appended) -> None:
+        """Hand one freshly committed entry to the local connections of its
+        recipients, in log order: an entry that comes before the ones ahead
+        of it waits for them (at most ``GAP_WAIT_S``, then the log fills in).
 
-        Records one ``notify_dispatch`` outcome per entry: ``live`` (sent now),
-        ``queued`` (no ready connection: the offline queue keeps it),
-        ``deferred`` (backpressure holds it back) or ``dropped`` (the hand-off
-        failed; the entry stays in the log).
+        Records one ``notify_dispatch`` outcome per recipient: ``live`` (sent
+        now or with its batch), ``queued`` (no ready connection here: the
+        offline queue keeps it), ``deferred`` (backpressure holds it back) or
+        ``dropped`` (the hand-off failed; the entry stays in the log).
         """
-        by_user: dict[str, list[Notification]] = defaultdict(list)
-        for n in notifications:
-            by_user[n.user_id].append(n)
-        # one publish, one priority
-        if notifications and self.pressure is not None and self.pressure.defers(
-                notifications[0].priority):
-            self._defer(by_user)
+        if self.head is None:  # nobody has connected yet: the log keeps it
+            self._count(queued=appended.recipients)
             return
-        live = queued = dropped = 0
+        offset = appended.offset
+        if offset <= self.head:
+            return  # a gap filled from the log already took it
+        if offset > self.head + 1:
+            self._held[offset] = appended
+            if not self._filling:
+                self._filling = True
+                self._spawn(self._fill_gap)
+            return
+        self._take(appended)
+        while self._held and self.head + 1 in self._held:
+            self._take(self._held.pop(self.head + 1))
+
+    def _take(self, appended: Appended) -> None:
+        self.head = appended.offset
+        notification = appended.notification
+        if self.pressure is not None and self.pressure.defers(notification.priority):
+            self._defer(appended)
+            return
+        live = dropped = 0
         now = self._clock()  # one reading for the whole hand-off, not one per connection
-        for user_id, items in by_user.items():
+        by_user = self._by_user
+        if appended.user_ids is None:
+            users = list(by_user.items())
+        else:
+            users = [(u, by_user[u]) for u in appended.user_ids if u in by_user]
+        connections, offer = self._connections, self._offer
+        for user_id, sids in users:
             sent = False
             try:
-                for sid in tuple(self._by_user.get(user_id, ())):
-                    conn = self._connections.get(sid)
-                    if conn is not None:
-                        sent = self._offer(conn, items, now) or sent
-            except Exception:  # the entries are committed: a replay repairs this
+                for sid in tuple(sids):
+                    conn = connections.get(sid)
+                    if conn is not None and offer(conn, notification, now):
+                        sent = True
+            except Exception:  # the entry is committed: a replay repairs this
                 log.exception("hand-off to %s failed", user_id)
-                dropped += len(items)
+                dropped += 1
                 continue
-            if sent:
-                live += len(items)
-            else:
-                queued += len(items)
+            live += sent
+        self._count(live=live, queued=max(0, appended.recipients - live - dropped),
+                    dropped=dropped)
+
+    def _count(self, *, live: int = 0, queued: int = 0, dropped: int = 0,
+               deferred: int = 0) -> None:
         if self._telemetry is None:
             return
         tally = self._telemetry.tally
@@ -224,55 +257,88 @@ class DeliveryHub:
             tally(DISPATCHED, _LIVE).add(live)
         if queued:
             tally(DISPATCHED, _QUEUED).add(queued)
+        if deferred:
+            tally(DISPATCHED, _DEFERRED).add(deferred)
         if dropped:
             tally(DISPATCHED, _DROPPED).add(dropped)
             tally(DROPPED, _HANDOFF_ERROR).add(dropped)
 
-    def _defer(self, by_user: dict[str, list[Notification]]) -> None:
-        """Leave the entries in the log; the connections of their users read
-        them back once the pressure is gone (``resume_deferred``)."""
-        deferred = queued = 0
-        for user_id, items in by_user.items():
-            sids = self._by_user.get(user_id)
-            if sids:
-                self._deferred.update(sids)
-                deferred += len(items)
-            else:
-                queued += len(items)
+    def _fill_gap(self) -> None:
+        """Entries were handed ahead of one that has not come: wait a moment
+        for it, then read what is missing from the log, which has no gaps."""
+        try:
+            gevent.sleep(0 if len(self._held) >= MAX_HELD else GAP_WAIT_S)
+            while self._held:
+                first_held = min(self._held)
+                if self.head + 1 == first_held:
+                    self.deliver(self._held.pop(first_held))
+                    continue
+                try:
+                    missing = self._log.read_span(self.head, first_held - 1, self._replay_page)
+                except StorageUnavailable as exc:
+                    log.warning("filling a gap after offset %s paused: %s", self.head, exc)
+                    gevent.sleep(RETRY_SECONDS)
+                    continue
+                for appended in missing:
+                    if appended.offset > self.head:
+                        self._take(appended)
+                if len(missing) < self._replay_page:
+                    # the rest below first_held is gone: trimmed, no stream holds it
+                    self.head = max(self.head, first_held - 1)
+        finally:
+            self._filling = False
+
+    def _defer(self, appended: Appended) -> None:
+        """Leave the entry in the log; the connections of its recipients stop
+        taking live entries and read them back once the pressure is gone
+        (``resume_deferred``)."""
+        deferred = 0
+        users = (self._by_user.items() if appended.user_ids is None else
+                 [(u, self._by_user[u]) for u in appended.user_ids if u in self._by_user])
+        for _user_id, sids in users:
+            took = False
+            for sid in sids:
+                conn = self._connections.get(sid)
+                if conn is not None and appended.offset > conn.delivered:
+                    conn.deferred = took = True
+                    self._deferred.add(sid)
+            deferred += took
         self.pressure.deferred += deferred
-        if self._telemetry is not None:
-            if deferred:
-                self._telemetry.tally(DISPATCHED, _DEFERRED).add(deferred)
-            if queued:
-                self._telemetry.tally(DISPATCHED, _QUEUED).add(queued)
+        self._count(deferred=deferred, queued=max(0, appended.recipients - deferred))
 
     def resume_deferred(self) -> None:
         """The pressure is gone: send what was held back, from the log, in order."""
         sids, self._deferred = self._deferred, set()
         for sid in sids:
             conn = self._connections.get(sid)
-            if conn is not None and not conn.catching_up:
+            if conn is None:
+                continue
+            conn.deferred = False
+            if not conn.catching_up:
                 conn.catching_up = True
                 self._spawn(self._catch_up, conn)
 
-    def _offer(self, conn: Connection, items: list[Notification], now: float) -> bool:
-        """Queue items for one connection if they continue its sequence; return
-        whether they were taken for live delivery (now, or with their batch)."""
+    def _offer(self, conn: Connection, notification: Notification, now: float) -> bool:
+        """Queue an entry for one connection if it is in sync and has not had
+        it; return whether it was taken for live delivery (now, or with its
+        batch)."""
         if conn.catching_up:
-            conn.has_pending = True
+            conn.has_pending = True  # the replay reads it from the log
             return False
-        fresh = [n for n in items if n.offset > conn.delivered]
-        if not fresh:
-            return False
-        if fresh[0].offset != conn.delivered + 1:
-            # An earlier entry is committed but not here yet: read the log.
+        if conn.deferred:
+            # not held back itself (a more urgent priority): it goes now, after
+            # what was held back before it, all read from the log in order
+            conn.deferred = False
+            self._deferred.discard(conn.sid)
             conn.catching_up = True
             self._spawn(self._catch_up, conn)
             return False
-        conn.delivered = fresh[-1].offset
+        if notification.offset <= conn.delivered:
+            return False
+        conn.delivered = notification.offset
         queue = conn.queue
         scheduled = queue.deadline
-        for batch in queue.add([(n, n.priority) for n in fresh], now):
+        for batch in queue.add(((notification, notification.priority),), now):
             self._send_queued(conn, batch)
         # one timer entry per deadline, not one per entry: in a burst the heap
         # would otherwise hold a stale entry for every notification queued
@@ -303,13 +369,7 @@ class DeliveryHub:
         while self._connections.get(conn.sid) is conn:
             conn.has_pending = False
             try:
-                page = self._log.read(conn.user_id, conn.delivered, self._replay_page)
-                fresh = [n for n in page if n.offset > conn.delivered]
-                # offsets have no gaps, so a jump (or nothing where the head is
-                # further on) means the offline-queue bounds trimmed them
-                gap_to = fresh[0].offset - 1 if fresh else conn.trimmed
-                position = (self._log.open_stream(conn.user_id)
-                            if gap_to > conn.delivered else None)
+                page, position = self._log.read(conn.user_id, conn.delivered, self._replay_page)
             except StorageUnavailable as exc:
                 log.warning("replay for %s paused: %s", conn.sid, exc)
                 gevent.sleep(RETRY_SECONDS)
@@ -318,8 +378,10 @@ class DeliveryHub:
                 return
             for batch in conn.queue.take_all():  # what waits is older than the page
                 self._send_queued(conn, batch)
-            if position is not None:
-                self.outbox.tell_reload(conn, gap_to, position.epoch)
+            if position.lost and position.trimmed > conn.delivered:
+                # the offline-queue bounds removed entries it never received
+                self.outbox.tell_reload(conn, position.trimmed, position.epoch)
+            fresh = [n for n in page if n.offset > conn.delivered]
             if fresh:
                 conn.delivered = fresh[-1].offset
                 self.outbox.send(conn, fresh, "replay")
@@ -340,9 +402,10 @@ class DeliveryHub:
                 f"{conn.delivered}",
                 field="offset",
             )
+        covered = conn.take_acked(offset)
         if offset <= conn.acked:
             return
-        self.acks.record(conn.user_id, offset)
+        self.acks.record(conn.user_id, offset, covered)
         for other in self._by_user.get(conn.user_id, ()):
             peer = self._connections.get(other)
             if peer is not None and peer.acked < offset:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -19,6 +20,10 @@ from service.domain.wire import RawJSON
 from service.service_layer.ports import Sender, Telemetry
 
 log = logging.getLogger(__name__)
+
+SENT_BATCHES = 4096  # per connection, for counting acks
+RECENT_BATCHES = 64  # encoded batches kept for the next connections that send the same
+RECENT_BATCH_MAX_CHARS = 64 * 1024
 
 _SLOW_CONSUMER = (("reason", "slow_consumer"),)
 _MODE_TAGS = {"live": (("mode", "live"),), "replay": (("mode", "replay"),)}
@@ -35,9 +40,22 @@ class Connection:
     has_pending: bool = False
     last_activity: float = 0.0  # clock time of the client's last event
     close_reason: str | None = None  # set when the server closes it, for telemetry
-    trimmed: int = 0  # highest offset the offline-queue bounds removed, as last seen
+    deferred: bool = False  # backpressure held an entry back: take none live until replayed
     accepts_deflate: bool = False  # the client asked for compressed large batches
     queue: BatchQueue[Notification] = field(default_factory=lambda: BatchQueue(BatchPolicy()))
+    # (last offset, entries) of each batch sent and not yet acknowledged, to
+    # count what an ack covers; the oldest are forgotten past the bound
+    sent: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=SENT_BATCHES))
+
+    def take_acked(self, offset: int) -> int:
+        """How many entries sent here an ack up to ``offset`` newly covers."""
+        covered = 0
+        sent = self.sent
+        while sent and sent[0][0] <= offset:
+            last, count = sent.popleft()
+            if last > self.acked:
+                covered += count
+        return covered
 
 
 class Outbox:
@@ -48,19 +66,18 @@ class Outbox:
         self.compression = compression
         self._clock = clock
         self.sent_total = 0  # notifications sent since start, over all connections
+        self._recent: dict[tuple[int, ...], list] = {}  # offsets -> [text, deflated or None]
 
     def tell_reload(self, conn: Connection, trimmed: int, epoch: int) -> None:
         """Entries this client never received are gone: say so before sending
         what follows, so that it reloads its state instead of showing a gap."""
-        missed = trimmed - conn.delivered
-        log.info("%s (%s) missed %d trimmed entries: told to reload", conn.sid, conn.user_id,
-                 missed)
+        log.info("%s (%s) missed trimmed entries after %d: told to reload", conn.sid,
+                 conn.user_id, conn.delivered)
         self._sender.send(conn.sid, "reload", {
-            "reason": "trimmed", "epoch": epoch, "first_offset": trimmed + 1,
-            "missed": missed})
-        conn.delivered = conn.trimmed = trimmed
+            "reason": "trimmed", "epoch": epoch, "first_offset": trimmed + 1})
+        conn.delivered = trimmed
         if self._telemetry is not None:
-            self._telemetry.tally(RELOADED, ()).add(1, missed)
+            self._telemetry.tally(RELOADED, ()).add(1)
 
     def send(
         self,
@@ -70,18 +87,41 @@ class Outbox:
         queued: list[tuple[Notification, float]] | None = None,
     ) -> None:
         """Send one batch; ``queued`` holds its entries' queueing times (live)."""
-        text = "[" + ",".join([n.wire_json for n in items]) + "]"
-        data: RawJSON | bytes = RawJSON(text)
-        if self.compression.wants(conn.accepts_deflate, len(text)):
-            data = deflate(text)
+        text, deflated = self._encode(items, conn.accepts_deflate)
+        data: RawJSON | bytes = deflated or text
         try:
             self._sender.send(conn.sid, "notifications", data)
         except SlowConsumer:
             self.close_slow(conn, len(items))
             return
+        sent = conn.sent
+        while sent and sent[0][0] <= conn.acked:  # acked on another connection of the user
+            sent.popleft()
+        sent.append((items[-1].offset, len(items)))
         self.sent_total += len(items)
         if self._telemetry is not None:
             self._measure(items, len(text), len(data), mode, queued)
+
+    def _encode(self, items: list[Notification], accepts_deflate: bool) -> tuple[
+            RawJSON, bytes | None]:
+        """The batch as JSON text, and deflated when the client takes that and
+        it is large. A broadcast batch is the same run of offsets for every
+        connection that took it live, so it is encoded once for all of them."""
+        key = tuple([n.offset for n in items])
+        encoded = self._recent.get(key)
+        if encoded is None:
+            text = RawJSON("[" + ",".join([n.wire_json for n in items]) + "]")
+            encoded = [text, None]
+            if len(text) <= RECENT_BATCH_MAX_CHARS:  # bounded: at most 64 x 64 KiB (x2)
+                self._recent[key] = encoded
+                if len(self._recent) > RECENT_BATCHES:
+                    del self._recent[next(iter(self._recent))]  # the oldest
+        text = encoded[0]
+        if not self.compression.wants(accepts_deflate, len(text)):
+            return text, None
+        if encoded[1] is None:
+            encoded[1] = deflate(text)
+        return text, encoded[1]
 
     def _measure(self, items: list[Notification], size: int, wire_size: int, mode: str,
                  queued: list[tuple[Notification, float]] | None) -> None:

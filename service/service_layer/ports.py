@@ -11,16 +11,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from service.domain.model import Notification, Priority, PublishRequest
+from service.domain.model import Appended, Notification, Priority, PublishRequest
 from service.domain.telemetry import TallySpec
 
 
 @dataclass(frozen=True)
 class StreamPosition:
-    head: int  # offset of the newest entry, 0 for an empty stream
+    head: int  # the log's newest offset (offsets are global), 0 for an empty log
     acked: int  # highest offset the user acknowledged
-    trimmed: int = 0  # highest offset removed by the offline-queue bounds
+    trimmed: int = 0  # nothing at or below this offset is left in the stream
     epoch: int = 1  # moves on each time trimming removed entries not yet acknowledged
+    since: int = 0  # the stream began after this offset: nothing below was ever in it
+
+    @property
+    def lost(self) -> bool:
+        """Whether the offline-queue bounds removed entries of this stream."""
+        return self.trimmed > self.since
 
 
 @dataclass
@@ -47,19 +53,28 @@ class StreamTrimmer(Protocol):
 class NotificationLog(Protocol):
     def append(
         self, request: PublishRequest, message_id: str, created_at: datetime
-    ) -> list[Notification]:
-        """Append one message to each recipient's stream, durably, and return
-        the entries in offset order per user."""
+    ) -> Appended:
+        """Append one entry, at the log's next offset, to every recipient's
+        stream, durably. Offsets are committed in order, without gaps."""
 
-    def read(self, user_id: str, after: int, limit: int) -> list[Notification]:
-        """Entries of one stream with offset > after, oldest first."""
+    def read(self, user_id: str, after: int, limit: int) -> tuple[list[Notification],
+                                                                   StreamPosition]:
+        """Entries of one stream with offset > after, oldest first, and where
+        the stream stands, read together."""
+
+    def read_span(self, after: int, upto: int) -> list[Appended]:
+        """Every entry of the log with after < offset <= upto, with its
+        recipients, oldest first (a node fills a gap in what it was handed)."""
+
+    def head(self) -> int:
+        """The log's newest offset."""
 
     def open_stream(self, user_id: str) -> StreamPosition:
         """Create the user's stream if needed and return where it stands."""
 
     def ack_many(self, acks: Mapping[str, int]) -> int:
         """Record the highest acknowledged offset of each user, in one
-        transaction; return how many entries they newly cover."""
+        transaction; return how many streams moved."""
 
     def ping(self) -> None:
         """Raise StorageUnavailable if the log cannot be reached."""

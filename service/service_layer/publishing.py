@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from service.domain.model import Notification, PublishRequest, PublishResult, utcnow
+from service.domain.model import Appended, PublishRequest, PublishResult, utcnow
 from service.domain.telemetry import PUBLISHED
 from service.service_layer.ports import NotificationLog, Telemetry
 
@@ -16,7 +16,7 @@ def publish(
     body: Any,
     *,
     log: NotificationLog,
-    deliver: Callable[[list[Notification]], None],
+    deliver: Callable[[Appended], None],
     telemetry: Telemetry | None,
     admit: Callable[[PublishRequest], None] | None = None,
 ) -> PublishResult:
@@ -32,7 +32,8 @@ def publish(
         admit(request)  # may refuse (Throttled) before anything is stored
     result = PublishResult(id=uuid.uuid4().hex, created_at=utcnow())
     appended = log.append(request, result.id, result.created_at)
-    result.offsets = {n.user_id: n.offset for n in appended}
+    result.offset, result.recipients = appended.offset, appended.recipients
+    result.user_ids = appended.user_ids
     deliver(appended)  # never raises: failures are counted as dropped hand-offs
     if telemetry is None:
         return result
@@ -43,6 +44,6 @@ def publish(
         ("target", request.recipients.kind),
     )
     telemetry.tally(PUBLISHED, tags).add(
-        len(appended), 1, len(request.payload_json), duration_ms, peak=duration_ms
+        appended.recipients, 1, len(request.payload_json), duration_ms, peak=duration_ms
     )
     return result

@@ -15,39 +15,67 @@ def request(**target):
     return PublishRequest.from_body({**target, "category": "chat", "payload": {"x": 1}})
 
 
-def test_offsets_start_at_one_and_increase_per_user(notification_log):
+def offsets(log, user, after=0):
+    page, _position = log.read(user, after, 10_000)
+    return [n.offset for n in page]
+
+
+def test_offsets_are_global_and_each_stream_holds_its_own(notification_log):
     for i in range(3):
         notification_log.append(request(user_id="alice"), f"a{i}", utcnow())
-    notification_log.append(request(user_id="bob"), "b0", utcnow())
-    assert [n.offset for n in notification_log.read("alice", 0, 10)] == [1, 2, 3]
-    assert [n.offset for n in notification_log.read("bob", 0, 10)] == [1]
+    assert notification_log.append(request(user_id="bob"), "b0", utcnow()).offset == 4
+    assert offsets(notification_log, "alice") == [1, 2, 3]
+    assert offsets(notification_log, "bob") == [4]
+    assert notification_log.head() == 4
 
 
 def test_read_returns_the_tail_in_order_with_the_body(notification_log):
     created = utcnow()
     for i in range(5):
         notification_log.append(request(user_id="alice"), f"m{i}", created)
-    tail = notification_log.read("alice", after=2, limit=2)
+    tail, position = notification_log.read("alice", after=2, limit=2)
     assert [(n.offset, n.id) for n in tail] == [(3, "m2"), (4, "m3")]
     assert tail[0].payload_json == '{"x":1}'
     assert abs((tail[0].created_at - created).total_seconds()) < 0.001
+    assert position == StreamPosition(head=5, acked=0, trimmed=0, since=0)
 
 
-def test_a_multi_user_publish_gives_each_user_one_entry(notification_log):
+def test_a_multi_user_publish_is_one_entry_at_one_offset_for_all(notification_log):
     notification_log.append(request(user_id="alice"), "first", utcnow())
-    entries = notification_log.append(request(user_ids=["bob", "alice"]), "multi", utcnow())
-    assert sorted((n.user_id, n.offset) for n in entries) == [("alice", 2), ("bob", 1)]
+    appended = notification_log.append(request(user_ids=["bob", "alice"]), "multi", utcnow())
+    assert (appended.offset, appended.user_ids, appended.recipients) == (2, ("alice", "bob"), 2)
+    assert offsets(notification_log, "alice") == [1, 2]
+    assert offsets(notification_log, "bob") == [2]
+    # bob's stream began just before its first entry
+    assert notification_log.open_stream("bob") == StreamPosition(
+        head=2, acked=1, trimmed=1, since=1)
 
 
-def test_a_broadcast_reaches_every_known_stream_and_stores_the_body_once(notification_log, engine):
+def test_a_broadcast_is_stored_once_for_the_streams_that_exist(notification_log, engine):
     notification_log.open_stream("carol")
     notification_log.append(request(user_id="alice"), "a", utcnow())
-    entries = notification_log.append(request(broadcast=True), "all", utcnow())
-    assert sorted((n.user_id, n.offset) for n in entries) == [("alice", 2), ("carol", 1)]
+    appended = notification_log.append(request(broadcast=True), "all", utcnow())
+    assert (appended.offset, appended.user_ids, appended.recipients) == (2, None, 2)
+    notification_log.open_stream("dave")  # too late for it
+    assert offsets(notification_log, "alice") == [1, 2]
+    assert offsets(notification_log, "carol") == [2]
+    assert offsets(notification_log, "dave") == []
     from sqlalchemy import text
 
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM messages WHERE id = 'all'")).scalar() == 1
+        assert conn.execute(text("SELECT count(*) FROM log_entries")).scalar() == 2
+        assert conn.execute(text("SELECT count(*) FROM log_recipients")).scalar() == 1
+
+
+def test_read_span_gives_each_entry_with_its_recipients(notification_log):
+    notification_log.open_stream("zed")
+    notification_log.append(request(user_ids=["bob", "alice"]), "m", utcnow())
+    notification_log.append(request(broadcast=True), "b", utcnow())
+    notification_log.append(request(user_id="carol"), "c", utcnow())
+    span = notification_log.read_span(0, 2)
+    assert [(a.offset, a.notification.id, a.user_ids) for a in span] == [
+        (1, "m", ("alice", "bob")), (2, "b", None)]
+    assert span[1].recipients == 3  # zed, alice, bob; carol came after
 
 
 def test_open_stream_and_ack_track_the_position(notification_log):
@@ -55,26 +83,43 @@ def test_open_stream_and_ack_track_the_position(notification_log):
     for i in range(4):
         notification_log.append(request(user_id="alice"), f"m{i}", utcnow())
     notification_log.open_stream("bob")
-    assert notification_log.ack_many({"alice": 3, "bob": 0, "nobody": 5}) == 3
+    assert notification_log.ack_many({"alice": 3, "bob": 0, "nobody": 5}) == 1
     assert notification_log.ack_many({"alice": 2}) == 0  # never moves back
     assert notification_log.ack_many({"alice": 99}) == 1  # capped at the head
     position = notification_log.open_stream("alice")
     assert (position.head, position.acked) == (4, 4)
-    assert notification_log.open_stream("bob").acked == 0
+    assert notification_log.open_stream("bob").acked == 4  # it began at the head
+
+
+def _check_streams(log, users, returned):
+    """Each stream: strictly increasing, its own entries plus the broadcasts
+    after it began, each at the offset its append returned."""
+    broadcasts = [a.offset for a in log.read_span(0, log.head(), 100_000) if a.user_ids is None]
+    for user in users:
+        page, position = log.read(user, 0, 100_000)
+        got = [n.offset for n in page]
+        assert got == sorted(set(got))
+        own = sorted(o for (u, _), o in returned.items() if u == user)
+        assert got == sorted(own + [b for b in broadcasts if b > position.since])
+        for publisher in {n.id.split("-")[0] for n in page}:
+            mine = [int(n.id.split("-")[1]) for n in page if n.id.split("-")[0] == publisher]
+            assert mine == sorted(mine)
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_concurrent_publishers_leave_no_gap_and_no_duplicate(notification_log):
-    """Many publishers at once, to overlapping users: every stream must be
-    1..n exactly, and each publisher's own entries in its order."""
+    """Many publishers at once, to overlapping users: the log must be 1..n
+    exactly, every stream its own entries in each publisher's order."""
     users = ["u1", "u2", "u3"]
-    errors = []
+    errors, returned = [], {}
 
     def publisher(k: int) -> None:
         try:
             for i in range(25):
                 target = {"user_ids": users} if i % 3 == 0 else {"user_id": users[(k + i) % 3]}
-                notification_log.append(request(**target), f"p{k}-{i}", utcnow())
+                appended = notification_log.append(request(**target), f"p{k}-{i}", utcnow())
+                for user in appended.user_ids:
+                    returned[(user, appended.notification.id)] = appended.offset
         except Exception as exc:
             errors.append(exc)
 
@@ -84,14 +129,10 @@ def test_concurrent_publishers_leave_no_gap_and_no_duplicate(notification_log):
     for t in threads:
         t.join()
     assert errors == []
-    for user in users:
-        stream = notification_log.read(user, 0, 10_000)
-        assert [n.offset for n in stream] == list(range(1, len(stream) + 1))
-        assert len({n.id for n in stream}) == len(stream)
-        for k in range(8):
-            mine = [int(n.id.split("-")[1]) for n in stream if n.id.startswith(f"p{k}-")]
-            assert mine == sorted(mine)
-    total = sum(len(notification_log.read(u, 0, 10_000)) for u in users)
+    span = notification_log.read_span(0, 10_000, 10_000)
+    assert [a.offset for a in span] == list(range(1, 8 * 25 + 1))
+    _check_streams(notification_log, users, returned)
+    total = sum(len(offsets(notification_log, u)) for u in users)
     assert total == 8 * (9 * 3 + 16)  # per publisher: 9 three-user, 16 one-user publishes
 
 
@@ -103,27 +144,12 @@ def test_an_unreachable_database_raises_storage_unavailable():
         log.append(request(user_id="alice"), "x", utcnow())
 
 
-def test_append_returns_one_entry_per_recipient_sorted_and_as_stored(notification_log):
-    for user in ("dave", "bob"):
-        notification_log.open_stream(user)
-    entries = notification_log.append(request(user_ids=["carol", "alice", "bob"]), "m", utcnow())
-    assert [(n.user_id, n.offset) for n in entries] == [("alice", 1), ("bob", 1), ("carol", 1)]
-    assert notification_log.open_stream("carol") == StreamPosition(head=1, acked=0)
-    entries = notification_log.append(request(broadcast=True), "b", utcnow())
-    assert [(n.user_id, n.offset) for n in entries] == [
-        ("alice", 2), ("bob", 2), ("carol", 2), ("dave", 1)]
-    assert {n.id for n in entries} == {"b"}
-    for n in entries:
-        [stored] = notification_log.read(n.user_id, n.offset - 1, 1)
-        assert stored == n
-
-
 def test_concurrent_broadcasts_new_streams_and_acks_leave_no_gap_and_no_deadlock(
         notification_log):
     """Broadcasts while other publishers create streams (multi-user publishes
     to new users, open_stream) and acks lock the same rows: no publisher may
-    fail (a deadlock would), every stream is 1..n, each publisher's entries
-    are in its order and each append returned the offsets it stored."""
+    fail (a deadlock would), the log is 1..n, and every stream holds exactly
+    its own entries and the broadcasts since it began, in order."""
     known = [f"u{i:03d}" for i in range(150)]
     for user in known:
         notification_log.open_stream(user)
@@ -138,8 +164,9 @@ def test_concurrent_broadcasts_new_streams_and_acks_leave_no_gap_and_no_deadlock
         return run
 
     def publish(target, message_id):
-        for n in notification_log.append(request(**target), message_id, utcnow()):
-            returned[(n.user_id, n.id)] = n.offset
+        appended = notification_log.append(request(**target), message_id, utcnow())
+        for user in appended.user_ids or ():
+            returned[(user, message_id)] = appended.offset
 
     @guarded
     def broadcaster(k):
@@ -170,14 +197,7 @@ def test_concurrent_broadcasts_new_streams_and_acks_leave_no_gap_and_no_deadlock
     for t in threads:
         t.join()
     assert errors == []
-    users = {u for u, _ in returned} | {f"o-{i:02d}" for i in range(60)}
-    for user in users:
-        stream = notification_log.read(user, 0, 10_000)
-        assert [n.offset for n in stream] == list(range(1, len(stream) + 1))
-        assert notification_log.open_stream(user).head == len(stream)
-        for n in stream:
-            assert returned[(user, n.id)] == n.offset
-        for publisher in {n.id.split("-")[0] for n in stream}:
-            mine = [int(n.id.split("-")[1]) for n in stream if n.id.split("-")[0] == publisher]
-            assert mine == sorted(mine)
-    assert sum(1 for u, m in returned if m.startswith("b")) >= 18 * len(known)
+    assert [a.offset for a in notification_log.read_span(0, 1000, 1000)] == list(
+        range(1, 3 * 6 + 2 * 15 + 1))
+    users = {u for u, _ in returned} | {f"o-{i:02d}" for i in range(60)} | set(known)
+    _check_streams(notification_log, users, returned)

@@ -8,53 +8,86 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from service.domain.model import Message, Notification, PublishRequest
+from service.domain.model import Appended, Notification, PublishRequest
 from service.service_layer.ports import StreamPosition
 
 
 class InMemoryNotificationLog:
+    """One log with global offsets; a stream is its user's entries and the
+    broadcasts since it began, above its floor."""
+
     def __init__(self) -> None:
-        self.streams: dict[str, list[Notification]] = defaultdict(list)
+        self.entries: list[tuple[Notification, tuple[str, ...] | None]] = []
+        self.since: dict[str, int] = {}
         self.acked: dict[str, int] = defaultdict(int)
-        self.heads: dict[str, int] = defaultdict(int)
         self.trimmed: dict[str, int] = defaultdict(int)
         self.epochs: dict[str, int] = defaultdict(lambda: 1)
 
-    def append(
-        self, request: PublishRequest, message_id: str, created_at: datetime
-    ) -> list[Notification]:
-        users = list(self.streams) if request.recipients.broadcast else request.recipients.user_ids
-        out = []
-        message = Message(message_id, request.category, request.priority, request.payload_json,
-                          created_at)
-        for user_id in sorted(users):
-            entry = Notification(message, user_id, self.heads[user_id] + 1)
-            self.streams[user_id].append(entry)
-            self.heads[user_id] += 1
-            out.append(entry)
-        return out
+    @property
+    def head_offset(self) -> int:
+        return self.entries[-1][0].offset if self.entries else 0
 
-    def read(self, user_id: str, after: int, limit: int) -> list[Notification]:
-        return [n for n in self.streams.get(user_id, []) if n.offset > after][:limit]
+    def append(self, request: PublishRequest, message_id: str, created_at: datetime) -> Appended:
+        users = None if request.recipients.broadcast else tuple(sorted(request.recipients.user_ids))
+        offset = self.head_offset + 1
+        for user_id in users or ():
+            if user_id not in self.since:
+                self._begin(user_id, offset - 1)
+        notification = Notification(message_id, offset, request.category, request.priority,
+                                    request.payload_json, created_at)
+        self.entries.append((notification, users))
+        return Appended(notification, users, len(self.since) if users is None else len(users))
+
+    def _begin(self, user_id: str, at: int) -> None:
+        self.since[user_id] = self.acked[user_id] = self.trimmed[user_id] = at
+
+    def stream(self, user_id: str) -> list[Notification]:
+        if user_id not in self.since:
+            return []
+        floor = self.trimmed[user_id]
+        return [n for n, users in self.entries if n.offset > floor
+                and (user_id in users if users is not None else n.offset > self.since[user_id])]
+
+    def read(self, user_id: str, after: int, limit: int) -> tuple[list[Notification],
+                                                                   StreamPosition]:
+        page = [n for n in self.stream(user_id) if n.offset > after][:limit]
+        return page, self.position(user_id)
+
+    def read_span(self, after: int, upto: int, limit: int = 500) -> list[Appended]:
+        return [Appended(n, users, len(self.since) if users is None else len(users))
+                for n, users in self.entries if after < n.offset <= upto][:limit]
+
+    def head(self) -> int:
+        return self.head_offset
+
+    def position(self, user_id: str) -> StreamPosition:
+        if user_id not in self.since:
+            head = self.head_offset
+            return StreamPosition(head=head, acked=head, trimmed=head, since=head)
+        return StreamPosition(head=self.head_offset, acked=self.acked[user_id],
+                              trimmed=self.trimmed[user_id], epoch=self.epochs[user_id],
+                              since=self.since[user_id])
 
     def open_stream(self, user_id: str) -> StreamPosition:
-        return StreamPosition(head=self.heads[user_id], acked=self.acked[user_id],
-                              trimmed=self.trimmed[user_id], epoch=self.epochs[user_id])
+        if user_id not in self.since:
+            self._begin(user_id, self.head_offset)
+        return self.position(user_id)
 
     def trim(self, user_id: str, upto: int) -> None:
         """Remove entries up to ``upto``, as the offline-queue bounds do."""
-        self.streams[user_id] = [n for n in self.streams[user_id] if n.offset > upto]
-        if upto > self.acked[user_id]:
+        lost = max(self.acked[user_id], self.trimmed[user_id])
+        if any(lost < n.offset <= upto for n in self.stream(user_id)):
             self.epochs[user_id] += 1
         self.trimmed[user_id] = max(self.trimmed[user_id], upto)
 
     def ack_many(self, acks: dict[str, int]) -> int:
-        covered = 0
+        moved = 0
         for user_id, offset in acks.items():
-            offset = min(offset, self.heads[user_id])
-            covered += max(0, offset - self.acked[user_id])
-            self.acked[user_id] = max(self.acked[user_id], offset)
-        return covered
+            offset = min(offset, self.head_offset)
+            if offset > self.acked[user_id]:
+                self.acked[user_id] = offset
+                moved += 1
+        return moved
 
     def ping(self) -> None:
         return None
