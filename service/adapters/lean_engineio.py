@@ -41,6 +41,7 @@ from engineio import exceptions, packet
 from engineio.socket import Socket
 from gevent.event import Event
 from gevent.queue import Empty
+from geventwebsocket.websocket import Header, WebSocket
 
 WRITTEN_FOR = "4.15.1"
 # How long a writer waits for more packets before it ends (see LeanSocket._linger)
@@ -159,11 +160,32 @@ class LeanSocket(Socket):
                 if pkt is None:
                     self._close_ws()
                     return
-                self._ws.send(pkt.encode())
+                self._send_frame(pkt)
         except Exception:  # as Engine.IO's writer: any send error ends the connection
             self._close_ws()
         finally:
             self._writer = self._more = None
+
+    def _send_frame(self, pkt: packet.Packet) -> None:
+        """Send one packet as a WebSocket frame. The frame is kept on the
+        packet: SocketIOSender hands one packet object to every connection
+        that is sent the same batch, so it is encoded once for all of them.
+        Written with send() rather than sendall(), which asks the kernel for
+        the send-buffer size on every call."""
+        frame = getattr(pkt, "ws_frame", None)
+        if frame is None:
+            data = pkt.encode()
+            if isinstance(data, str):
+                data, opcode = data.encode("utf-8"), WebSocket.OPCODE_TEXT
+            else:
+                opcode = WebSocket.OPCODE_BINARY
+            frame = pkt.ws_frame = Header.encode_header(True, opcode, b"", len(data), 0) + data
+        ws = self._ws._sock  # gevent-websocket's WebSocket under Engine.IO's wrapper
+        if ws.closed:
+            raise ConnectionError("the WebSocket is closed")
+        sock, view = ws.handler.socket, memoryview(frame)
+        while view:
+            view = view[sock.send(view):]
 
     def _linger(self) -> bool:
         """Wait WRITER_LINGER_S for more before ending: under load the next

@@ -169,6 +169,9 @@ class SqlNotificationLog:
                 ["user_id", "log_offset"],
                 select(users, bindparam("log_offset", type_=BigInteger)))
             if postgres else str(recipients.insert().compile(dialect=sqlite.dialect())))
+        self._ack = (update(streams)
+                     .where(streams.c.user_id == bindparam("u"), streams.c.acked < bindparam("o"))
+                     .values(acked=bindparam("o")))
         self._count_streams = update(log_head).where(log_head.c.id == 1).values(
             streams=log_head.c.streams + bindparam("created", type_=BigInteger))
 
@@ -279,28 +282,16 @@ class SqlNotificationLog:
                               epoch=row.epoch, since=row.since)
 
     def ack_many(self, acks: Mapping[str, int]) -> int:
-        """Acks only move forward and never past the head. Streams are locked
-        in user-id order, as the trimmer locks them, so the two never deadlock."""
+        """Acks only move forward and never past the head: one UPDATE per
+        user, in user-id order (as the trimmer locks streams, so the two never
+        deadlock), in one transaction, with no read of the rows first."""
         if not acks:
             return 0
         with storage_errors(), self._engine.begin() as conn:
             head = conn.execute(select(log_head.c.head)).scalar_one()
-            rows = conn.execute(
-                select(streams.c.user_id, streams.c.acked)
-                .where(streams.c.user_id.in_(sorted(acks)))
-                .order_by(streams.c.user_id)
-                .with_for_update()
-            ).all()
-            updates = [{"u": r.user_id, "o": min(acks[r.user_id], head)} for r in rows
-                       if min(acks[r.user_id], head) > r.acked]
-            if updates:
-                conn.execute(
-                    update(streams)
-                    .where(streams.c.user_id == bindparam("u"))
-                    .values(acked=bindparam("o")),
-                    updates,
-                )
-        return len(updates)
+            moved = conn.execute(self._ack, [
+                {"u": user_id, "o": min(offset, head)} for user_id, offset in sorted(acks.items())])
+        return moved.rowcount
 
     def ping(self) -> None:
         with storage_errors(), self._engine.connect() as conn:

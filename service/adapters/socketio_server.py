@@ -6,6 +6,8 @@ from collections import deque
 from typing import Any
 
 import socketio
+from engineio import packet as eio_packet
+from socketio import packet as sio_packet
 
 from service.adapters import wire_json
 from service.adapters.lean_engineio import LeanSocketIOServer, lean_sessions_supported
@@ -72,22 +74,42 @@ class SocketIOSender:
         self.max_queued_bytes = max_queued_bytes  # may change at run time
         self._sizes: dict[str, deque[tuple[int, int]]] = {}  # (mark, bytes) per emit
         self._backlogged: set[str] = set()  # connections that may have bytes waiting
+        self._recent: tuple[Any, str, list] | None = None  # (data, event, packets) last sent
 
     def send(self, sid: str, event: str, data: Any) -> None:
+        """Queue the event on the connection's Engine.IO socket. The hub's
+        sends are always to one local connection, so they skip the manager
+        (with Redis, an emit would travel through the message queue), and the
+        packets of a batch sent to many connections are built once."""
+        socket = engineio_session(self._sio, sid)
+        if socket is None or socket.closed:
+            return  # gone: its disconnect handler cleans up
+        packets = self._packets(event, data)
         size = len(data) if isinstance(data, str | bytes) else 0
-        queue = self._engineio_queue(sid)
-        if queue is None:
-            self._sio.emit(event, data, to=sid)
-            return
+        queue = socket.queue
         sizes = self._sizes.setdefault(sid, deque())
         queued = self._waiting(queue, sizes)
         if queued + size > self.max_queued_bytes:
             raise SlowConsumer(
                 f"{queued} bytes are still waiting to be sent to this client; the bound "
                 f"is {self.max_queued_bytes}", field="connection")
-        self._sio.emit(event, data, to=sid)
+        for pkt in packets:
+            socket.send(pkt)
         sizes.append((getattr(queue, "put_count", 0), size))
         self._backlogged.add(sid)
+
+    def _packets(self, event: str, data: Any) -> list[eio_packet.Packet]:
+        """The Engine.IO packets of one event, as Manager.emit builds them;
+        the same objects again for the same data object, sent just before."""
+        recent = self._recent
+        if recent is not None and recent[0] is data and recent[1] == event:
+            return recent[2]
+        pkt = self._sio.packet_class(sio_packet.EVENT, namespace="/", data=[event, data])
+        encoded = pkt.encode()
+        packets = [eio_packet.Packet(eio_packet.MESSAGE, p)
+                   for p in (encoded if isinstance(encoded, list) else [encoded])]
+        self._recent = (data, event, packets)
+        return packets
 
     @staticmethod
     def _waiting(queue: Any, sizes: deque[tuple[int, int]]) -> int:
