@@ -97,6 +97,19 @@ class SendQueue:
         return self._all_done.wait(timeout)
 
 
+def _frame(pkt: Any) -> bytes:
+    """The packet as one WebSocket frame, encoded once and kept on it."""
+    frame = getattr(pkt, "ws_frame", None)
+    if frame is None:
+        data = pkt.encode()
+        if isinstance(data, str):
+            data, opcode = data.encode("utf-8"), WebSocket.OPCODE_TEXT
+        else:
+            opcode = WebSocket.OPCODE_BINARY
+        frame = pkt.ws_frame = Header.encode_header(True, opcode, b"", len(data), 0) + data
+    return frame
+
+
 class LeanSocket(Socket):
     _ws: Any = None  # the WebSocket, from the handshake until the writer closes it
     _writer: Any = None  # the greenlet sending queued packets, only while there are some
@@ -172,14 +185,7 @@ class LeanSocket(Socket):
         that is sent the same batch, so it is encoded once for all of them.
         Written with send() rather than sendall(), which asks the kernel for
         the send-buffer size on every call."""
-        frame = getattr(pkt, "ws_frame", None)
-        if frame is None:
-            data = pkt.encode()
-            if isinstance(data, str):
-                data, opcode = data.encode("utf-8"), WebSocket.OPCODE_TEXT
-            else:
-                opcode = WebSocket.OPCODE_BINARY
-            frame = pkt.ws_frame = Header.encode_header(True, opcode, b"", len(data), 0) + data
+        frame = _frame(pkt)
         ws = self._ws._sock  # gevent-websocket's WebSocket under Engine.IO's wrapper
         if ws.closed:
             raise ConnectionError("the WebSocket is closed")

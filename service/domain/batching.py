@@ -56,6 +56,17 @@ class BatchQueue(Generic[T]):
                 out.extend(self._take_all())
         return out
 
+    def add_one(self, entry: T, wait: float, now: float) -> list[list[tuple[T, float]]]:
+        """``add`` for one entry whose wait (``policy.wait_for``) the caller
+        worked out once for every connection it goes to."""
+        self.items.append((entry, now))
+        due = now + wait
+        if self.deadline is None or due < self.deadline:
+            self.deadline = due
+        if wait == 0.0 or len(self.items) >= self.policy.max_size:
+            return self._take_all()
+        return []
+
     def due(self, now: float) -> list[list[tuple[T, float]]]:
         """The batches whose deadline has come (all that waits: it is one order)."""
         if self.deadline is None or now < self.deadline:

@@ -27,7 +27,7 @@ class AckBuffer:
         notification_log: NotificationLog,
         telemetry: Telemetry | None,
         *,
-        interval: float = 0.1,
+        interval: float = 0.5,
     ) -> None:
         self._log = notification_log
         self._telemetry = telemetry

@@ -233,12 +233,13 @@ class DeliveryHub:
         else:
             users = [(u, by_user[u]) for u in appended.user_ids if u in by_user]
         connections, offer = self._connections, self._offer
+        wait = self.batching.wait_for(notification.priority)  # once, not per connection
         for user_id, sids in users:
             sent = False
             try:
                 for sid in tuple(sids):
                     conn = connections.get(sid)
-                    if conn is not None and offer(conn, notification, now):
+                    if conn is not None and offer(conn, notification, wait, now):
                         sent = True
             except Exception:  # the entry is committed: a replay repairs this
                 log.exception("hand-off to %s failed", user_id)
@@ -318,7 +319,8 @@ class DeliveryHub:
                 conn.catching_up = True
                 self._spawn(self._catch_up, conn)
 
-    def _offer(self, conn: Connection, notification: Notification, now: float) -> bool:
+    def _offer(self, conn: Connection, notification: Notification, wait: float,
+               now: float) -> bool:
         """Queue an entry for one connection if it is in sync and has not had
         it; return whether it was taken for live delivery (now, or with its
         batch)."""
@@ -338,7 +340,7 @@ class DeliveryHub:
         conn.delivered = notification.offset
         queue = conn.queue
         scheduled = queue.deadline
-        for batch in queue.add(((notification, notification.priority),), now):
+        for batch in queue.add_one(notification, wait, now):
             self._send_queued(conn, batch)
         # one timer entry per deadline, not one per entry: in a burst the heap
         # would otherwise hold a stale entry for every notification queued

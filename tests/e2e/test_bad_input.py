@@ -126,3 +126,21 @@ def test_a_flood_beyond_the_throttle_gets_429_with_retry_after(pg_url, influx_da
         assert critical.json()["offsets"] == {"ivy": 6 + statuses[5:].count(202)}
     finally:
         assert stop_server(server) == 0
+
+
+def test_a_text_frame_that_is_not_utf8_closes_the_connection(server):
+    """The server decodes text frames itself (it skips gevent-websocket's
+    slower validator): invalid UTF-8 must still close the connection, and
+    the server keeps serving others."""
+    import websocket
+
+    from tests.e2e.test_connections import raw_socketio_client
+
+    ws = raw_socketio_client(server, "mallory")
+    ws.send(b'42["ack",{"offset":1}]\xff\xfe', opcode=websocket.ABNF.OPCODE_TEXT)
+    frame = ws.recv_frame()
+    while frame.opcode != websocket.ABNF.OPCODE_CLOSE:
+        frame = ws.recv_frame()
+    ws.close()
+    other = raw_socketio_client(server, "trent")
+    other.close()
