@@ -74,7 +74,9 @@ const finish = () => {
     errors: errors.slice(0, 10),
   });
   for (const s of sockets) s.close();
-  setTimeout(() => process.exit(0), 100);
+  // exit once stdout is flushed: a pipe takes 64 KiB at a time, and a large
+  // histogram line would be cut if the reader is busy with another process
+  process.stdout.write("", () => setTimeout(() => process.exit(0), 100));
 };
 
 // One handler per latency mode, chosen once: the hot path does no option checks.
