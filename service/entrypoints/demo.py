@@ -22,6 +22,9 @@ CATEGORIES = ("chat", "billing", "security", "social")
 PRIORITIES = ("low", "normal", "normal", "normal", "high", "critical")
 
 
+DISCONNECT_WAIT_S = 2.0
+
+
 def run_demo(settings: Settings, *, rate: float, users: list[str]) -> int:
     configure_logging()
     base = f"http://{settings.host}:{settings.port}"
@@ -52,8 +55,10 @@ def run_demo(settings: Settings, *, rate: float, users: list[str]) -> int:
         except urllib3.exceptions.HTTPError as exc:
             log.warning("publish failed: %s", exc)
             stopping.wait(1.0)
-    for client in clients:
-        client.disconnect()
+    # A client whose server stopped first waits up to a ping interval (25 s)
+    # in disconnect() for its writer; the demo stops within a few seconds.
+    gevent.joinall([gevent.spawn(client.disconnect) for client in clients],
+                   timeout=DISCONNECT_WAIT_S)
     print(f"demo: stopped after {published} publishes", flush=True)
     return 0
 
