@@ -27,6 +27,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     ColumnElement,
+    Connection,
     Engine,
     Index,
     Integer,
@@ -151,7 +152,6 @@ class SqlNotificationLog:
         self._engine = engine
         self._postgres = postgres = engine.dialect.name == "postgresql"
         insert = postgresql.insert if postgres else sqlite.insert
-        self._insert = insert
         # The head row's lock orders every append: offsets commit in order.
         self._bump = (update(log_head).where(log_head.c.id == 1)
                       .values(head=log_head.c.head + 1)
@@ -172,6 +172,12 @@ class SqlNotificationLog:
         self._ack = (update(streams)
                      .where(streams.c.user_id == bindparam("u"), streams.c.acked < bindparam("o"))
                      .values(acked=bindparam("o")))
+        head = log_head.c.head
+        self._open_stream = insert(streams).from_select(
+            ["user_id", "since", "acked", "trimmed", "epoch"],
+            select(bindparam("user_id", type_=String), head, head, head, literal(1))
+            .where(log_head.c.id == 1),
+        ).on_conflict_do_nothing()
         self._count_streams = update(log_head).where(log_head.c.id == 1).values(
             streams=log_head.c.streams + bindparam("created", type_=BigInteger))
 
@@ -257,19 +263,14 @@ class SqlNotificationLog:
 
     def open_stream(self, user_id: str) -> StreamPosition:
         """A new stream begins at the log's head: earlier broadcasts are not its."""
-        new = self._insert(streams).from_select(
-            ["user_id", "since", "acked", "trimmed", "epoch"],
-            select(literal(user_id), log_head.c.head, log_head.c.head, log_head.c.head,
-                   literal(1)).where(log_head.c.id == 1),
-        ).on_conflict_do_nothing()
         with storage_errors(), self._engine.begin() as conn:
-            if conn.execute(new).rowcount:
+            if conn.execute(self._open_stream, {"user_id": user_id}).rowcount:
                 conn.execute(self._count_streams, {"created": 1})
             return self._position(conn, user_id)
 
     @staticmethod
-    def _position(conn: object, user_id: str) -> StreamPosition:
-        row = conn.execute(  # type: ignore[attr-defined]
+    def _position(conn: Connection, user_id: str) -> StreamPosition:
+        row = conn.execute(
             select(log_head.c.head, streams.c.since, streams.c.acked, streams.c.trimmed,
                    streams.c.epoch)
             .select_from(log_head.outerjoin(streams, streams.c.user_id == user_id))

@@ -227,11 +227,7 @@ class DeliveryHub:
             return
         live = dropped = 0
         now = self._clock()  # one reading for the whole hand-off, not one per connection
-        by_user = self._by_user
-        if appended.user_ids is None:
-            users = list(by_user.items())
-        else:
-            users = [(u, by_user[u]) for u in appended.user_ids if u in by_user]
+        users = self._local_users(appended)
         connections, offer = self._connections, self._offer
         wait = self.batching.wait_for(notification.priority)  # once, not per connection
         for user_id, sids in users:
@@ -248,6 +244,14 @@ class DeliveryHub:
             live += sent
         self._count(live=live, queued=max(0, appended.recipients - live - dropped),
                     dropped=dropped)
+
+    def _local_users(self, appended: Appended) -> list[tuple[str, set[str]]]:
+        """(user, sids) of the entry's recipients connected here, as a list:
+        sending may close a connection, and so change ``_by_user``."""
+        by_user = self._by_user
+        if appended.user_ids is None:
+            return list(by_user.items())
+        return [(u, by_user[u]) for u in appended.user_ids if u in by_user]
 
     def _count(self, *, live: int = 0, queued: int = 0, dropped: int = 0,
                deferred: int = 0) -> None:
@@ -294,9 +298,7 @@ class DeliveryHub:
         taking live entries and read them back once the pressure is gone
         (``resume_deferred``)."""
         deferred = 0
-        users = (self._by_user.items() if appended.user_ids is None else
-                 [(u, self._by_user[u]) for u in appended.user_ids if u in self._by_user])
-        for _user_id, sids in users:
+        for _user_id, sids in self._local_users(appended):
             took = False
             for sid in sids:
                 conn = self._connections.get(sid)
