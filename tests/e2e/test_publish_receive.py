@@ -150,14 +150,16 @@ def test_large_batches_arrive_compressed_and_decode_in_the_js_client(server, js_
             for i in range(30)]
     for body in sent:  # kim is away: the 30 come back as one replayed batch of ~8 KB
         server.publish(body)
-    packed = js_client(server.url, server.token("kim"), "--compression", "--expect", "30")
-    # from offset 0: without it, this one would start after what the first acked
+    # both from offset 0: the two start at once, and without it whichever
+    # connects second would start after what the first had acked
+    packed = js_client(server.url, server.token("kim"), "--compression", "--last-offset", "0",
+                       "--expect", "30")
     plain = js_client(server.url, server.token("kim"), "--last-offset", "0", "--expect", "30")
     for client in (packed, plain):
         client.finish()
         received = client.notifications()
+        assert [n["offset"] for n in received] == list(range(1, 31)), client.seen
         assert [n["payload"] for n in received] == [b["payload"] for b in sent]
-        assert [n["offset"] for n in received] == list(range(1, 31))
     assert any(e.get("compressed") for e in packed.seen if e["event"] == "notifications")
     assert not any(e.get("compressed") for e in plain.seen if e["event"] == "notifications")
 
