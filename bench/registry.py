@@ -15,6 +15,7 @@ BENCHMARKS = {
     "gc": "bench.gc",
     "fanout": "bench.fanout",
     "connections": "bench.connections",
+    "storage": "bench.storage",
 }
 RESULTS = Path(__file__).resolve().parent / "results.json"
 

@@ -27,6 +27,7 @@ from service.service_layer.delivery import DeliveryHub
 from service.service_layer.ports import StreamPosition
 from service.service_layer.publishing import publish
 from service.service_layer.telemetry import TelemetryRing
+from service.service_layer.write_batching import WriteBatcher
 
 TARGETS = {"emit_ns": "<= 1000", "ingest_ratio": ">= 0.8", "overhead_ratio": ">= 0.95"}
 COMMON = {"node": "bench", "role": "bench"}
@@ -111,6 +112,9 @@ class MemoryLog:
             self.streams[user].append(entry)
         return Appended(entry, users, len(users))
 
+    def append_many(self, drafts):  # noqa: ANN201
+        return [self.append(*draft) for draft in drafts]
+
     def read(self, user_id, after, limit):  # noqa: ANN201
         page = [n for n in self.streams[user_id] if n.offset > after][:limit]
         return page, StreamPosition(head=self.last, acked=0)
@@ -157,6 +161,7 @@ def delivery_rate(n: int, users: int, telemetry_on: bool, client: InfluxClient) 
     log_ = MemoryLog()
     hub = DeliveryHub(log_, EncodingSender(), telemetry, gevent.spawn)
     timers = gevent.spawn(hub.run_batch_timers)
+    writes = WriteBatcher(log_, hub.deliver, telemetry)
     for u in range(users):
         hub.connect(f"sid{u}", f"user{u}", None)
     gevent.sleep(0)
@@ -164,7 +169,7 @@ def delivery_rate(n: int, users: int, telemetry_on: bool, client: InfluxClient) 
             "payload": {"i": i}} for i in range(n)]
     started = time.perf_counter()
     for i, body in enumerate(raw):
-        publish(body, log=log_, deliver=hub.deliver, telemetry=telemetry)
+        publish(body, append=writes.append, telemetry=telemetry)
         if i % 50 == 0:
             gevent.sleep(0)  # a server yields on socket I/O; let background work run
     elapsed = time.perf_counter() - started

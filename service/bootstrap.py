@@ -17,6 +17,7 @@ from flask import Flask
 from gevent.pool import Pool
 from sqlalchemy import Engine
 
+from service.adapters.control_log import SqlControlLog, create_control_schema
 from service.adapters.database import make_engine
 from service.adapters.db_metrics import QueryStats
 from service.adapters.influx import InfluxClient
@@ -39,7 +40,10 @@ from service.entrypoints.config_api import config_blueprint
 from service.entrypoints.errors import register_http_errors
 from service.entrypoints.publish_api import publish_blueprint
 from service.entrypoints.sockets import register_socket_handlers
+from service.entrypoints.unread_api import unread_blueprint
 from service.service_layer.backpressure import Backpressure
+from service.service_layer.cache_stats import CacheReporter, make_caches, retune_caches
+from service.service_layer.cached_log import CachedNotificationLog, InvalidatingTrimmer
 from service.service_layer.delivery import DeliveryHub
 from service.service_layer.leaks import LeakTracker, report_leaks
 from service.service_layer.offline import run_offline_trimmer
@@ -48,6 +52,7 @@ from service.service_layer.status import StatusSources
 from service.service_layer.telemetry import TelemetryRing
 from service.service_layer.throttling import PublishThrottle
 from service.service_layer.tuning import LiveConfig
+from service.service_layer.write_batching import WriteBatcher
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +72,14 @@ class App:
     influx: InfluxClient
     engine: Engine
     handlers: Pool  # the WSGI server's request greenlets
-    trimmer: SqlStreamTrimmer
+    trimmer: InvalidatingTrimmer  # the SQL trimmer, dropping what it changed from the cache
     backpressure: Backpressure
     live_config: LiveConfig
+    control_log: SqlControlLog
 
     def start_background(self) -> None:
+        # changes appended by other nodes (LISTEN/NOTIFY, or a poll on SQLite)
+        self.control_log.start(self.sio.start_background_task)
         self.sio.start_background_task(self.hub.acks.run)
         self.sio.start_background_task(self.hub.run_idle_sweeper)
         self.sio.start_background_task(self.hub.run_batch_timers)
@@ -96,6 +104,7 @@ class App:
         """Stop background work; write pending acks, and write (or spool) the
         telemetry still in memory."""
         self.hub.acks.stop()
+        self.control_log.stop()
         if self.sampler is not None:
             self.sampler.stop()
             self.sampler.sample()
@@ -125,7 +134,13 @@ def make_telemetry(
 def create_app(settings: Settings, *, role: str = "serve") -> App:
     engine = make_engine(settings.database_url)
     create_schema(engine)
-    notification_log = SqlNotificationLog(engine)
+    create_control_schema(engine)
+    # Every read and write of the log goes through its cache, so that each
+    # write drops (at commit, before its caller is answered) what it changed.
+    caches = make_caches(settings.tunables())
+    notification_log = CachedNotificationLog(SqlNotificationLog(engine), users=caches["user"],
+                                             shared=caches["global"])
+    control_log = SqlControlLog(engine)
 
     ring, writer, influx = make_telemetry(settings, role)
 
@@ -171,9 +186,13 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
         backpressure.admit(request)  # first: a refused publish takes no throttle tokens
         throttle.admit(request)
 
-    handler = functools.partial(
-        publish, log=notification_log, deliver=hub.deliver, telemetry=telemetry, admit=admit)
+    writes = WriteBatcher(notification_log, hub.deliver, telemetry,
+                          max_batch=settings.write_batch_size,
+                          window_s=settings.write_batch_window_ms / 1000.0)
+    handler = functools.partial(publish, append=writes.append, telemetry=telemetry, admit=admit)
     flask_app.register_blueprint(publish_blueprint(handler, settings.publish_token))
+    flask_app.register_blueprint(unread_blueprint(notification_log.unread,
+                                                  settings.publish_token))
 
     def retune(values: dict) -> None:
         """Hand live tunables to the components that use them."""
@@ -185,16 +204,19 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
                                     idle_timeout_s=values["idle_timeout"]),
             compression=CompressionPolicy(min_bytes=values["compression_min_bytes"]))
         sender.max_queued_bytes = values["send_queue_max_bytes"]
+        writes.max_batch = values["write_batch_size"]
+        writes.window_s = values["write_batch_window_ms"] / 1000.0
         throttle.set_rates(parse_rates(values["throttle"], {}))
         backpressure.policy = BackpressurePolicy.for_budget(
             values["memory_budget_mb"] << 20, settings.backpressure_actions,
             high_water_bytes=settings.backpressure_high_water_bytes)
         gc.set_threshold(values["gc_gen0_threshold"], *gc.get_threshold()[1:])
+        retune_caches(caches, values)
 
     live_config = LiveConfig(
         settings.optimization_level,
         settings.env_overrides(),
-        retune, telemetry)
+        retune, telemetry, log=control_log)  # folds the log's history in, and follows it
     flask_app.register_blueprint(config_blueprint(live_config, settings.admin_token))
     sources = StatusSources(
         node_id=settings.node_id,
@@ -220,6 +242,8 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
         sampler = RuntimeSampler(ring, handlers=handlers, eio_sockets=sio.eio.sockets,
                                  ping_timeout=settings.ping_timeout,
                                  extra=[query_stats.emit,
+                                        CacheReporter({("global", "log"): caches["global"],
+                                                       ("user", "streams"): caches["user"]}).emit,
                                         functools.partial(report_leaks, hub.leaks)])
     return App(
         settings=settings,
@@ -233,7 +257,8 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
         influx=influx,
         engine=engine,
         handlers=handlers,
-        trimmer=SqlStreamTrimmer(engine),
+        trimmer=InvalidatingTrimmer(SqlStreamTrimmer(engine), notification_log),
         backpressure=backpressure,
         live_config=live_config,
+        control_log=control_log,
     )

@@ -78,6 +78,12 @@ class Settings:
     offline_trim_interval: float = 60.0
     memory_budget_mb: int = 512
     compression_min_bytes: int = 4096
+    write_batch_size: int = 50
+    write_batch_window_ms: float = 0.0
+    cache_entries: int = 5_000
+    cache_ttl_s: float = 7_200.0
+    cache_max_bytes: int = 64 << 20
+    cache_compress_min_bytes: int = 2048  # 0: never compress cached values
     backpressure_high_water_bytes: int = 0  # 0: a quarter of the memory budget
     leak_grace_s: float = 30.0
     backpressure_actions: dict = field(default_factory=lambda: dict(DEFAULT_ACTIONS),
@@ -183,6 +189,13 @@ class Settings:
             offline_trim_interval=max(0.1, _float(env, "OFFLINE_TRIM_INTERVAL", 60.0)),
             memory_budget_mb=max(16, _int(env, "MEMORY_BUDGET_MB", preset.memory_budget_mb)),
             compression_min_bytes=max(0, _int(env, "COMPRESSION_MIN_BYTES", 4096)),
+            write_batch_size=max(1, _int(env, "WRITE_BATCH_SIZE", preset.write_batch_size)),
+            write_batch_window_ms=_float(env, "WRITE_BATCH_WINDOW_MS", 0.0, zero_ok=True,
+                                         maximum=100.0),
+            cache_entries=_int(env, "CACHE_ENTRIES", preset.cache_entries),
+            cache_ttl_s=_float(env, "CACHE_TTL_S", preset.cache_ttl_s),
+            cache_max_bytes=_int(env, "CACHE_MAX_BYTES", 64 << 20),
+            cache_compress_min_bytes=_int(env, "CACHE_COMPRESS_MIN_BYTES", 2048),
             backpressure_actions=_backpressure(env.get("BACKPRESSURE", "")),
             backpressure_high_water_bytes=max(0, _int(env, "BACKPRESSURE_HIGH_WATER_BYTES", 0)),
             leak_grace_s=_float(env, "LEAK_GRACE_S", 30.0),
@@ -219,7 +232,8 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def _float(env: Mapping[str, str], name: str, default: float, *, zero_ok: bool = False,
+           maximum: float | None = None) -> float:
     raw = env.get(name)
     if raw in (None, ""):
         return default
@@ -227,8 +241,10 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, not {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be positive")
+    if value < 0 or (value == 0 and not zero_ok):
+        raise ConfigError(f"{name} must be {'0 or more' if zero_ok else 'positive'}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum:g}, not {value:g}")
     return value
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 import uuid
 
+import psycopg2.extensions
 import pytest
+from psycogreen.gevent import patch_psycopg
 from sqlalchemy import create_engine, text
 
 from service.adapters.database import make_engine
@@ -28,7 +30,8 @@ def unique(prefix: str) -> str:
 def pg_url():
     """A fresh PostgreSQL database, dropped afterwards."""
     name = unique("notify_test")
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    # pre-ping: a test may restart PostgreSQL, which cuts this engine's connection
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
@@ -37,6 +40,14 @@ def pg_url():
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def cooperative_psycopg2():
+    """Greenlets share the process only if psycopg2 waits through gevent."""
+    patch_psycopg()
+    yield
+    psycopg2.extensions.set_wait_callback(None)
 
 
 @pytest.fixture

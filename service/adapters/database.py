@@ -7,7 +7,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import QueuePool
+
+from service.adapters.db_metrics import TimedQueuePool
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
@@ -17,6 +18,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         return _sqlite_engine(url, parsed.database)
     return create_engine(
         url,
+        poolclass=TimedQueuePool,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=5,
@@ -33,7 +35,7 @@ def _sqlite_engine(url: str, database: str | None) -> Engine:
     # writers anyway, and a single connection avoids SQLITE_BUSY under gevent.
     engine = create_engine(
         url,
-        poolclass=QueuePool,
+        poolclass=TimedQueuePool,
         pool_size=1,
         max_overflow=0,
         pool_timeout=30,

@@ -2,23 +2,39 @@
 
 Every statement is timed, but only a summary per operation is emitted, every
 sampling interval: one point per operation rather than one per statement
-keeps telemetry cheap at high publish rates. Statement text and parameters
-are never recorded here.
+keeps telemetry cheap at high publish rates.
+
+A statement slower than ``slow_ms`` is also counted under its *shape*: its
+text with every literal, number and parameter placeholder replaced by ``?``
+and lists folded, so that one shape stands for all its executions and no
+value a user sent ever reaches telemetry (parameters are never looked at).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, event
+from sqlalchemy.pool import QueuePool
 
 from service.service_layer.ports import Telemetry
 
 _OPERATIONS = ("select", "insert", "update", "delete")
 _TOKENS = re.compile(r"[()]|[A-Za-z_]+")
+SHAPE_MAX_CHARS = 240
+MAX_SLOW_SHAPES = 50  # per interval; beyond, slow statements are counted as shape "other"
+_LITERALS = re.compile(
+    r"'(?:[^']|'')*'"  # a string literal
+    r"|\$\w*\$.*?\$\w*\$"  # a dollar-quoted string
+    r"|%\(\w+\)s|%s|(?<!:):\w+|\?"  # driver and SQLAlchemy placeholders, not a ::cast
+    r"|\b\d+(?:\.\d+)?(?:[eE][+-]?\d+)?\b",  # a number
+    re.DOTALL)
+_LISTS = re.compile(r"\(\s*\?(?:\s*,\s*\?)+\s*\)")
+_SPACE = re.compile(r"\s+")
 
 
 @dataclass
@@ -44,11 +60,36 @@ def operation_of(statement: str) -> str:
     return head if head in _OPERATIONS else "other"
 
 
+def statement_shape(statement: str) -> str:
+    """The statement without its values: ``WHERE id = 42 AND n IN (1, 2)``
+    and ``WHERE id = %(id)s AND n IN (%(a)s)`` both become
+    ``WHERE id = ? AND n IN (?)``."""
+    shape = _LITERALS.sub("?", statement)
+    shape = _LISTS.sub("(?)", shape)
+    shape = _SPACE.sub(" ", shape).strip()
+    return shape[:SHAPE_MAX_CHARS]
+
+
+def shape_id(shape: str) -> str:
+    """A short stable name for a shape, for a tag of bounded length."""
+    return hashlib.blake2s(shape.encode(), digest_size=4).hexdigest()
+
+
+@dataclass
+class _SlowShape:
+    shape: str
+    count: int = 0
+    duration_ms_sum: float = 0.0
+    duration_ms_max: float = 0.0
+
+
 class QueryStats:
     def __init__(self, engine: Engine, *, slow_ms: float = 100.0) -> None:
         self._engine = engine
         self.slow_ms = slow_ms
         self._summaries: dict[str, _Summary] = {}
+        self._slow: dict[str, _SlowShape] = {}  # shape id -> what the slow ones of it took
+        self.slow_total = 0  # since start, for the status page and tests
         event.listen(engine, "before_cursor_execute", self._before)
         event.listen(engine, "after_cursor_execute", self._after)
 
@@ -72,19 +113,65 @@ class QueryStats:
             summary.rows += rowcount
         if elapsed_ms >= self.slow_ms:
             summary.slow += 1
+            self._record_slow(statement, elapsed_ms)
+
+    def _record_slow(self, statement: str, elapsed_ms: float) -> None:
+        self.slow_total += 1
+        shape = statement_shape(statement)
+        key = shape_id(shape)
+        slow = self._slow.get(key)
+        if slow is None:
+            if len(self._slow) >= MAX_SLOW_SHAPES:
+                key, shape = "other", "other"
+                slow = self._slow.get(key)
+            if slow is None:
+                slow = self._slow[key] = _SlowShape(shape)
+        slow.count += 1
+        slow.duration_ms_sum += elapsed_ms
+        slow.duration_ms_max = max(slow.duration_ms_max, elapsed_ms)
 
     def emit(self, telemetry: Telemetry) -> None:
         """Emit and reset the summaries, and sample the pool."""
         summaries, self._summaries = self._summaries, {}
+        slow, self._slow = self._slow, {}
         for operation, s in summaries.items():
             telemetry.emit("db_query", (("operation", operation),), {
                 "count": s.count, "duration_ms_sum": s.duration_ms_sum,
                 "duration_ms_max": s.duration_ms_max, "rows": s.rows, "slow": s.slow,
             })
+        for key, s in slow.items():
+            telemetry.emit("db_slow_query", (("shape_id", key),), {
+                "count": s.count, "duration_ms_sum": s.duration_ms_sum,
+                "duration_ms_max": s.duration_ms_max, "shape": s.shape,
+            })
         pool = self._engine.pool
         size = getattr(pool, "size", None)
         if callable(size):
+            waits = pool.take_waits() if isinstance(pool, TimedQueuePool) else (0, 0.0, 0.0)
             telemetry.emit("db_pool", (), {
                 "size": pool.size(), "checked_out": pool.checkedout(),
-                "overflow": max(0, pool.overflow()),
+                "overflow": max(0, pool.overflow()), "waits": waits[0],
+                "wait_ms_sum": waits[1], "wait_ms_max": waits[2],
             })
+
+
+class TimedQueuePool(QueuePool):
+    """QueuePool that measures how long each checkout waited for a connection
+    (a pool too small for the load shows here first)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._waits = (0, 0.0, 0.0)  # count, sum ms, max ms since the last take
+
+    def _do_get(self) -> Any:
+        started = time.perf_counter()
+        try:
+            return super()._do_get()
+        finally:
+            waited = (time.perf_counter() - started) * 1000.0
+            count, total, peak = self._waits
+            self._waits = (count + 1, total + waited, max(peak, waited))
+
+    def take_waits(self) -> tuple[int, float, float]:
+        waits, self._waits = self._waits, (0, 0.0, 0.0)
+        return waits

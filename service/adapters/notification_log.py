@@ -17,16 +17,14 @@ The tables are named ``log_*``: the earlier per-user-offset schema
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
     Column,
-    ColumnElement,
     Connection,
     Engine,
     Index,
@@ -39,9 +37,9 @@ from sqlalchemy import (
     bindparam,
     func,
     literal,
+    literal_column,
     select,
     text,
-    true,
     union_all,
     update,
 )
@@ -49,9 +47,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from service.adapters.log_append import append_postgres, append_sqlite, prepare
 from service.domain.errors import StorageUnavailable
 from service.domain.model import Appended, Notification, Priority, PublishRequest
-from service.service_layer.ports import StreamPosition
+from service.service_layer.ports import UNREAD_CAP, Draft, StreamPosition, Unread
 
 metadata = MetaData()
 
@@ -67,15 +66,19 @@ entries = Table(
     "log_entries",
     metadata,
     Column("log_offset", BigInteger, primary_key=True, autoincrement=False),
-    Column("id", String(32), nullable=False, unique=True),
+    Column("id", String(32), nullable=False),  # a uuid4: unique without an index to say so
     Column("category", String(64), nullable=False),
     Column("priority", String(8), nullable=False),
     Column("payload", Text, nullable=False),
     Column("created_at_us", BigInteger, nullable=False),
     Column("broadcast", Integer, nullable=False),
-    Index("log_entries_broadcast", "broadcast", "log_offset"),
+    # broadcasts only: a targeted entry (most of them) costs one index fewer to insert
+    Index("log_entries_broadcasts", "log_offset", postgresql_where=text("broadcast = 1"),
+          sqlite_where=text("broadcast = 1")),
     Index("log_entries_created", "created_at_us"),  # the age bound's cut
 )
+# as a literal, not a bound parameter: the planner must see it matches the partial index
+IS_BROADCAST = entries.c.broadcast == literal_column("1")
 
 recipients = Table(
     "log_recipients",
@@ -96,6 +99,7 @@ streams = Table(
     Column("epoch", Integer, nullable=False),
 )
 
+KNOWN_STREAMS_MAX = 100_000  # user ids remembered, about 10 MB at most
 _ENTRY_COLUMNS = (entries.c.log_offset, entries.c.id, entries.c.category, entries.c.priority,
                   entries.c.payload, entries.c.created_at_us)
 
@@ -124,10 +128,6 @@ def storage_errors() -> Iterator[None]:
         raise
 
 
-def _to_us(moment: datetime) -> int:
-    return int(moment.timestamp() * 1_000_000)
-
-
 def _from_us(value: int) -> datetime:
     return datetime.fromtimestamp(value / 1_000_000, tz=UTC)
 
@@ -137,38 +137,14 @@ def _notification(row: Row) -> Notification:
                         row.payload, _from_us(row.created_at_us))
 
 
-def _listed_users(postgres: bool) -> ColumnElement[str]:
-    """The recipients as one bound list (``user_ids``), so that no statement
-    carries a parameter per user: unnest(ARRAY) on PostgreSQL, json_each on
-    SQLite."""
-    if postgres:
-        ids = bindparam("user_ids", type_=postgresql.ARRAY(String))
-        return func.unnest(ids).column_valued("recipient")
-    return func.json_each(bindparam("user_ids", type_=String)).table_valued("value").c.value
-
-
 class SqlNotificationLog:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        # users whose stream is committed (streams are never deleted), so that
+        # a publish to them skips the statement that would create it
+        self._known_streams: set[str] = set()
         self._postgres = postgres = engine.dialect.name == "postgresql"
         insert = postgresql.insert if postgres else sqlite.insert
-        # The head row's lock orders every append: offsets commit in order.
-        self._bump = (update(log_head).where(log_head.c.id == 1)
-                      .values(head=log_head.c.head + 1)
-                      .returning(log_head.c.head, log_head.c.streams))
-        users = _listed_users(postgres)
-        since = bindparam("since", type_=BigInteger)
-        # the WHERE keeps SQLite's parser from reading ON CONFLICT as a join
-        self._new_streams = insert(streams).from_select(
-            ["user_id", "since", "acked", "trimmed", "epoch"],
-            select(users, since, since, since, literal(1)).where(true()).order_by(users),
-        ).on_conflict_do_nothing()
-        # SQLite: plain executemany of tuples measured faster than INSERT ... SELECT
-        self._add_recipients = (
-            recipients.insert().from_select(
-                ["user_id", "log_offset"],
-                select(users, bindparam("log_offset", type_=BigInteger)))
-            if postgres else str(recipients.insert().compile(dialect=sqlite.dialect())))
         self._ack = (update(streams)
                      .where(streams.c.user_id == bindparam("u"), streams.c.acked < bindparam("o"))
                      .values(acked=bindparam("o")))
@@ -182,33 +158,27 @@ class SqlNotificationLog:
             streams=log_head.c.streams + bindparam("created", type_=BigInteger))
 
     def append(self, request: PublishRequest, message_id: str, created_at: datetime) -> Appended:
-        broadcast = request.recipients.broadcast
-        user_ids = None if broadcast else tuple(sorted(request.recipients.user_ids))
+        return self.append_many([(request, message_id, created_at)])[0]
+
+    def append_many(self, drafts: Sequence[Draft]) -> list[Appended]:
+        """Append publishes in one transaction, one commit, one fsync: they
+        take the offsets after the head, in order. The head row's lock
+        orders appends, so offsets commit in order and without gaps; it is
+        taken only once the batch is prepared (``log_append``)."""
+        batch = prepare(drafts, self._known_streams)
         with storage_errors(), self._engine.begin() as conn:
-            offset, stream_count = conn.execute(self._bump).one()
-            conn.execute(entries.insert(), {
-                "log_offset": offset,
-                "id": message_id,
-                "category": request.category,
-                "priority": request.priority.value,
-                "payload": request.payload_json,
-                "created_at_us": _to_us(created_at),
-                "broadcast": int(broadcast),
-            })
-            if user_ids is not None:
-                listed = list(user_ids) if self._postgres else json.dumps(user_ids)
-                created = conn.execute(self._new_streams,
-                                       {"user_ids": listed, "since": offset - 1}).rowcount
-                if created:
-                    conn.execute(self._count_streams, {"created": created})
-                if self._postgres:
-                    conn.execute(self._add_recipients, {"user_ids": listed, "log_offset": offset})
-                else:
-                    conn.exec_driver_sql(self._add_recipients, [(u, offset) for u in user_ids])
-        notification = Notification(message_id, offset, request.category, request.priority,
-                                    request.payload_json, created_at)
-        return Appended(notification, user_ids,
-                        stream_count if user_ids is None else len(user_ids))
+            if self._postgres:
+                result = append_postgres(conn, batch)
+            else:
+                result = append_sqlite(conn, batch)
+        self._remember_streams(batch.first_place)  # committed: they exist now
+        return result
+
+    def _remember_streams(self, user_ids: Iterable[str]) -> None:
+        known = self._known_streams
+        if len(known) > KNOWN_STREAMS_MAX:
+            known.clear()  # bounded; forgetting only costs a statement that finds it
+        known.update(user_ids)
 
     def read(self, user_id: str, after: int, limit: int) -> tuple[list[Notification],
                                                                    StreamPosition]:
@@ -221,7 +191,7 @@ class SqlNotificationLog:
                .where(recipients.c.user_id == user_id, recipients.c.log_offset > after)
                .order_by(recipients.c.log_offset).limit(limit).subquery())
         shared = (select(entries.c.log_offset.label("o"))
-                  .where(entries.c.broadcast == 1, entries.c.log_offset > after)
+                  .where(IS_BROADCAST, entries.c.log_offset > after)
                   .order_by(entries.c.log_offset).limit(limit).subquery())
         picked = union_all(select(own.c.o), select(shared.c.o)).subquery()
         query = (select(*_ENTRY_COLUMNS).join(picked, entries.c.log_offset == picked.c.o)
@@ -266,7 +236,9 @@ class SqlNotificationLog:
         with storage_errors(), self._engine.begin() as conn:
             if conn.execute(self._open_stream, {"user_id": user_id}).rowcount:
                 conn.execute(self._count_streams, {"created": 1})
-            return self._position(conn, user_id)
+            position = self._position(conn, user_id)
+        self._remember_streams((user_id,))
+        return position
 
     @staticmethod
     def _position(conn: Connection, user_id: str) -> StreamPosition:
@@ -293,6 +265,34 @@ class SqlNotificationLog:
             moved = conn.execute(self._ack, [
                 {"u": user_id, "o": min(offset, head)} for user_id, offset in sorted(acks.items())])
         return moved.rowcount
+
+    def unread(self, user_id: str, cap: int = UNREAD_CAP) -> Unread:
+        """Where the stream stands, then its entries in (max(acked, trimmed),
+        head], each side counted up to ``cap`` through its index (own rows,
+        broadcasts): bounded work however far behind the user is. Bounded by
+        the head read first, so the count and the position agree."""
+        with storage_errors(), self._engine.connect() as conn:
+            head, acked, trimmed = conn.execute(
+                select(log_head.c.head, streams.c.acked, streams.c.trimmed)
+                .select_from(log_head.outerjoin(streams, streams.c.user_id == user_id))
+                .where(log_head.c.id == 1)).one()
+            if acked is None:  # no stream: it would begin at the head, with nothing in it
+                return Unread(0, head, head, exists=False)
+            base = max(acked, trimmed)
+            if base >= head:
+                return Unread(0, acked, head)
+            own = (select(recipients.c.log_offset)
+                   .where(recipients.c.user_id == user_id, recipients.c.log_offset > base,
+                          recipients.c.log_offset <= head)
+                   .limit(cap).subquery())
+            shared = (select(entries.c.log_offset)
+                      .where(IS_BROADCAST, entries.c.log_offset > base,
+                             entries.c.log_offset <= head)
+                      .limit(cap).subquery())
+            mine, broadcasts = conn.execute(select(
+                select(func.count()).select_from(own).scalar_subquery(),
+                select(func.count()).select_from(shared).scalar_subquery())).one()
+        return Unread(min(cap, mine + broadcasts), acked, head)
 
     def ping(self) -> None:
         with storage_errors(), self._engine.connect() as conn:

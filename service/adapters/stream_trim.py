@@ -43,6 +43,7 @@ from sqlalchemy import (
 )
 
 from service.adapters.notification_log import (
+    IS_BROADCAST,
     entries,
     log_head,
     recipients,
@@ -105,7 +106,7 @@ class SqlStreamTrimmer:
             # are at most ~keep of them after a trim (_delete_broadcasts).
             bcs = list(conn.execute(
                 select(entries.c.log_offset).where(
-                    entries.c.broadcast == 1, entries.c.log_offset > (low or 0),
+                    IS_BROADCAST, entries.c.log_offset > (low or 0),
                     entries.c.log_offset <= head).order_by(entries.c.log_offset)).scalars())
             age_cut = 0
             if max_age_s is not None:
@@ -236,5 +237,5 @@ class SqlStreamTrimmer:
                 bcs = plan.broadcasts
                 floor = max(plan.age_cut, bcs[-keep - 1] if len(bcs) > keep else 0)
             gone = conn.execute(delete(entries).where(
-                entries.c.broadcast == 1, entries.c.log_offset <= floor)).rowcount
+                IS_BROADCAST, entries.c.log_offset <= floor)).rowcount
         return TrimResult(messages=gone)

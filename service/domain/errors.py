@@ -57,3 +57,10 @@ class StorageUnavailable(ServiceError):
     """The notification log cannot be reached; the caller may retry."""
 
     code = "storage_unavailable"
+
+
+class ConflictError(ServiceError):
+    """A change was made against a version of the state that is no longer the
+    latest (optimistic concurrency): re-read, then decide again."""
+
+    code = "conflict"

@@ -376,17 +376,89 @@ CATALOGUE: dict[str, Measurement] = {
             ),
         ),
         Measurement(
+            name="db_write_batch",
+            description=(
+                "Group commits of the notification log: publishes appended "
+                "(`count`) in how many transactions (`batches`), the largest batch "
+                "(`size_max`) and the commit time (sum and maximum). Mean batch: "
+                "`sum(count) / sum(batches)`."
+            ),
+            emitted_by="service_layer.write_batching.WriteBatcher",
+            tags=(),
+            fields={
+                "count": INT,
+                "batches": INT,
+                "duration_ms_sum": FLOAT,
+                "size_max": INT,
+                "duration_ms_max": FLOAT,
+            },
+            kind="summary",
+            example_query=(
+                'SELECT sum("count") / sum("batches") FROM "db_write_batch" '
+                'WHERE $timeFilter GROUP BY time($__interval), "node"'
+            ),
+        ),
+        Measurement(
+            name="db_slow_query",
+            description=(
+                "Statements slower than `DB_SLOW_MS`, every 10 s per statement shape: "
+                "the text with every literal and parameter replaced by `?` (`shape`, "
+                "at most 240 characters; values never reach telemetry), how many ran "
+                "slow and how long they took. `shape_id` is a short hash of the shape; "
+                "past 50 shapes in an interval the rest count as `other`."
+            ),
+            emitted_by="adapters.db_metrics.QueryStats",
+            tags=("shape_id",),
+            fields={
+                "count": INT,
+                "duration_ms_sum": FLOAT,
+                "duration_ms_max": FLOAT,
+                "shape": STRING,
+            },
+            example_query=(
+                'SELECT sum("count") FROM "db_slow_query" WHERE $timeFilter '
+                'GROUP BY "shape_id"'
+            ),
+        ),
+        Measurement(
             name="db_pool",
             description=(
                 "The SQLAlchemy connection pool, sampled every 10 s: its size, "
-                "connections checked out, and overflow connections in use."
+                "connections checked out, overflow connections in use, and the "
+                "checkouts since the last sample with how long they waited for a "
+                "connection (sum and maximum): a pool too small shows here first."
             ),
             emitted_by="adapters.db_metrics.QueryStats",
             tags=(),
-            fields={"size": INT, "checked_out": INT, "overflow": INT},
+            fields={"size": INT, "checked_out": INT, "overflow": INT, "waits": INT,
+                    "wait_ms_sum": FLOAT, "wait_ms_max": FLOAT},
             example_query=(
                 'SELECT max("checked_out") FROM "db_pool" WHERE $timeFilter '
                 'GROUP BY time($__interval), "node"'
+            ),
+        ),
+        Measurement(
+            name="cache",
+            description=(
+                "The query result caches, every 10 s per cache: `level` is `global` "
+                "(values shared by everyone, such as the log's head) or `user` (a user's "
+                "stream pages and unread count), `cache` names it. Counters are deltas "
+                "since the previous point: `hits`, `misses`, `evictions` (by the entry "
+                "bound, least recently used), `evictions_ttl` (expired), "
+                "`evictions_bytes` (by the byte bound) and `invalidations` (dropped "
+                "because a write changed them). `entries` and `bytes` (stored, after "
+                "compression) are gauges. Hit rate: "
+                "`sum(hits) / (sum(hits) + sum(misses))`."
+            ),
+            emitted_by="service_layer.cache_stats.CacheReporter",
+            tags=("level", "cache"),
+            tag_values={"level": ("global", "user"), "cache": ("log", "streams")},
+            fields={"hits": INT, "misses": INT, "evictions": INT, "evictions_ttl": INT,
+                    "evictions_bytes": INT, "invalidations": INT, "entries": INT,
+                    "bytes": INT},
+            example_query=(
+                'SELECT sum("hits") / (sum("hits") + sum("misses")) FROM "cache" '
+                'WHERE $timeFilter GROUP BY time($__interval), "level"'
             ),
         ),
         Measurement(
@@ -483,4 +555,7 @@ THROTTLED = TallySpec("notify_throttle", ("count", "recipients"))
 RELOADED = TallySpec("notify_reload", ("count",))
 QUEUES = TallySpec("notify_queues", ("samples",),
                    peaks=("queued_bytes_max", "backlogged_connections_max"))
-TALLIES = (PUBLISHED, DISPATCHED, DELIVERED, ACKED, DROPPED, THROTTLED, RELOADED, QUEUES)
+WRITE_BATCHES = TallySpec("db_write_batch", ("count", "batches", "duration_ms_sum"),
+                          peaks=("size_max", "duration_ms_max"))
+TALLIES = (PUBLISHED, DISPATCHED, DELIVERED, ACKED, DROPPED, THROTTLED, RELOADED, QUEUES,
+           WRITE_BATCHES)

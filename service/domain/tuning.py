@@ -64,6 +64,14 @@ TUNABLES: dict[str, Tunable] = {t.name: t for t in (
     Tunable("memory_budget_mb", "MEMORY_BUDGET_MB", int, 16, 1 << 20),
     Tunable("idle_timeout", "IDLE_TIMEOUT", float, 5, 7 * 86_400, default=300.0),
     Tunable("compression_min_bytes", "COMPRESSION_MIN_BYTES", int, 0, 1 << 24, default=4096),
+    Tunable("write_batch_size", "WRITE_BATCH_SIZE", int, 1, 10_000),
+    Tunable("write_batch_window_ms", "WRITE_BATCH_WINDOW_MS", float, 0, 100, default=0.0),
+    # 0 entries turns the query cache off; the byte bound is split 7:1 (user:global)
+    Tunable("cache_entries", "CACHE_ENTRIES", int, 0, 1_000_000),
+    Tunable("cache_ttl_s", "CACHE_TTL_S", float, 1, 7 * 86_400),
+    Tunable("cache_max_bytes", "CACHE_MAX_BYTES", int, 0, 1 << 34, default=64 << 20),
+    Tunable("cache_compress_min_bytes", "CACHE_COMPRESS_MIN_BYTES", int, 0, 1 << 24,
+            default=2048),
 )}
 
 

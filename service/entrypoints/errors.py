@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from service.domain.backpressure import Overloaded
 from service.domain.connections import ConnectionLimitReached
 from service.domain.errors import (
+    ConflictError,
     InvalidInput,
     MalformedRequest,
     OffsetOutOfRange,
@@ -27,6 +28,7 @@ HTTP_STATUS: dict[type[ServiceError], int] = {
     MalformedRequest: 400,
     Unauthorized: 401,
     OffsetOutOfRange: 409,
+    ConflictError: 409,
     PayloadTooLarge: 413,
     InvalidInput: 422,
     StorageUnavailable: 503,

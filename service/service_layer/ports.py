@@ -6,11 +6,12 @@ tests need one, a simple in-memory implementation in ``tests/unit/fakes.py``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from service.domain.control import ControlEvent, EventDraft
 from service.domain.model import Appended, Notification, Priority, PublishRequest
 from service.domain.telemetry import TallySpec
 
@@ -50,12 +51,29 @@ class StreamTrimmer(Protocol):
         entries not yet acknowledged."""
 
 
+Draft = tuple[PublishRequest, str, datetime]  # a publish to append: request, id, created at
+
+UNREAD_CAP = 1_000  # unread counts stop here: a badge shows "999+", not an exact figure
+
+
+@dataclass(frozen=True)
+class Unread:
+    count: int  # entries of the stream above max(acked, trimmed), at most the cap
+    acked: int  # the user's acknowledged offset; the head for a user with no stream
+    head: int  # the log's newest offset
+    exists: bool = True  # False: the user has no stream yet (count is 0)
+
+
 class NotificationLog(Protocol):
     def append(
         self, request: PublishRequest, message_id: str, created_at: datetime
     ) -> Appended:
         """Append one entry, at the log's next offset, to every recipient's
         stream, durably. Offsets are committed in order, without gaps."""
+
+    def append_many(self, drafts: Sequence[Draft]) -> list[Appended]:
+        """``append`` for several, in one transaction: consecutive offsets in
+        the order given, all committed or none."""
 
     def read(self, user_id: str, after: int, limit: int) -> tuple[list[Notification],
                                                                    StreamPosition]:
@@ -75,6 +93,10 @@ class NotificationLog(Protocol):
     def ack_many(self, acks: Mapping[str, int]) -> int:
         """Record the highest acknowledged offset of each user, in one
         transaction; return how many streams moved."""
+
+    def unread(self, user_id: str, cap: int = UNREAD_CAP) -> Unread:
+        """How many entries of the user's stream lie above what they
+        acknowledged (and above its floor), counted up to ``cap``."""
 
     def ping(self) -> None:
         """Raise StorageUnavailable if the log cannot be reached."""
@@ -132,3 +154,29 @@ class Sender(Protocol):
 class Spawner(Protocol):
     def __call__(self, target: Any, *args: Any) -> Any:
         """Run target(*args) as a background greenlet."""
+
+
+class ControlLog(Protocol):
+    """The append-only control event log (``adapters.control_log``)."""
+
+    def append(self, draft: EventDraft, expected_seq: int | None = None) -> ControlEvent:
+        """``append_many`` of one draft."""
+
+    def append_many(self, drafts: Sequence[EventDraft],
+                    expected_seq: int | None = None) -> list[ControlEvent]:
+        """Append the drafts together, at the next seqs; ConflictError if
+        ``expected_seq`` is given and is not the log's last seq. Subscribers
+        have seen them when this returns."""
+
+    def read_after(self, seq: int, limit: int | None = None) -> list[ControlEvent]:
+        """Events with seq > ``seq``, in seq order (the catch-up read)."""
+
+    def read_last(self, limit: int) -> list[ControlEvent]:
+        """The newest ``limit`` events, in seq order."""
+
+    def subscribe(self, callback: Callable[[list[ControlEvent]], None], after: int = 0) -> None:
+        """Call ``callback`` with each new run of events above ``after``, in
+        seq order, once each, whichever node appended them."""
+
+    def catch_up(self) -> None:
+        """Deliver to the subscribers what they have not seen yet, now."""

@@ -37,7 +37,8 @@ class RunningServer:
     env: dict
     process: subprocess.Popen
     log_path: Path
-    http: urllib3.PoolManager = field(default_factory=lambda: urllib3.PoolManager(retries=False))
+    http: urllib3.PoolManager = field(
+        default_factory=lambda: urllib3.PoolManager(retries=False, maxsize=8))
 
     def token(self, user_id: str) -> str:
         return UserTokens(self.env["USER_TOKEN_SECRET"], 3600).issue(user_id)

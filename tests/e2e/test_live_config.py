@@ -1,6 +1,8 @@
 """Changing the level and single parameters on a running node."""
 
+import json
 import time
+from urllib.parse import quote
 
 from service.adapters.influx import InfluxClient, InfluxSettings
 from tests.conftest import INFLUX_URL
@@ -48,3 +50,39 @@ def test_bad_config_changes_are_refused_and_need_the_admin_token(server):
     assert publish_token.status == 401
     got = server.request("GET", "/api/v1/config", token=server.env["ADMIN_TOKEN"]).json()
     assert got["level"] == "balanced"  # nothing of the refused changes was applied
+
+
+def admin(server, method, path, body=None, **headers):
+    headers = {"Authorization": f"Bearer {server.env['ADMIN_TOKEN']}",
+               "Content-Type": "application/json", **headers}
+    return server.http.request(method, server.url + path, headers=headers, timeout=10.0,
+                               body=None if body is None else json.dumps(body))
+
+
+def test_changes_are_events_with_history_time_travel_and_rollback(server):
+    got = admin(server, "GET", "/api/v1/config")
+    seq = got.json()["seq"]
+    assert got.headers["ETag"] == f'"{seq}"'
+    changed = admin(server, "PUT", "/api/v1/config",
+                    {"parameters": {"batch_size": 42}, "reason": "load test"},
+                    **{"If-Match": got.headers["ETag"]})
+    assert changed.status == 200, changed.data
+    assert changed.json()["seq"] == seq + 1 and changed.headers["ETag"] == f'"{seq + 1}"'
+
+    stale = admin(server, "PUT", "/api/v1/config", {"level": "maximum"}, **{"If-Match": str(seq)})
+    assert stale.status == 409
+    assert stale.json()["error"] == "conflict" and stale.json()["field"] == "If-Match"
+
+    history = admin(server, "GET", "/api/v1/config/history?limit=1").json()["events"]
+    assert [(e["seq"], e["type"], e["actor"], e["reason"], e["what"]) for e in history] == [
+        (seq + 1, "parameter_overridden", "admin", "load test", "batch_size=42")]
+    before = admin(server, "GET", "/api/v1/config/at?t=" + quote(history[0]["at"])).json()
+    assert before["parameters"]["batch_size"] == 42
+    assert admin(server, "GET", "/api/v1/config/at?t=yesterday").status == 422
+
+    back = admin(server, "POST", "/api/v1/config/rollback", {"to_seq": seq, "reason": "undo"})
+    assert back.status == 200, back.data
+    assert back.json()["overrides"] == {} and back.json()["parameters"]["batch_size"] != 42
+    assert admin(server, "GET", "/api/v1/config/history?limit=0").status == 422
+    assert admin(server, "GET", "/api/v1/config/history",
+                 Authorization="Bearer wrong").status == 401

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import zlib
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from service.domain.model import Appended, Notification, PublishRequest
-from service.service_layer.ports import StreamPosition
+from service.service_layer.ports import UNREAD_CAP, StreamPosition, Unread
 
 
 class InMemoryNotificationLog:
@@ -37,6 +38,9 @@ class InMemoryNotificationLog:
                                     request.payload_json, created_at)
         self.entries.append((notification, users))
         return Appended(notification, users, len(self.since) if users is None else len(users))
+
+    def append_many(self, drafts: list) -> list[Appended]:
+        return [self.append(*draft) for draft in drafts]
 
     def _begin(self, user_id: str, at: int) -> None:
         self.since[user_id] = self.acked[user_id] = self.trimmed[user_id] = at
@@ -88,6 +92,14 @@ class InMemoryNotificationLog:
                 self.acked[user_id] = offset
                 moved += 1
         return moved
+
+    def unread(self, user_id: str, cap: int = UNREAD_CAP) -> Unread:
+        head = self.head_offset
+        if user_id not in self.since:
+            return Unread(0, head, head, exists=False)
+        base = max(self.acked[user_id], self.trimmed[user_id])
+        count = sum(1 for n in self.stream(user_id) if n.offset > base)
+        return Unread(min(cap, count), self.acked[user_id], head)
 
     def ping(self) -> None:
         return None
@@ -166,3 +178,51 @@ class ManualSpawner:
         while self.pending:
             target, args = self.pending.pop(0)
             target(*args)
+
+
+class InMemoryControlLog:
+    """The control log in a list: seq from 1, the optimistic check, and
+    delivery to subscribers after each append (as SQLite does in-process)."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self.subscribers: list[list[Any]] = []  # [callback, after]
+
+    def append(self, draft: Any, expected_seq: int | None = None) -> Any:
+        return self.append_many([draft], expected_seq)[0]
+
+    def append_many(self, drafts: Any, expected_seq: int | None = None) -> list[Any]:
+        from service.domain.errors import ConflictError
+
+        last = self.events[-1].seq if self.events else 0
+        if expected_seq is not None and expected_seq != last:
+            raise ConflictError(f"at seq {last}, not {expected_seq}", field="If-Match")
+        appended = [d.recorded(last + i + 1) for i, d in enumerate(drafts)]
+        self.events.extend(appended)
+        self.catch_up()
+        return appended
+
+    def read_after(self, seq: int, limit: int | None = None) -> list[Any]:
+        return [e for e in self.events if e.seq > seq][:limit]
+
+    def read_last(self, limit: int) -> list[Any]:
+        return self.events[-limit:]
+
+    def subscribe(self, callback: Any, after: int = 0) -> None:
+        self.subscribers.append([callback, after])
+
+    def catch_up(self) -> None:
+        for subscriber in self.subscribers:
+            new = self.read_after(subscriber[1])
+            if new:
+                subscriber[1] = new[-1].seq
+                subscriber[0](new)
+
+
+def appending(log: InMemoryNotificationLog, deliver: Callable) -> Callable:
+    """publish()'s ``append`` for unit tests: store, then hand to delivery, at once."""
+    def append(request: PublishRequest, message_id: str, created_at: datetime) -> Appended:
+        appended = log.append(request, message_id, created_at)
+        deliver(appended)
+        return appended
+    return append

@@ -17,6 +17,7 @@ from tests.unit.fakes import (
     ManualSpawner,
     RecordingSender,
     RecordingTelemetry,
+    appending,
 )
 
 MB = 1 << 20
@@ -96,8 +97,8 @@ def test_deferred_entries_reach_connected_users_in_order_once_released():
     spawn.run_all()
 
     def send(priority: str) -> None:
-        publish({"user_id": "ann", "category": "c", "priority": priority}, log=log,
-                deliver=hub.deliver, telemetry=p.telemetry)
+        publish({"user_id": "ann", "category": "c", "priority": priority},
+                append=appending(log, hub.deliver), telemetry=p.telemetry)
 
     p.queued = 30 * MB
     p.gate.sample()

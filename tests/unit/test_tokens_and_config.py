@@ -70,11 +70,17 @@ def test_defaults_follow_the_design(tmp_path):
 
 
 @pytest.mark.parametrize("env", [{"PORT": "http"}, {"OPTIMIZATION_LEVEL": "ludicrous"},
-                                 {"PING_TIMEOUT": "0"}])
+                                 {"PING_TIMEOUT": "0"}, {"WRITE_BATCH_WINDOW_MS": "-1"},
+                                 {"WRITE_BATCH_WINDOW_MS": "250"}])
 def test_bad_settings_are_named(tmp_path, env):
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({"VAR_DIR": str(tmp_path), **env})
     assert next(iter(env)) in str(caught.value)
+
+
+def test_a_window_of_zero_is_the_default_and_may_be_said(tmp_path):
+    settings = Settings.from_env({"VAR_DIR": str(tmp_path), "WRITE_BATCH_WINDOW_MS": "0"})
+    assert settings.write_batch_window_ms == 0.0
 
 
 def test_the_level_sets_the_defaults_and_explicit_settings_win(tmp_path):

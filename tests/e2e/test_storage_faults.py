@@ -1,0 +1,82 @@
+"""PostgreSQL restarted while publishers publish: a publish that cannot be
+stored gets 503 with Retry-After, nothing acknowledged is lost, and the node
+recovers by itself, with no restart of its own."""
+
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+from sqlalchemy import create_engine, text
+
+CLUSTER = ("15", "main")
+
+
+def restart_postgresql() -> None:
+    """A real restart of the machine's PostgreSQL (fast shutdown: sessions
+    are cut, as in a crash or a failover)."""
+    if shutil.which("pg_ctlcluster") is None:
+        pytest.fail("pg_ctlcluster is needed to restart PostgreSQL (Debian's postgresql-common)")
+    subprocess.run(["pg_ctlcluster", *CLUSTER, "restart", "-m", "fast"], check=True,
+                   capture_output=True, timeout=60)
+
+
+def test_a_postgresql_restart_during_publishing_loses_nothing_acknowledged(server, pg_url):
+    acked: dict[str, int] = {}  # notification id -> offset, for every 202
+    refused: list[tuple[int, str | None]] = []
+    unexpected: list[str] = []
+    stop = threading.Event()
+
+    def publisher(k: int) -> None:
+        i = 0
+        while not stop.is_set():
+            try:
+                response = server.request(
+                    "POST", "/api/v1/notifications", token=server.env["PUBLISH_TOKEN"],
+                    body={"user_id": f"u{k}", "category": "fault", "payload": {"i": i}})
+            except Exception as exc:  # the node itself must stay up
+                unexpected.append(repr(exc))
+                time.sleep(0.05)
+                continue
+            if response.status == 202:
+                answer = response.json()
+                acked[answer["id"]] = answer["offset"]
+                i += 1
+            elif response.status == 503:
+                refused.append((response.status, response.headers.get("Retry-After")))
+                assert response.json()["error"] == "storage_unavailable"
+                time.sleep(0.05)
+            else:
+                unexpected.append(f"{response.status} {response.data[:200]!r}")
+
+    threads = [threading.Thread(target=publisher, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.0)
+        before = len(acked)
+        restart_postgresql()
+        deadline = time.monotonic() + 30
+        while len(acked) < before + 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=15)
+    assert unexpected == []
+    assert before > 0 and len(acked) >= before + 200, "publishing did not recover by itself"
+    assert refused, "the restart refused no publish: it did not cut anything"
+    assert all(retry is not None and int(retry) >= 1 for _, retry in refused)
+    engine = create_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            stored = dict(conn.execute(text("SELECT id, log_offset FROM log_entries")).all())
+    finally:
+        engine.dispose()
+    lost = {i: o for i, o in acked.items() if stored.get(i) != o}
+    assert lost == {}, f"{len(lost)} acknowledged publishes are missing or moved"
+    offsets = sorted(stored.values())
+    assert offsets == list(range(1, len(offsets) + 1)), "the log has a gap"
+    assert server.request("GET", "/healthz").status == 200
+    print(f"{len(acked)} acknowledged, {len(refused)} refused with 503 during the restart")

@@ -1,0 +1,120 @@
+"""Group commit, with the in-memory log: batches form under concurrency, the
+hub is handed entries in offset order, and a failed commit fails its whole
+batch and nothing else."""
+
+import gevent
+import pytest
+
+from service.domain.backpressure import Overloaded
+from service.domain.errors import StorageUnavailable
+from service.domain.model import PublishRequest, utcnow
+from service.service_layer.write_batching import WriteBatcher
+from tests.unit.fakes import InMemoryNotificationLog, RecordingTelemetry
+
+
+class CountingLog(InMemoryNotificationLog):
+    """Records each transaction's size; can be told to fail the next ones."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+        self.failing = 0
+
+    def append_many(self, drafts):
+        gevent.sleep(0.001)  # a commit takes time: the next publishes gather meanwhile
+        if self.failing:
+            self.failing -= 1
+            raise StorageUnavailable("the notification log is unavailable: test")
+        self.batches.append(len(drafts))
+        return super().append_many(drafts)
+
+
+def draft(user: str) -> tuple:
+    return PublishRequest.from_body({"user_id": user, "category": "c"}), user, utcnow()
+
+
+def test_concurrent_publishes_share_commits_and_reach_the_hub_in_offset_order():
+    log, delivered, telemetry = CountingLog(), [], RecordingTelemetry()
+    batcher = WriteBatcher(log, lambda a: delivered.append(a.offset), telemetry, max_batch=8)
+    publishers = [gevent.spawn(batcher.append, *draft(f"u{i}")) for i in range(40)]
+    gevent.joinall(publishers, raise_error=True)
+    offsets = [g.value.offset for g in publishers]
+    assert sorted(offsets) == list(range(1, 41))
+    # each publisher was answered with its own entry
+    assert all(g.value.user_ids == (f"u{i}",) for i, g in enumerate(publishers))
+    assert delivered == list(range(1, 41))
+    assert sum(log.batches) == 40 and max(log.batches) == 8 and len(log.batches) < 40
+    assert telemetry.total("db_write_batch") == 40
+    assert telemetry.total("db_write_batch", "batches") == len(log.batches)
+
+
+def test_a_lone_publish_is_committed_at_once_in_a_batch_of_one():
+    log = CountingLog()
+    batcher = WriteBatcher(log, lambda a: None)
+    assert batcher.append(*draft("ann")).offset == 1
+    assert batcher.append(*draft("bob")).offset == 2
+    assert log.batches == [1, 1]
+
+
+def test_a_failed_commit_fails_its_whole_batch_and_stores_nothing_of_it():
+    log, delivered = CountingLog(), []
+    batcher = WriteBatcher(log, lambda a: delivered.append(a.offset), max_batch=3)
+    log.failing = 1
+    publishers = [gevent.spawn(batcher.append, *draft(f"u{i}")) for i in range(7)]
+    gevent.joinall(publishers)
+    # u0 led alone and failed; u1-u3 and u4-u6 gathered behind it and went through
+    assert isinstance(publishers[0].exception, StorageUnavailable)
+    assert [g.value.offset for g in publishers[1:]] == [1, 2, 3, 4, 5, 6]
+    assert delivered == [1, 2, 3, 4, 5, 6] and log.batches == [3, 3]
+
+
+def test_an_unexpected_error_is_reported_as_unavailable_storage():
+    class Broken(CountingLog):
+        def append_many(self, drafts):
+            raise RuntimeError("bug")
+
+    batcher = WriteBatcher(Broken(), lambda a: None)
+    with pytest.raises(StorageUnavailable):
+        batcher.append(*draft("ann"))
+
+
+def test_past_max_waiting_a_publish_is_refused_at_once():
+    log = CountingLog()
+    batcher = WriteBatcher(log, lambda a: None, max_waiting=2)
+    waiting = [gevent.spawn(batcher.append, *draft(f"u{i}")) for i in range(3)]
+    gevent.sleep(0)  # u0 leads a commit in flight; u1 and u2 wait behind it
+    with pytest.raises(Overloaded) as refused:
+        batcher.append(*draft("late"))
+    assert refused.value.retry_after > 0
+    gevent.joinall(waiting, raise_error=True)
+    assert log.head() == 3  # the refused one was never stored
+
+
+def test_a_window_gathers_publishes_that_come_shortly_after():
+    log = CountingLog()
+    batcher = WriteBatcher(log, lambda a: None, window_s=0.05)
+    first = gevent.spawn(batcher.append, *draft("ann"))
+    gevent.sleep(0.01)
+    second = gevent.spawn(batcher.append, *draft("bob"))
+    gevent.joinall([first, second], raise_error=True)
+    assert log.batches == [2]
+
+
+def test_a_leader_killed_mid_commit_fails_its_batch_and_the_line_moves_on():
+    class Stuck(CountingLog):
+        def append_many(self, drafts):
+            if self.failing:
+                gevent.sleep(10)  # killed while here
+            return super().append_many(drafts)
+
+    log = Stuck()
+    log.failing = 1
+    batcher = WriteBatcher(log, lambda a: None)
+    leader = gevent.spawn(batcher.append, *draft("ann"))
+    gevent.sleep(0)
+    follower = gevent.spawn(batcher.append, *draft("bob"))
+    gevent.sleep(0)
+    leader.kill()
+    log.failing = 0
+    assert follower.get(timeout=2).offset == 1  # it led the next commit
+    assert batcher.waiting == 0
