@@ -132,7 +132,7 @@ def make_telemetry(
 
 
 def create_app(settings: Settings, *, role: str = "serve") -> App:
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, pool=settings.db_pool)
     create_schema(engine)
     create_control_schema(engine)
     # Every read and write of the log goes through its cache, so that each

@@ -21,7 +21,7 @@ from pathlib import Path
 from service.adapters.database import default_sqlite_url
 from service.adapters.influx import InfluxSettings, Retention
 from service.domain.backpressure import DEFAULT_ACTIONS, parse_actions
-from service.domain.levels import LEVELS
+from service.domain.levels import LEVELS, PoolSettings
 from service.domain.model import Priority
 from service.domain.throttle import Rate, format_rates, parse_rates
 from service.domain.tuning import TUNABLES
@@ -79,6 +79,7 @@ class Settings:
     memory_budget_mb: int = 512
     compression_min_bytes: int = 4096
     write_batch_size: int = 50
+    db_pool: PoolSettings = PoolSettings()
     write_batch_window_ms: float = 0.0
     cache_entries: int = 5_000
     cache_ttl_s: float = 7_200.0
@@ -190,6 +191,11 @@ class Settings:
             memory_budget_mb=max(16, _int(env, "MEMORY_BUDGET_MB", preset.memory_budget_mb)),
             compression_min_bytes=max(0, _int(env, "COMPRESSION_MIN_BYTES", 4096)),
             write_batch_size=max(1, _int(env, "WRITE_BATCH_SIZE", preset.write_batch_size)),
+            db_pool=PoolSettings(
+                size=max(1, _int(env, "DB_POOL_SIZE", preset.db_pool.size)),
+                max_overflow=_int(env, "DB_MAX_OVERFLOW", preset.db_pool.max_overflow),
+                timeout_s=_float(env, "DB_POOL_TIMEOUT", preset.db_pool.timeout_s),
+                pre_ping=env.get("DB_POOL_PRE_PING", "1") != "0"),
             write_batch_window_ms=_float(env, "WRITE_BATCH_WINDOW_MS", 0.0, zero_ok=True,
                                          maximum=100.0),
             cache_entries=_int(env, "CACHE_ENTRIES", preset.cache_entries),

@@ -9,20 +9,22 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 from service.adapters.db_metrics import TimedQueuePool
+from service.domain.levels import PoolSettings
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+def make_engine(url: str, *, pool_size: int = 10, pool: PoolSettings | None = None) -> Engine:
     """Create an engine; nothing connects until the first query."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, parsed.database)
+    pool = pool or PoolSettings(pool_size, pool_size)
     return create_engine(
         url,
         poolclass=TimedQueuePool,
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_timeout=5,
-        pool_pre_ping=True,
+        pool_size=pool.size,
+        max_overflow=pool.max_overflow,
+        pool_timeout=pool.timeout_s,
+        pool_pre_ping=pool.pre_ping,
         # psycopg2 connect_timeout keeps a dead server from hanging a publish
         connect_args={"connect_timeout": 3},
     )

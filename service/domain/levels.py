@@ -23,6 +23,17 @@ from service.domain.throttle import Rate
 
 
 @dataclass(frozen=True)
+class PoolSettings:
+    """The database connection pool (PostgreSQL; SQLite keeps one connection).
+    Set at start-up only: an engine is not rebuilt live."""
+
+    size: int = 10
+    max_overflow: int = 10
+    timeout_s: float = 5.0  # a checkout waits this long, then the request gets 503
+    pre_ping: bool = True  # test a connection before use: survives a database restart
+
+
+@dataclass(frozen=True)
 class Level:
     batch_size: int
     batch_timeout_ms: float
@@ -37,6 +48,7 @@ class Level:
     write_batch_size: int = 50  # publishes appended in one transaction at most
     cache_entries: int = 5_000  # values in the per-user query cache at most
     cache_ttl_s: float = 7_200.0  # a cached value is dropped after this, changed or not
+    db_pool: PoolSettings = PoolSettings()
 
 
 def _rates(low: tuple[float, float], normal: tuple[float, float],
@@ -52,18 +64,22 @@ LEVELS: dict[str, Level] = {
     "conservative": Level(10, 25.0, 5_000, 5, 256 * 1024,
                           _rates((50, 100), (100, 200), (200, 400)), 700,
                           offline_queue_max=200, memory_budget_mb=256, write_batch_size=10,
-                          cache_entries=1_000, cache_ttl_s=3_600.0),
+                          cache_entries=1_000, cache_ttl_s=3_600.0,
+                          db_pool=PoolSettings(5, 5, 5.0)),
     "balanced": Level(50, 50.0, 15_000, 10, 1 << 20,
                       _rates((50, 100), (200, 400), (500, 1000)), 20_000,
                       offline_queue_max=1_000, memory_budget_mb=512, write_batch_size=50,
-                      cache_entries=5_000, cache_ttl_s=7_200.0),
+                      cache_entries=5_000, cache_ttl_s=7_200.0,
+                      db_pool=PoolSettings(10, 10, 5.0)),
     "aggressive": Level(100, 100.0, 30_000, 20, 2 << 20,
                         _rates((100, 300), (300, 600), (500, 1000)), 50_000,
                         offline_queue_max=5_000, memory_budget_mb=1024, write_batch_size=100,
-                        cache_entries=10_000, cache_ttl_s=10_800.0),
+                        cache_entries=10_000, cache_ttl_s=10_800.0,
+                        db_pool=PoolSettings(20, 20, 10.0)),
     # biggest batches: most throughput per CPU, up to 200 ms of added latency
     "maximum": Level(100, 200.0, 50_000, 50, 4 << 20,
                      _rates((200, 500), (500, 1000), (500, 1000)), 100_000,
                      offline_queue_max=10_000, memory_budget_mb=2048, write_batch_size=200,
-                     cache_entries=20_000, cache_ttl_s=14_400.0),
+                     cache_entries=20_000, cache_ttl_s=14_400.0,
+                     db_pool=PoolSettings(30, 30, 10.0)),
 }

@@ -156,3 +156,16 @@ def test_processes_starting_together_agree_on_the_dev_secrets(tmp_path):
         child.join(timeout=20)
     stored = json.loads((tmp_path / "dev-secrets.json").read_text())
     assert seen == {stored["USER_TOKEN_SECRET"]}
+
+
+def test_the_pool_follows_the_level_and_its_variables(tmp_path):
+    from service.adapters.database import make_engine
+
+    base = {"VAR_DIR": str(tmp_path), "DATABASE_URL": "postgresql+psycopg2://u@127.0.0.1/x"}
+    settings = Settings.from_env({**base, "OPTIMIZATION_LEVEL": "aggressive"})
+    assert (settings.db_pool.size, settings.db_pool.timeout_s) == (20, 10.0)
+    settings = Settings.from_env({**base, "DB_POOL_SIZE": "3", "DB_MAX_OVERFLOW": "0",
+                                  "DB_POOL_TIMEOUT": "1.5", "DB_POOL_PRE_PING": "0"})
+    engine = make_engine(settings.database_url, pool=settings.db_pool)  # connects to nothing
+    assert (engine.pool.size(), engine.pool._max_overflow, engine.pool._timeout) == (3, 0, 1.5)
+    assert engine.pool._pre_ping is False
