@@ -9,8 +9,9 @@ the hub acks and opens streams through it, the trimmer is wrapped by
 ``InvalidatingTrimmer``), and each changes exactly what it touched, after
 its commit and before its caller is answered:
 
-* a targeted append: its recipients' pages are dropped (their group), their
-  unread counts go up by the entries added (refreshed in place);
+* a targeted append: its recipients' pages are dropped, except full ones
+  (the new entries come after them), their unread counts go up by the
+  entries added (refreshed in place);
 * a broadcast: every stream changed, so the generation in every user key
   moves on (no scan; the old entries age out through the LRU);
 * an ack, or a stream just opened: that user's values are dropped;
@@ -229,8 +230,15 @@ class CachedNotificationLog:
             for key in self.users.group_keys(user_id):
                 if refresh and key[0] == "unread" and key[2] == generation:
                     self._refresh_unread(key, users[user_id])
-                else:
+                elif not (refresh and key[0] == "page" and self._full(key)):
                     self.users.invalidate(key)
+
+    def _full(self, key: tuple) -> bool:
+        """A page that holds its ``limit`` entries does not change when
+        entries are appended after them (offsets only grow, and the head is
+        patched in on the way out): it stays."""
+        value = self.users.peek(key, _MISS)
+        return value is not _MISS and len(value[0]) >= key[4]
 
     def _refresh_unread(self, key: tuple, added: int) -> None:
         """The value was stored before this append began (no store while a

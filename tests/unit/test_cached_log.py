@@ -153,3 +153,15 @@ def test_the_reporter_emits_deltas_per_level():
               if name == "cache" and dict(tags)["level"] == "user"]
     assert [(f["hits"], f["misses"], f["entries"]) for _, f in points] == [(1, 1, 1), (1, 0, 1)]
     assert points[0][0] == {"level": "user", "cache": "streams"}
+
+
+def test_a_full_page_stays_cached_when_entries_are_appended_after_it():
+    log, inner = make()
+    log.append_many([draft(user_id="alice"), draft(user_id="alice")])
+    full, _ = log.read("alice", 0, 2)
+    misses = log.users.stats.misses
+    log.append_many([draft(user_id="alice")])
+    page, position = log.read("alice", 0, 2)
+    assert page == full and log.users.stats.misses == misses  # a hit: still exact
+    assert position == inner.read("alice", 0, 2)[1]  # with the new head patched in
+    assert [n.offset for n in log.read("alice", 0, 5)[0]] == [1, 2, 3]
