@@ -6,9 +6,7 @@ import time
 from datetime import timedelta
 
 import gevent
-import psycopg2.extensions
 import pytest
-from psycogreen.gevent import patch_psycopg
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
@@ -18,13 +16,7 @@ from service.domain.control import EventDraft
 from service.domain.errors import ConflictError
 from service.service_layer.tuning import LiveConfig
 
-
-@pytest.fixture(autouse=True)
-def cooperative_psycopg2():
-    """Greenlets share the process only if psycopg2 waits through gevent."""
-    patch_psycopg()
-    yield
-    psycopg2.extensions.set_wait_callback(None)
+pytestmark = pytest.mark.usefixtures("cooperative_psycopg2")  # greenlets share psycopg2
 
 
 @pytest.fixture
