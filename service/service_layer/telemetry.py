@@ -35,8 +35,10 @@ PERCENTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
 # Per-entry values observed in full per tag set and interval; past this, a
 # random half of the calls, then a quarter..., each weighted to stand for
 # the ones skipped, so a busy interval costs no more than a quiet one. Counts
-# and maxima stay exact.
-DETAIL_FULL = 8192
+# and maxima stay exact. 2,048 rather than 8,192: paired runs of the delivery
+# overhead gave on/off 0.938 against 0.914 (medians of 11 and 6), and 2,048
+# weighted values a second still place a p99 within about half a percentile.
+DETAIL_FULL = 2048
 _NONE = float("-inf")
 _random = random.random
 
