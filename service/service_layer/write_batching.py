@@ -92,12 +92,19 @@ class WriteBatcher:
                 retry_after=1.0)
         me = _Waiter((request, message_id, created_at))
         self._waiting.append(me)
-        while not me.done:
-            if self._leading:
-                me.turn.wait()  # its batch committed, or its turn to lead
-                me.turn.clear()
-                continue
-            self._lead(me)
+        try:
+            while not me.done:
+                if self._leading:
+                    me.turn.wait()  # its batch committed, or its turn to lead
+                    me.turn.clear()
+                    continue
+                self._lead(me)
+        except BaseException:  # killed while waiting: leave the line, pass the turn on
+            if me in self._waiting:  # not taken into a batch: it is not stored
+                self._waiting.remove(me)
+            if not self._leading and self._waiting:
+                self._waiting[0].turn.set()
+            raise
         if me.error is not None:
             raise me.error
         return me.appended

@@ -118,3 +118,21 @@ def test_a_leader_killed_mid_commit_fails_its_batch_and_the_line_moves_on():
     log.failing = 0
     assert follower.get(timeout=2).offset == 1  # it led the next commit
     assert batcher.waiting == 0
+
+
+def test_a_publisher_killed_while_waiting_passes_its_turn_on():
+    log, waiting = CountingLog(), {}
+
+    def deliver(appended):  # during ann's commit: bob's caller goes away
+        if appended.offset == 1:
+            waiting["bob"].kill(block=False)  # lands once ann has handed him the turn
+
+    batcher = WriteBatcher(log, deliver, max_batch=1)
+    leader = gevent.spawn(batcher.append, *draft("ann"))
+    gevent.sleep(0)  # ann leads, her commit in flight
+    waiting["bob"] = gevent.spawn(batcher.append, *draft("bob"))
+    cyd = gevent.spawn(batcher.append, *draft("cyd"))
+    gevent.joinall([leader, cyd], timeout=2)
+    assert cyd.ready(), "cyd was left waiting"
+    assert leader.value.offset == 1 and cyd.value.offset == 2  # bob was not stored
+    assert batcher.waiting == 0 and log.head() == 2
