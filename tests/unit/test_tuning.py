@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from service.config import Settings
@@ -123,3 +125,11 @@ def test_a_partial_throttle_keeps_the_other_priorities_of_the_level_in_force():
     assert after["parameters"]["throttle"] == "low=off,normal=300:600,high=500:1000,critical=off"
     after = config.change({"parameters": {"throttle": "high=50:100"}})
     assert after["parameters"]["throttle"] == "low=off,normal=300:600,high=50:100,critical=off"
+
+
+def test_every_tunable_is_documented():
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    configuration = (docs / "configuration.md").read_text()
+    api = (docs / "api.md").read_text()
+    assert [t.env for t in TUNABLES.values() if f"`{t.env}`" not in configuration] == []
+    assert [name for name in TUNABLES if f"`{name}`" not in api] == []
