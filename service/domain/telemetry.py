@@ -107,7 +107,7 @@ CATALOGUE: dict[str, Measurement] = {
                 "the interval (p50, p95, p99 within 2 %, and max); `wait_ms` is how long "
                 "live entries waited in their connection's batch. `mode` is `live`, or "
                 "`replay` (read back from the log: offline queue, reconnect, or a gap). "
-                "Counts and maxima are exact. Percentiles use every batch until 2,048 "
+                "Counts and maxima are exact. Percentiles use every batch until 1,024 "
                 "entries in an interval, then a random half, quarter... of the batches, "
                 "weighted, so their cost stays flat at any rate (a few % of sampling error)."
             ),

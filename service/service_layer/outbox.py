@@ -87,7 +87,7 @@ class Outbox:
         queued: list[tuple[Notification, float]] | None = None,
     ) -> None:
         """Send one batch; ``queued`` holds its entries' queueing times (live)."""
-        text, deflated = self._encode(items, conn.accepts_deflate)
+        text, deflated, oldest = self._encode(items, conn.accepts_deflate)
         data: RawJSON | bytes = deflated or text
         try:
             self._sender.send(conn.sid, "notifications", data)
@@ -100,35 +100,36 @@ class Outbox:
         sent.append((items[-1].offset, len(items)))
         self.sent_total += len(items)
         if self._telemetry is not None:
-            self._measure(items, len(text), len(data), mode, queued)
+            self._measure(items, len(text), len(data), mode, queued, oldest)
 
     def _encode(self, items: list[Notification], accepts_deflate: bool) -> tuple[
-            RawJSON, bytes | None]:
-        """The batch as JSON text, and deflated when the client takes that and
-        it is large. A broadcast batch is the same run of offsets for every
-        connection that took it live, so it is encoded once for all of them."""
+            RawJSON, bytes | None, float]:
+        """The batch as JSON text, deflated when the client takes that and it
+        is large, and its oldest entry's creation time (for telemetry). A
+        broadcast batch is the same run of offsets for every connection that
+        took it live, so all three are worked out once for all of them."""
         key = tuple([n.offset for n in items])
         encoded = self._recent.get(key)
         if encoded is None:
             text = RawJSON("[" + ",".join([n.wire_json for n in items]) + "]")
-            encoded = [text, None]
+            encoded = [text, None, min(map(_CREATED_TS, items))]
             if len(text) <= RECENT_BATCH_MAX_CHARS:  # bounded: at most 64 x 64 KiB (x2)
                 self._recent[key] = encoded
                 if len(self._recent) > RECENT_BATCHES:
                     del self._recent[next(iter(self._recent))]  # the oldest
         text = encoded[0]
         if not self.compression.wants(accepts_deflate, len(text)):
-            return text, None
+            return text, None, encoded[2]
         if encoded[1] is None:
             encoded[1] = deflate(text)
-        return text, encoded[1]
+        return text, encoded[1], encoded[2]
 
     def _measure(self, items: list[Notification], size: int, wire_size: int, mode: str,
-                 queued: list[tuple[Notification, float]] | None) -> None:
+                 queued: list[tuple[Notification, float]] | None, oldest: float) -> None:
         """Count the batch; maxima exactly, per-entry histograms when asked."""
         now = time.time()
         summary = self._telemetry.tally(DELIVERED, _MODE_TAGS[mode])
-        latency_max = (now - min(map(_CREATED_TS, items))) * 1000.0
+        latency_max = (now - oldest) * 1000.0
         if queued is None:
             summary.add(len(items), 1, size, wire_size, peak=latency_max)
         else:
