@@ -47,13 +47,7 @@ class BatchQueue(Generic[T]):
         """Queue entries; return the batches that must go out now (oldest first)."""
         out: list[list[tuple[T, float]]] = []
         for entry, priority in entries:
-            self.items.append((entry, now))
-            wait = self.policy.wait_for(priority)
-            due = now + wait
-            if self.deadline is None or due < self.deadline:
-                self.deadline = due
-            if wait == 0.0 or len(self.items) >= self.policy.max_size:
-                out.extend(self._take_all())
+            out.extend(self.add_one(entry, self.policy.wait_for(priority), now))
         return out
 
     def add_one(self, entry: T, wait: float, now: float) -> list[list[tuple[T, float]]]:
