@@ -66,7 +66,8 @@ class Outbox:
         self.compression = compression
         self._clock = clock
         self.sent_total = 0  # notifications sent since start, over all connections
-        self._recent: dict[tuple[int, ...], list] = {}  # offsets -> [text, deflated or None]
+        # offsets -> [text, deflated or None, oldest entry's created_ts]
+        self._recent: dict[tuple[int, ...], list] = {}
 
     def tell_reload(self, conn: Connection, trimmed: int, epoch: int) -> None:
         """Entries this client never received are gone: say so before sending
@@ -94,10 +95,8 @@ class Outbox:
         except SlowConsumer:
             self.close_slow(conn, len(items))
             return
-        sent = conn.sent
-        while sent and sent[0][0] <= conn.acked:  # acked on another connection of the user
-            sent.popleft()
-        sent.append((items[-1].offset, len(items)))
+        conn.take_acked(conn.acked)  # forget batches acked on another connection of the user
+        conn.sent.append((items[-1].offset, len(items)))
         self.sent_total += len(items)
         if self._telemetry is not None:
             self._measure(items, len(text), len(data), mode, queued, oldest)
