@@ -38,10 +38,20 @@ _SPACE = re.compile(r"\s+")
 
 
 @dataclass
-class _Summary:
+class _Timings:
     count: int = 0
     duration_ms_sum: float = 0.0
     duration_ms_max: float = 0.0
+
+    def add(self, elapsed_ms: float) -> None:
+        self.count += 1
+        self.duration_ms_sum += elapsed_ms
+        if elapsed_ms > self.duration_ms_max:
+            self.duration_ms_max = elapsed_ms
+
+
+@dataclass
+class _Summary(_Timings):
     rows: int = 0
     slow: int = 0
 
@@ -76,11 +86,8 @@ def shape_id(shape: str) -> str:
 
 
 @dataclass
-class _SlowShape:
-    shape: str
-    count: int = 0
-    duration_ms_sum: float = 0.0
-    duration_ms_max: float = 0.0
+class _SlowShape(_Timings):
+    shape: str = ""
 
 
 class QueryStats:
@@ -105,9 +112,7 @@ class QueryStats:
             return
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         summary = self._summaries.setdefault(operation_of(statement), _Summary())
-        summary.count += 1
-        summary.duration_ms_sum += elapsed_ms
-        summary.duration_ms_max = max(summary.duration_ms_max, elapsed_ms)
+        summary.add(elapsed_ms)
         rowcount = getattr(cursor, "rowcount", -1)
         if rowcount and rowcount > 0:
             summary.rows += rowcount
@@ -119,16 +124,12 @@ class QueryStats:
         self.slow_total += 1
         shape = statement_shape(statement)
         key = shape_id(shape)
+        if key not in self._slow and len(self._slow) >= MAX_SLOW_SHAPES:
+            key, shape = "other", "other"
         slow = self._slow.get(key)
         if slow is None:
-            if len(self._slow) >= MAX_SLOW_SHAPES:
-                key, shape = "other", "other"
-                slow = self._slow.get(key)
-            if slow is None:
-                slow = self._slow[key] = _SlowShape(shape)
-        slow.count += 1
-        slow.duration_ms_sum += elapsed_ms
-        slow.duration_ms_max = max(slow.duration_ms_max, elapsed_ms)
+            slow = self._slow[key] = _SlowShape(shape=shape)
+        slow.add(elapsed_ms)
 
     def emit(self, telemetry: Telemetry) -> None:
         """Emit and reset the summaries, and sample the pool."""
