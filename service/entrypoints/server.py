@@ -46,6 +46,12 @@ class LeanWebSocketHandler(WebSocketHandler):
     """gevent-websocket's handler, keeping less per open WebSocket."""
 
     def __init__(self, sock: Any, address: Any, server: Any, rfile: Any = None) -> None:
+        # pywsgi writes an answer's head and body in two sends. With Nagle on,
+        # the body waits for the client's delayed ACK of the head: about 40 ms
+        # per request on a reused connection (a publisher's keep-alive), and
+        # the same for a small WebSocket frame sent behind an unacked one.
+        with contextlib.suppress(OSError):  # not TCP (a test's socketpair)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().__init__(sock, address, server,
                          rfile if rfile is not None else sock.makefile("rb", READ_BUFFER_BYTES))
 

@@ -17,6 +17,7 @@ def test_a_level_change_applies_live_without_dropping_connections(server, js_cli
     client = js_client(server.url, server.token("lea"), "--expect", "13", "--timeout-ms", "30000")
     client.wait_for("connect")
     server.publish({"user_id": "lea", "category": "c", "payload": {"n": 0}})
+    client.wait_for("notifications")  # delivered by the old rules, before the change
 
     changed = put_config(server, {"level": "conservative", "reason": "test"})
     assert changed.status == 200, changed.data
