@@ -27,6 +27,8 @@ from service.domain.throttle import Rate, format_rates, parse_rates
 from service.domain.tuning import TUNABLES
 
 SECRET_NAMES = ("PUBLISH_TOKEN", "ADMIN_TOKEN", "USER_TOKEN_SECRET")
+ADMIN_NAME = "admin"  # the actor ADMIN_TOKEN is audited as
+MIN_NAMED_TOKEN = 16
 
 
 class ConfigError(ValueError):
@@ -46,6 +48,9 @@ class Settings:
     redis_url: str | None = None
     publish_token: str = ""
     admin_token: str = ""
+    # more admin tokens, by name (ADMIN_TOKENS): the name is the actor audited
+    named_admin_tokens: dict = field(default_factory=dict, compare=False)
+    admin_can_publish: bool = False
     user_token_secret: str = ""
     user_token_ttl: int = 86_400
     optimization_level: str = "balanced"
@@ -93,6 +98,15 @@ class Settings:
     env_tuned: tuple[str, ...] = ()  # tunables given by environment variables
     throttle_spec: str = ""  # THROTTLE as given: it may name only some priorities
 
+    def admin_credentials(self) -> dict[str, str]:
+        """Every admin token by name: ADMIN_TOKEN is ``admin``."""
+        return {ADMIN_NAME: self.admin_token, **self.named_admin_tokens}
+
+    def publish_credentials(self) -> dict[str, str]:
+        """The tokens that may publish: admin ones only if ADMIN_CAN_PUBLISH=1."""
+        tokens = {"publish": self.publish_token}
+        return {**tokens, **self.admin_credentials()} if self.admin_can_publish else tokens
+
     def tunables(self) -> dict:
         """The values of the run-time tunables (service.domain.tuning) at start."""
         return {name: format_rates(self.throttle_rates) if name == "throttle"
@@ -138,7 +152,7 @@ class Settings:
         for name in ("INFLUX_RAW_RETENTION", "INFLUX_ROLLUP_1M_RETENTION",
                      "INFLUX_ROLLUP_1H_RETENTION"):
             value = env.get(name)
-            if value is not None and not re.match(r"^(INF|\d+[mhdw])$", value):
+            if value is not None and not re.fullmatch(r"INF|\d+[mhdw]", value):
                 raise ConfigError(f"{name} must look like 7d, 12h, 52w or INF, not {value!r}")
         level = env.get("OPTIMIZATION_LEVEL", "balanced")
         if level not in LEVELS:
@@ -158,6 +172,8 @@ class Settings:
             redis_url=env.get("REDIS_URL") or None,
             publish_token=secrets_found["PUBLISH_TOKEN"],
             admin_token=secrets_found["ADMIN_TOKEN"],
+            named_admin_tokens=_named_tokens(env.get("ADMIN_TOKENS", ""), secrets_found),
+            admin_can_publish=env.get("ADMIN_CAN_PUBLISH", "0") == "1",
             user_token_secret=secrets_found["USER_TOKEN_SECRET"],
             user_token_ttl=_int(env, "USER_TOKEN_TTL", 86_400),
             optimization_level=level,
@@ -209,6 +225,32 @@ class Settings:
             env_tuned=tuple(t.name for t in TUNABLES.values() if env.get(t.env, "") != ""),
             throttle_spec=env.get("THROTTLE", ""),
         )
+
+
+def _named_tokens(raw: str, secrets_found: Mapping[str, str]) -> dict[str, str]:
+    """ADMIN_TOKENS: ``name:token`` pairs, comma-separated. No admin token may
+    equal the publish token, or the publish token could change the config."""
+    named: dict[str, str] = {}
+    for pair in filter(None, (p.strip() for p in raw.split(","))):
+        name, _, token = pair.partition(":")
+        name, token = name.strip(), token.strip()
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name) or name == ADMIN_NAME:
+            raise ConfigError("ADMIN_TOKENS: each entry is name:token, the name 1-64 of "
+                              f"A-Z a-z 0-9 _ . - and not {ADMIN_NAME!r} (that is ADMIN_TOKEN)")
+        if name in named:
+            raise ConfigError(f"ADMIN_TOKENS: {name!r} is given twice")
+        if len(token) < MIN_NAMED_TOKEN:
+            raise ConfigError(f"ADMIN_TOKENS: {name!r}'s token is shorter than "
+                              f"{MIN_NAMED_TOKEN} characters")
+        named[name] = token
+    admin_tokens = [secrets_found["ADMIN_TOKEN"], *named.values()]
+    if secrets_found["PUBLISH_TOKEN"] in admin_tokens:
+        raise ConfigError("an admin token equals PUBLISH_TOKEN: they must differ, so that "
+                          "the publish token cannot change the config")
+    if len(set(admin_tokens)) != len(admin_tokens):
+        raise ConfigError("ADMIN_TOKENS: two admin tokens are the same; the actor audited "
+                          "would be ambiguous")
+    return named
 
 
 def _backpressure(raw: str) -> dict:

@@ -13,8 +13,8 @@ from service.domain.errors import InvalidInput, PayloadTooLarge
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_RECIPIENTS = 1000
-_USER_ID = re.compile(r"^[A-Za-z0-9_.@:+-]{1,128}$")
-_CATEGORY = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_USER_ID = re.compile(r"[A-Za-z0-9_.@:+-]{1,128}")  # fullmatch: "$" admits a "\n"
+_CATEGORY = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _RECIPIENT_FIELDS = ("user_id", "user_ids", "broadcast")
 _KNOWN_FIELDS = frozenset(_RECIPIENT_FIELDS + ("category", "priority", "payload"))
 
@@ -37,7 +37,7 @@ class Priority(enum.Enum):
 
 
 def validate_user_id(value: Any, field_name: str = "user_id") -> str:
-    if not isinstance(value, str) or not _USER_ID.match(value):
+    if not isinstance(value, str) or not _USER_ID.fullmatch(value):
         raise InvalidInput(
             "a user id is 1-128 characters of letters, digits and _.@:+-",
             field=field_name,
@@ -109,7 +109,7 @@ def _parse_recipients(body: dict) -> Recipients:
 def _parse_category(value: Any) -> str:
     if value is None:
         raise InvalidInput("category is required", field="category")
-    if not isinstance(value, str) or not _CATEGORY.match(value):
+    if not isinstance(value, str) or not _CATEGORY.fullmatch(value):
         raise InvalidInput(
             "category is 1-64 characters of letters, digits and _.:-", field="category"
         )

@@ -85,7 +85,7 @@ def preset(level: str) -> dict[str, Any]:
 
 
 def check_level(level: Any) -> str:
-    if level not in LEVELS:
+    if not isinstance(level, str) or level not in LEVELS:
         raise InvalidInput(f"level must be one of {', '.join(LEVELS)}", field="level")
     return level
 

@@ -30,6 +30,8 @@ def test_priority_defaults_to_normal():
         ({"category": None}, "category"),
         ({"category": "has space"}, "category"),
         ({"category": "x" * 65}, "category"),
+        ({"category": "news\n"}, "category"),
+        ({"user_id": "alice\n"}, "user_id"),
         ({"payload": [1, 2]}, "payload"),
         ({"user_id": ""}, "user_id"),
         ({"user_id": 42}, "user_id"),

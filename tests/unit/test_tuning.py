@@ -72,6 +72,7 @@ def test_a_level_change_keeps_overrides_and_is_recorded():
 @pytest.mark.parametrize(("body", "field"), [
     ({}, "body"), ([], "body"), ({"level": "turbo"}, "level"),
     ({"level": "balanced", "mode": "x"}, "mode"), ({"reason": "why"}, "body"),
+    ({"level": {}}, "level"), ({"level": ["balanced"]}, "level"),
 ])
 def test_a_bad_change_is_refused_and_nothing_is_applied(body, field):
     applied = Recorder()
