@@ -31,6 +31,7 @@ run: $(VENV)/.installed
 test: install influxdb
 	$(VENV)/bin/ruff check .
 	$(PY) -m service.entrypoints.telemetry_doc --check
+	$(PY) -m service.entrypoints.api_doc --check
 	$(PY) -m pytest tests/unit tests/integration tests/e2e
 
 lint: $(VENV)/.installed
@@ -42,6 +43,7 @@ bench: install influxdb
 
 docs: $(VENV)/.installed
 	$(PY) -m service.entrypoints.telemetry_doc
+	$(PY) -m service.entrypoints.api_doc
 
 clean:
 	rm -rf $(VENV) $(JS)/node_modules .pytest_cache .ruff_cache

@@ -11,6 +11,7 @@ import gc
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 import socketio
 from flask import Flask
@@ -21,6 +22,7 @@ from service.adapters.control_log import SqlControlLog, create_control_schema
 from service.adapters.database import make_engine
 from service.adapters.db_metrics import QueryStats
 from service.adapters.influx import InfluxClient
+from service.adapters.influx_reader import InfluxAnalysisReader
 from service.adapters.influx_writer import Backoff, InfluxWriter
 from service.adapters.notification_log import SqlNotificationLog, create_schema
 from service.adapters.runtime_metrics import RuntimeSampler, process_snapshot, rss_bytes
@@ -33,11 +35,15 @@ from service.domain.backpressure import BackpressurePolicy
 from service.domain.batching import BatchPolicy
 from service.domain.compression import CompressionPolicy
 from service.domain.connections import ConnectionPolicy
+from service.domain.control import recommendation_states
 from service.domain.model import PublishRequest
 from service.domain.throttle import parse_rates
-from service.entrypoints.admin_api import admin_blueprint, health_blueprint
+from service.entrypoints.admin_api import admin_blueprint, grafana_blueprint, health_blueprint
+from service.entrypoints.auth import BearerAuth
 from service.entrypoints.config_api import config_blueprint
+from service.entrypoints.control_api import control_blueprint
 from service.entrypoints.errors import register_http_errors
+from service.entrypoints.openapi import openapi_blueprint
 from service.entrypoints.publish_api import publish_blueprint
 from service.entrypoints.sockets import register_socket_handlers
 from service.entrypoints.unread_api import unread_blueprint
@@ -48,6 +54,7 @@ from service.service_layer.delivery import DeliveryHub
 from service.service_layer.leaks import LeakTracker, report_leaks
 from service.service_layer.offline import run_offline_trimmer
 from service.service_layer.publishing import publish
+from service.service_layer.reports import optimization_report, render_markdown, trends
 from service.service_layer.status import StatusSources
 from service.service_layer.telemetry import TelemetryRing
 from service.service_layer.throttling import PublishThrottle
@@ -111,6 +118,26 @@ class App:
         if self.settings.telemetry_enabled:
             self.writer.close()
         self.engine.dispose()
+
+
+def register_control_routes(flask_app: Flask, settings: Settings, live_config: LiveConfig,
+                            sources: StatusSources, influx: InfluxClient) -> None:
+    """The admin-token routes, /healthz, the Grafana redirect and the API's description."""
+    admins = BearerAuth("admin", settings.admin_credentials())
+    reader = InfluxAnalysisReader(influx)
+
+    def report(since: datetime | None, until: datetime | None) -> dict:
+        events = live_config.events()
+        return optimization_report(events, recommendation_states(events), reader, since, until)
+
+    flask_app.register_blueprint(config_blueprint(live_config, admins))
+    flask_app.register_blueprint(control_blueprint(live_config, admins))
+    flask_app.register_blueprint(admin_blueprint(
+        sources, admins, live_config, trends=functools.partial(trends, reader),
+        report=report, render_markdown=render_markdown))
+    flask_app.register_blueprint(grafana_blueprint(settings.grafana_url))
+    flask_app.register_blueprint(health_blueprint(sources))
+    flask_app.register_blueprint(openapi_blueprint())
 
 
 def make_telemetry(
@@ -190,9 +217,9 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
                           max_batch=settings.write_batch_size,
                           window_s=settings.write_batch_window_ms / 1000.0)
     handler = functools.partial(publish, append=writes.append, telemetry=telemetry, admit=admit)
-    flask_app.register_blueprint(publish_blueprint(handler, settings.publish_token))
-    flask_app.register_blueprint(unread_blueprint(notification_log.unread,
-                                                  settings.publish_token))
+    publishers = BearerAuth("publish", settings.publish_credentials())
+    flask_app.register_blueprint(publish_blueprint(handler, publishers))
+    flask_app.register_blueprint(unread_blueprint(notification_log.unread, publishers))
 
     def retune(values: dict) -> None:
         """Hand live tunables to the components that use them."""
@@ -217,7 +244,6 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
         settings.optimization_level,
         settings.env_overrides(),
         retune, telemetry, log=control_log)  # folds the log's history in, and follows it
-    flask_app.register_blueprint(config_blueprint(live_config, settings.admin_token))
     sources = StatusSources(
         node_id=settings.node_id,
         storage_kind=settings.storage_kind,
@@ -229,8 +255,7 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
         process_stats=process_snapshot,
         backpressure=backpressure,
     )
-    flask_app.register_blueprint(admin_blueprint(sources, settings.admin_token))
-    flask_app.register_blueprint(health_blueprint(sources))
+    register_control_routes(flask_app, settings, live_config, sources, influx)
 
     wsgi = socketio.WSGIApp(sio, flask_app, socketio_path="socket.io")
     handlers = Pool()

@@ -19,7 +19,7 @@ class ServiceError(Exception):
         self.field = field
 
     def to_dict(self) -> dict:
-        body = {"error": self.code, "message": self.message}
+        body = {"error": self.code, "detail": self.message}
         if self.field is not None:
             body["field"] = self.field
         return body
@@ -64,3 +64,9 @@ class ConflictError(ServiceError):
     latest (optimistic concurrency): re-read, then decide again."""
 
     code = "conflict"
+
+
+class NotFound(ServiceError):
+    """The request names something that does not exist (a recommendation id)."""
+
+    code = "not_found"

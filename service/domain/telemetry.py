@@ -46,6 +46,12 @@ class Measurement:
 
 INT, FLOAT, STRING = FieldType.INTEGER, FieldType.FLOAT, FieldType.STRING
 PRIORITIES = ("low", "normal", "high", "critical")
+# The key metrics the analysis jobs follow (``analysis_trend``, ``analysis_regression``).
+# The name gives the unit: ``_ms``, ``_bytes``, ``_rate`` per second (``cache_hit_rate``
+# 0-1), ``connections`` a count.
+ANALYSIS_METRICS = ("delivery_p99_ms", "delivery_rate", "publish_rate", "drop_rate",
+                    "connections", "rss_bytes", "cache_hit_rate", "db_query_ms", "spool_bytes")
+TREND_WINDOWS = ("1h", "24h", "7d")
 
 CATALOGUE: dict[str, Measurement] = {
     m.name: m
@@ -513,6 +519,48 @@ CATALOGUE: dict[str, Measurement] = {
             example_query=(
                 'SELECT last("count") FROM "telemetry_dropped" WHERE $timeFilter '
                 'GROUP BY time($__interval), "reason"'
+            ),
+        ),
+        Measurement(
+            name="analysis_trend",
+            description=(
+                "The analysis jobs' trend of one key metric over one `window`, one point "
+                "per metric and window per run: the fitted slope per hour (`slope_per_h`, "
+                "in the metric's unit), its `direction` (`rising`, `falling`, or `flat` "
+                "when the slope is not told apart from 0), the `confidence` in that "
+                "direction (0-1), the metric's `last` value, the `limit` it is held "
+                "against, and `eta_s`, the seconds until it reaches the limit at this "
+                "slope (absent when it never does). In the default retention policy; "
+                "`GET /admin/api/performance/trends` reads the newest point of each "
+                "series. Not written yet: the jobs come with the analysis issue."
+            ),
+            emitted_by="entrypoints.jobs",
+            tags=("metric", "window"),
+            tag_values={"metric": ANALYSIS_METRICS, "window": TREND_WINDOWS},
+            fields={"slope_per_h": FLOAT, "direction": STRING, "confidence": FLOAT,
+                    "last": FLOAT, "limit": FLOAT, "eta_s": FLOAT},
+            example_query=(
+                'SELECT "slope_per_h", "direction", "eta_s" FROM "analysis_trend" '
+                "WHERE $timeFilter AND \"window\" = '24h' GROUP BY \"metric\""
+            ),
+        ),
+        Measurement(
+            name="analysis_regression",
+            description=(
+                "A lasting shift in a key metric, found by the change-point job: the "
+                "point's time is the first point of the new regime, `direction` is `up` "
+                "or `down`, with the mean before and after it, the change in % "
+                "(`magnitude_pct`, signed) and `text`, one line for Grafana annotations. "
+                "In the default retention policy; the optimization report lists those of "
+                "its period. Not written yet: the jobs come with the analysis issue."
+            ),
+            emitted_by="entrypoints.jobs",
+            tags=("metric", "direction"),
+            tag_values={"metric": ANALYSIS_METRICS, "direction": ("up", "down")},
+            fields={"before_mean": FLOAT, "after_mean": FLOAT, "magnitude_pct": FLOAT,
+                    "text": STRING},
+            example_query=(
+                'SELECT "text", "magnitude_pct" FROM "analysis_regression" WHERE $timeFilter'
             ),
         ),
     )

@@ -1,8 +1,14 @@
-"""Bearer-token checks for the HTTP APIs, in constant time."""
+"""Bearer-token checks for the HTTP APIs, in constant time.
+
+A route is guarded by a ``BearerAuth``: the named tokens allowed for one
+purpose (``publish`` or ``admin``). Which token matched names the actor that
+the control log records, so several admins (or Grafana) each get their own.
+"""
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
 
 from flask import request
 
@@ -17,10 +23,28 @@ def bearer_token() -> str | None:
     return token.strip()
 
 
-def require_token(expected: str, purpose: str) -> None:
-    """Raise Unauthorized unless the request carries ``expected``."""
-    token = bearer_token()
-    if token is None:
-        raise Unauthorized(f"send Authorization: Bearer <{purpose} token>", field="Authorization")
-    if not hmac.compare_digest(token.encode(), expected.encode()):
-        raise Unauthorized(f"the {purpose} token is not valid", field="Authorization")
+class BearerAuth:
+    def __init__(self, purpose: str, tokens: Mapping[str, str]) -> None:
+        if not tokens or not all(tokens.values()):
+            raise ValueError(f"{purpose}: at least one non-empty token is needed")
+        self.purpose = purpose
+        self._tokens = [(name, token.encode()) for name, token in tokens.items()]
+
+    def require(self) -> str:
+        """The name of the token the request carries, or Unauthorized."""
+        token = bearer_token()
+        if token is None:
+            raise Unauthorized(f"send Authorization: Bearer <{self.purpose} token>",
+                               field="Authorization")
+        return self.match(token.encode())
+
+    def match(self, given: bytes) -> str:
+        # Every token is compared, whatever matched before: the time taken
+        # tells nothing about which token, or how much of one, was right.
+        found = None
+        for name, token in self._tokens:
+            if hmac.compare_digest(given, token):
+                found = name
+        if found is None:
+            raise Unauthorized(f"the {self.purpose} token is not valid", field="Authorization")
+        return found

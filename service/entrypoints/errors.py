@@ -14,6 +14,7 @@ from service.domain.errors import (
     ConflictError,
     InvalidInput,
     MalformedRequest,
+    NotFound,
     OffsetOutOfRange,
     PayloadTooLarge,
     ServiceError,
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 HTTP_STATUS: dict[type[ServiceError], int] = {
     MalformedRequest: 400,
     Unauthorized: 401,
+    NotFound: 404,
     OffsetOutOfRange: 409,
     ConflictError: 409,
     PayloadTooLarge: 413,
@@ -78,15 +80,18 @@ def register_http_errors(app: Flask) -> None:
         response = jsonify(
             {
                 "error": (error.name or "error").lower().replace(" ", "_"),
-                "message": error.description,
+                "detail": error.description,
             }
         )
         response.status_code = error.code or 500
+        allowed = getattr(error, "valid_methods", None)  # a 405 says what is allowed
+        if allowed:
+            response.headers["Allow"] = ", ".join(allowed)
         return response
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
         log.exception("unhandled error: %s", error)
-        response = jsonify({"error": "internal_error", "message": "internal server error"})
+        response = jsonify({"error": "internal_error", "detail": "internal server error"})
         response.status_code = 500
         return response

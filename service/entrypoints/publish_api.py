@@ -2,39 +2,28 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 
-from service.domain.errors import MalformedRequest
 from service.domain.model import PublishResult, format_time
-from service.entrypoints.auth import require_token
+from service.entrypoints.auth import BearerAuth
+from service.entrypoints.http_input import json_body
 
 MAX_OFFSETS_IN_ANSWER = 1000
 
 
-def publish_blueprint(publish: Callable[[Any], PublishResult], publish_token: str) -> Blueprint:
+def publish_blueprint(publish: Callable[[Any], PublishResult], publishers: BearerAuth) -> Blueprint:
     bp = Blueprint("publish", __name__)
 
     @bp.post("/api/v1/notifications")
     def create_notification() -> tuple[Response, int]:
-        require_token(publish_token, "publish")
+        publishers.require()
         result = publish(json_body())
         return jsonify(_answer(result)), 202
 
     return bp
-
-
-def json_body() -> Any:
-    raw = request.get_data(cache=False)
-    if not raw:
-        raise MalformedRequest("the body is empty; send a JSON object", field="body")
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedRequest(f"the body is not valid JSON: {exc}", field="body") from None
 
 
 def _answer(result: PublishResult) -> dict:

@@ -6,7 +6,7 @@ Beyond it: ``auth.compression = "deflate"`` lets large batches arrive
 compressed (binary), and ``reload`` tells a client its missed entries were
 trimmed.
 Errors on events come back as the ack callback's value and as an ``error``
-event: ``{error, message, field?}``.
+event: ``{error, detail, field?}``.
 """
 
 from __future__ import annotations

@@ -12,16 +12,16 @@ from collections.abc import Callable
 from flask import Blueprint, Response, jsonify
 
 from service.domain.model import validate_user_id
-from service.entrypoints.auth import require_token
+from service.entrypoints.auth import BearerAuth
 from service.service_layer.ports import Unread
 
 
-def unread_blueprint(unread: Callable[[str], Unread], publish_token: str) -> Blueprint:
+def unread_blueprint(unread: Callable[[str], Unread], publishers: BearerAuth) -> Blueprint:
     bp = Blueprint("unread", __name__)
 
     @bp.get("/api/v1/users/<user_id>/unread")
     def get_unread(user_id: str) -> tuple[Response, int]:
-        require_token(publish_token, "publish")
+        publishers.require()
         result = unread(validate_user_id(user_id))
         return jsonify({"user_id": user_id, "unread": result.count, "acked": result.acked,
                         "head": result.head}), 200

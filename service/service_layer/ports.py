@@ -180,3 +180,22 @@ class ControlLog(Protocol):
 
     def catch_up(self) -> None:
         """Deliver to the subscribers what they have not seen yet, now."""
+
+
+class AnalysisReader(Protocol):
+    """What the analysis jobs and the runtime wrote to InfluxDB, read back
+    (``adapters.influx_reader``). Raises StorageUnavailable when the store
+    cannot be reached. Times are timezone-aware; dicts are JSON-ready."""
+
+    def latest_trends(self) -> list[dict[str, Any]]:
+        """The newest ``analysis_trend`` point of each (metric, window):
+        ``{metric, window, at, node}`` and the catalogue's fields."""
+
+    def regressions(self, since: datetime, until: datetime,
+                    limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` ``analysis_regression`` points in [since,
+        until), oldest first: ``{at, metric, direction, node}`` and the fields."""
+
+    def window_summary(self, start: datetime, end: datetime) -> dict[str, float | None]:
+        """The key metrics over [start, end), by ``domain.report.METRIC_KEYS``;
+        None for one with no data."""

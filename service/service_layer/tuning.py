@@ -77,14 +77,14 @@ class LiveConfig:
         unknown = sorted(set(body) - _FIELDS)
         if unknown:
             raise InvalidInput(f"unknown field(s): {', '.join(unknown)}", field=unknown[0])
-        reason = _reason(body.get("reason"))
+        reason = reason_text(body.get("reason"))
         drafts = []  # built first: each checks its payload, so a bad one appends nothing
         if "level" in body:
             drafts.append(EventDraft(LEVEL_SET, {"level": body["level"]}, actor, reason))
         if "parameters" in body and body["parameters"] != {}:
             drafts.append(EventDraft(PARAMETER_OVERRIDDEN, body["parameters"], actor, reason))
         if drafts:
-            self._append(drafts, expected_seq)
+            self.append(drafts, expected_seq)
         return self.snapshot()
 
     def rollback(self, body: Any, actor: str = "admin",
@@ -97,39 +97,47 @@ class LiveConfig:
         if unknown:
             raise InvalidInput(f"unknown field(s): {', '.join(unknown)}", field=unknown[0])
         draft = EventDraft(ROLLBACK, {"to_seq": body["to_seq"]}, actor,
-                           _reason(body.get("reason")))
+                           reason_text(body.get("reason")))
         if draft.payload["to_seq"] > self.seq:
             raise InvalidInput(f"to_seq must be at most the log's seq, {self.seq}",
                                field="to_seq")
-        self._append([draft], expected_seq)
+        self.append([draft], expected_seq)
         return self.snapshot()
 
     def history(self, limit: Any = None) -> list[dict[str, Any]]:
         """The audit trail, newest last."""
-        return audit(self._read_last(_limit(limit)))
+        return audit(self.recent_events(_limit(limit)))
 
     def at(self, t: datetime) -> dict[str, Any]:
         """The config that was live at ``t``, on this node's start-up settings."""
-        state = config_at(self._read_all(), t, self.startup, self.default_level)
+        state = config_at(self.events(), t, self.startup, self.default_level)
         return {"t": format_at(t), "seq": state.seq, "level": state.level,
                 "parameters": dict(state.values), "overrides": dict(state.overrides),
                 "startup_overrides": dict(self.startup)}
 
-    def _append(self, drafts: list[EventDraft], expected_seq: int | None) -> None:
+    def append(self, drafts: list[EventDraft],
+               expected_seq: int | None = None) -> list[ControlEvent]:
+        """Append in one transaction (ConflictError if ``expected_seq`` is not
+        the log's last), and apply here before returning."""
         if self._log is not None:
-            self._log.append_many(drafts, expected_seq)  # delivered to _receive on return
-            return
+            return self._log.append_many(drafts, expected_seq)  # delivered to _receive
         if expected_seq is not None and expected_seq != self.seq:
             raise ConflictError(f"the control log is at seq {self.seq}, not {expected_seq}",
                                 field="If-Match")
         events = [d.recorded(self.seq + i + 1) for i, d in enumerate(drafts)]
         self._local.extend(events)
         self._receive(events)
+        return events
 
-    def _read_all(self) -> list[ControlEvent]:
+    def catch_up(self) -> None:
+        """Fold in what other nodes appended and this one was not told yet."""
+        if self._log is not None:
+            self._log.catch_up()
+
+    def events(self) -> list[ControlEvent]:
         return list(self._local) if self._log is None else self._log.read_after(0)
 
-    def _read_last(self, limit: int) -> list[ControlEvent]:
+    def recent_events(self, limit: int) -> list[ControlEvent]:
         return self._local[-limit:] if self._log is None else self._log.read_last(limit)
 
     def _receive(self, events: list[ControlEvent]) -> None:
@@ -168,7 +176,7 @@ class LiveConfig:
                                  {"level": self.level, "text": text, "actor": event.actor})
 
 
-def _reason(value: Any) -> str:
+def reason_text(value: Any) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):

@@ -36,7 +36,7 @@ def test_each_bad_field_is_named(server, body, status, field):
     response = server.request("POST", PATH, token=server.env["PUBLISH_TOKEN"], body=body)
     assert response.status == status, response.data
     assert response.json()["field"] == field
-    assert response.json()["message"]
+    assert response.json()["detail"]
 
 
 @pytest.mark.parametrize("raw", [b"{not json", b"", b"\xff\xfe", b"[1, 2"])
@@ -78,7 +78,7 @@ def test_bad_connections_are_refused_with_a_reason(server, js_client, auth, erro
     refused = client.wait_for("connect_error")
     assert refused["data"]["error"] == error, refused
     assert refused["data"]["field"] == field
-    assert refused["message"]
+    assert refused["message"] and refused["data"]["detail"]
 
 
 def test_bad_events_get_errors_and_the_connection_keeps_working(server):

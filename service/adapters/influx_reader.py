@@ -1,0 +1,166 @@
+"""``AnalysisReader`` on InfluxDB: the analysis jobs' trends and regressions,
+and summaries of the raw measurements over a window, in InfluxQL through
+``InfluxClient.query``. Every query is bounded in time and in rows.
+
+Errors: InfluxDB unreachable, answering 5xx, or refusing the credentials
+(401/403) raises ``StorageUnavailable`` (the routes answer 503). A database
+that does not exist yet reads as empty. Any other refusal is a bug in a query
+here and is raised as it is (``InfluxRejected``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from service.adapters.influx import InfluxClient, InfluxRejected, InfluxUnavailable
+from service.domain.control import format_at
+from service.domain.errors import StorageUnavailable
+from service.domain.report import METRIC_KEYS
+from service.domain.telemetry import CATALOGUE, FieldType
+
+TREND_FIELDS = tuple(CATALOGUE["analysis_trend"].fields)
+REGRESSION_FIELDS = tuple(CATALOGUE["analysis_regression"].fields)
+MAX_TREND_SERIES = 500  # metric x window; the tags are bounded to 27 by the catalogue
+ROWS_LIMIT = 1000  # most regressions one query returns
+
+
+def _ns(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        raise ValueError("times must be timezone-aware")
+    delta = moment.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _at(epoch_ms: int) -> str:
+    return format_at(datetime.fromtimestamp(0, UTC) + timedelta(milliseconds=epoch_ms))
+
+
+def _rows(result: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Each row of a statement's result as a dict, with its series' tags."""
+    for series in result.get("series", []):
+        tags = series.get("tags") or {}
+        for values in series.get("values", []):
+            yield {**tags, **dict(zip(series["columns"], values, strict=True))}
+
+
+def _typed(row: dict[str, Any], measurement: str) -> dict[str, Any]:
+    """Fields as the catalogue types them (JSON gives 2.0 back as 2)."""
+    fields = CATALOGUE[measurement].fields
+    out = {}
+    for name, kind in fields.items():
+        value = row.get(name)
+        if value is not None and kind is FieldType.FLOAT:
+            value = float(value)
+        out[name] = value
+    return out
+
+
+class InfluxAnalysisReader:
+    """Reads one InfluxDB database; ``node`` keeps to one node's points,
+    None reads the whole cluster (rates summed over nodes)."""
+
+    def __init__(self, client: InfluxClient, node: str | None = None,
+                 trend_lookback: timedelta = timedelta(days=2)) -> None:
+        self.client = client
+        self.node = node
+        self.trend_lookback = trend_lookback
+
+    def _query(self, *statements: str) -> list[dict[str, Any]]:
+        """One request; one result per statement, ``{}`` for none."""
+        try:
+            results = self.client.query("; ".join(statements))
+        except InfluxUnavailable as exc:
+            raise StorageUnavailable(f"InfluxDB cannot be reached: {exc}") from exc
+        except InfluxRejected as exc:
+            if exc.status in (401, 403):
+                raise StorageUnavailable(f"InfluxDB refused the credentials: {exc}") from exc
+            # 1.x answers a missing database with "database not found", or with
+            # a lone "not executed" when the request had several statements
+            if "database not found" not in str(exc) and not str(exc).endswith("not executed"):
+                raise
+            results = []
+        return (results + [{}] * len(statements))[: len(statements)]
+
+    def _where(self, start: datetime, end: datetime, extra: str = "") -> str:
+        where = f"time >= {_ns(start)} AND time < {_ns(end)}"
+        if self.node is not None:
+            where += f' AND "node" = {_quote(self.node)}'
+        return where + extra
+
+    def latest_trends(self) -> list[dict[str, Any]]:
+        """The newest point of each (metric, window) within the lookback."""
+        now = datetime.now(UTC)
+        fields = ", ".join(f'"{f}"' for f in TREND_FIELDS)
+        (result,) = self._query(
+            f'SELECT {fields}, "node" FROM "analysis_trend" '
+            f"WHERE {self._where(now - self.trend_lookback, now + timedelta(minutes=1))} "
+            f'GROUP BY "metric", "window" ORDER BY time DESC LIMIT 1 SLIMIT {MAX_TREND_SERIES}')
+        return [{"metric": row.get("metric"), "window": row.get("window"),
+                 "at": _at(row["time"]), "node": row.get("node"),
+                 **_typed(row, "analysis_trend")}
+                for row in _rows(result)]
+
+    def regressions(self, since: datetime, until: datetime,
+                    limit: int = ROWS_LIMIT) -> list[dict[str, Any]]:
+        """The newest ``limit`` in [since, until), oldest first."""
+        limit = max(1, min(int(limit), ROWS_LIMIT))
+        fields = ", ".join(f'"{f}"' for f in REGRESSION_FIELDS)
+        (result,) = self._query(
+            f'SELECT {fields}, "metric", "direction", "node" FROM "analysis_regression" '
+            f"WHERE {self._where(since, until)} ORDER BY time DESC LIMIT {limit}")
+        rows = [{"at": _at(row["time"]), "metric": row.get("metric"),
+                 "direction": row.get("direction"), "node": row.get("node"),
+                 **_typed(row, "analysis_regression")}
+                for row in _rows(result)]
+        return rows[::-1]
+
+    def window_summary(self, start: datetime, end: datetime) -> dict[str, float | None]:
+        """The key metrics over [start, end), in one request:
+
+        - ``delivered_per_s``: sum of ``notify_delivery`` ``count`` (live and
+          replay) over the window's length;
+        - ``delivery_p99_ms``: the 99th percentile of the per-interval
+          ``latency_ms_p99`` values (each point is one node's interval of about
+          a second), so one bad second alone does not set it;
+        - ``drops_per_s``: sum of ``notify_drop`` ``count`` over the length;
+        - ``cache_hit_rate``: sum(hits) / (sum(hits) + sum(misses)) over every cache;
+        - ``rss_bytes``: the mean ``process`` ``rss_bytes`` of each serving
+          node, summed over the nodes.
+
+        All None when the window has no point at all; rates are 0 (not None)
+        when the service left points but none of that measurement.
+        """
+        seconds = (end - start).total_seconds()
+        if seconds <= 0:
+            return dict.fromkeys(METRIC_KEYS)
+        where = self._where(start, end)
+        serving = self._where(start, end, " AND \"role\" = 'serve'")
+        statements = [
+            'SELECT sum("count") AS "n", percentile("latency_ms_p99", 99) AS "p99" '
+            f'FROM "notify_delivery" WHERE {where}',
+            f'SELECT sum("count") AS "n" FROM "notify_drop" WHERE {where}',
+            f'SELECT sum("hits") AS "hits", sum("misses") AS "misses" FROM "cache" WHERE {where}',
+            'SELECT sum("rss") AS "rss" FROM (SELECT mean("rss_bytes") AS "rss" FROM "process" '
+            f'WHERE {serving} GROUP BY "node") WHERE {where}',
+        ]
+        delivery, drops, cache, process = (next(_rows(r), None)
+                                           for r in self._query(*statements))
+        if not any((delivery, drops, cache, process)):
+            return dict.fromkeys(METRIC_KEYS)
+        hits = (cache or {}).get("hits") or 0
+        lookups = hits + ((cache or {}).get("misses") or 0)
+        p99 = (delivery or {}).get("p99")
+        rss = (process or {}).get("rss")
+        return {
+            "delivered_per_s": ((delivery or {}).get("n") or 0) / seconds,
+            "delivery_p99_ms": None if p99 is None else float(p99),
+            "drops_per_s": ((drops or {}).get("n") or 0) / seconds,
+            "cache_hit_rate": hits / lookups if lookups else None,
+            "rss_bytes": None if rss is None else float(rss),
+        }

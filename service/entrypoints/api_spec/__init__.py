@@ -1,0 +1,71 @@
+"""The service's HTTP API as an OpenAPI 3.1 document, as Python data.
+
+``SPEC`` is served at ``GET /openapi.json`` (service.entrypoints.openapi) and
+rendered to docs/api.md (service.entrypoints.api_doc); tests check it
+against the app's routes and the app against it. One module per area; the
+prose of the docs lives in the descriptions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.entrypoints.api_spec import common, control, performance, publish
+
+INTRO = """\
+The HTTP API of the notification service: applications publish notifications \
+and read unread counts; admins read a node's state and change the \
+configuration of every node, live. Users receive their notifications over \
+Socket.IO, described in [socketio.md](socketio.md).
+
+Every node serves this description as OpenAPI 3.1 at `GET /openapi.json`, \
+with no token: generate a client from it, or test against it.
+
+- Bodies and answers are JSON (`Content-Type: application/json`), except the \
+Markdown optimization report.
+- Authentication is a bearer token: `Authorization: Bearer <token>`. \
+`PUBLISH_TOKEN` publishes and reads unread counts; `ADMIN_TOKEN` (and the \
+named tokens of `ADMIN_TOKENS`) open the control API and the older admin \
+routes, and the publish token opens none of them. The control log records \
+the name of the admin token that made each change (`admin` for \
+`ADMIN_TOKEN`). Admin tokens cannot publish unless `ADMIN_CAN_PUBLISH=1`. \
+Tokens are compared in constant time. `PUBLISH_TOKEN` and `ADMIN_TOKEN` are \
+generated for development and printed at start when unset (see \
+[configuration](configuration.md)).
+- No token is needed for `GET /healthz`, `GET /openapi.json` and \
+`GET /admin/performance`.
+- Every error is the same JSON object, described under [Errors](#errors)."""
+
+TAGS = [
+    {"name": "Publish",
+     "description": "For an application's backend, with `Authorization: Bearer "
+                    "$PUBLISH_TOKEN`."},
+    {"name": "Control API",
+     "description": "Every route needs `Authorization: Bearer $ADMIN_TOKEN`; the publish "
+                    "token is refused. The control state is an append-only event log: each "
+                    "change is an event that records who made it (the admin token's name), "
+                    "when and why, and every node applies it within a second. The effective "
+                    "config is a fold over the log, so \"what was live at time T\" is a "
+                    "query and a rollback is one more event."},
+    {"name": "Older admin routes",
+     "description": "The older design's routes, kept under `/admin/api/performance/`, with "
+                    "`Authorization: Bearer $ADMIN_TOKEN`."},
+    {"name": "Public",
+     "description": "No token."},
+]
+
+SPEC: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "Notification service", "version": "1", "description": INTRO},
+    "tags": TAGS,
+    "paths": {**publish.PATHS, **control.PATHS, **performance.PATHS},
+    "components": {
+        "securitySchemes": common.SECURITY_SCHEMES,
+        "schemas": {"Error": common.ERROR_SCHEMA, **common.parameter_schemas(),
+                    **publish.SCHEMAS, **control.SCHEMAS, **performance.SCHEMAS},
+        "responses": common.error_responses(),
+        "parameters": control.PARAMETERS,
+    },
+    "x-errors": [{"status": status, "error": code, "when": when}
+                 for status, code, when in common.ERROR_CODES],
+}

@@ -1,0 +1,62 @@
+"""/api/v1/recommendations and /api/v1/alerts/grafana (admin tokens).
+
+Deciding on a recommendation answers the recommendation and the config it
+left live, with the config's ETag; Grafana's webhook answers what it
+recorded and which mitigations it applied."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, g, jsonify, request
+
+from service.entrypoints.auth import BearerAuth
+from service.entrypoints.http_input import if_match, json_body, json_object
+from service.service_layer import recommendations as recs
+from service.service_layer.alerts import receive_grafana
+from service.service_layer.tuning import LiveConfig
+
+DECISION_FIELDS = ("reason",)
+
+
+def control_blueprint(config: LiveConfig, admins: BearerAuth) -> Blueprint:
+    bp = Blueprint("control", __name__, url_prefix="/api/v1")
+
+    @bp.before_request
+    def _admins_only() -> None:
+        g.actor = admins.require()
+
+    @bp.get("/recommendations")
+    def list_all() -> Response:
+        return jsonify({"recommendations": recs.list_recommendations(
+            config, request.args.get("status"))})
+
+    @bp.get("/recommendations/<recommendation_id>")
+    def get_one(recommendation_id: str) -> Response:
+        return jsonify(recs.get_recommendation(config, recommendation_id))
+
+    @bp.post("/recommendations/<recommendation_id>/apply")
+    def apply(recommendation_id: str) -> Response:
+        body = json_object(DECISION_FIELDS, optional=True)
+        decided = recs.apply_recommendation(config, recommendation_id, g.actor,
+                                            body.get("reason"), expected_seq=if_match())
+        return decision(decided, config)
+
+    @bp.post("/recommendations/<recommendation_id>/dismiss")
+    def dismiss(recommendation_id: str) -> Response:
+        body = json_object(DECISION_FIELDS, optional=True)
+        decided = recs.dismiss_recommendation(config, recommendation_id, g.actor,
+                                              body.get("reason"), expected_seq=if_match())
+        return decision(decided, config)
+
+    @bp.post("/alerts/grafana")
+    def grafana_alert() -> Response:
+        # Grafana's shape, not ours: fields it adds in new versions are ignored
+        return jsonify(receive_grafana(config, json_body(), g.actor))
+
+    return bp
+
+
+def decision(decided: dict, config: LiveConfig) -> Response:
+    snapshot = config.snapshot()
+    response = jsonify({"recommendation": decided, "config": snapshot})
+    response.set_etag(str(snapshot["seq"]))
+    return response
