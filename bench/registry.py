@@ -16,6 +16,7 @@ BENCHMARKS = {
     "fanout": "bench.fanout",
     "connections": "bench.connections",
     "storage": "bench.storage",
+    "propagation": "bench.propagation",
 }
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
