@@ -254,6 +254,7 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
         started_at=time.time(),
         process_stats=process_snapshot,
         backpressure=backpressure,
+        caches=caches,
     )
     register_control_routes(flask_app, settings, live_config, sources, influx)
 
@@ -264,6 +265,7 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
         # statement timing and GC callbacks cost on every statement and every
         # collection: installed only when something will record them
         query_stats = QueryStats(engine, slow_ms=settings.db_slow_ms)
+        sources.db_stats = lambda: query_stats.last_interval
         sampler = RuntimeSampler(ring, handlers=handlers, eio_sockets=sio.eio.sockets,
                                  ping_timeout=settings.ping_timeout,
                                  extra=[query_stats.emit,

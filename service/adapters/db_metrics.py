@@ -97,6 +97,7 @@ class QueryStats:
         self._summaries: dict[str, _Summary] = {}
         self._slow: dict[str, _SlowShape] = {}  # shape id -> what the slow ones of it took
         self.slow_total = 0  # since start, for the status page and tests
+        self.last_interval: dict[str, dict[str, float]] = {}  # per operation, for /metrics
         event.listen(engine, "before_cursor_execute", self._before)
         event.listen(engine, "after_cursor_execute", self._after)
 
@@ -135,6 +136,10 @@ class QueryStats:
         """Emit and reset the summaries, and sample the pool."""
         summaries, self._summaries = self._summaries, {}
         slow, self._slow = self._slow, {}
+        self.last_interval = {
+            operation: {"count": s.count, "mean_ms": round(s.duration_ms_sum / s.count, 3),
+                        "max_ms": round(s.duration_ms_max, 3), "slow": s.slow}
+            for operation, s in summaries.items() if s.count}
         for operation, s in summaries.items():
             telemetry.emit("db_query", (("operation", operation),), {
                 "count": s.count, "duration_ms_sum": s.duration_ms_sum,

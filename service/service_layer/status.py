@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import gevent
 
@@ -36,6 +37,30 @@ class TelemetrySinkStatus(Protocol):
     def spool_bytes(self) -> int: ...
 
 
+class RateMeter:
+    """Per-second rates of cumulative counters over about the last minute,
+    from samples the status route itself takes (at most one a second); with
+    no sample a second old yet, since the process started."""
+
+    def __init__(self, window_s: float = 60.0) -> None:
+        self.window_s = window_s
+        self._samples: deque[tuple[float, Mapping[str, int]]] = deque()
+
+    def rates(self, now: float, counters: Mapping[str, int],
+              started_at: float) -> dict[str, Any]:
+        samples = self._samples
+        while samples and now - samples[0][0] > self.window_s:
+            samples.popleft()
+        base_at, base = (samples[0] if samples and now - samples[0][0] >= 1.0
+                         else (started_at, {}))
+        if not samples or now - samples[-1][0] >= 1.0:
+            samples.append((now, dict(counters)))
+        span = max(now - base_at, 1e-3)
+        return {"window_s": round(span, 1),
+                **{f"{k}_per_s": round((v - base.get(k, 0)) / span, 2)
+                   for k, v in counters.items()}}
+
+
 @dataclass
 class StatusSources:
     node_id: str
@@ -47,20 +72,27 @@ class StatusSources:
     started_at: float
     process_stats: Callable[[], dict]  # rss_bytes, cpu_seconds, open_fds
     backpressure: Backpressure | None = None
+    caches: Mapping[str, Any] = field(default_factory=dict)  # name -> TtlLruCache
+    db_stats: Callable[[], dict] | None = None  # the last interval's statements
+    rates: RateMeter = field(default_factory=RateMeter)
 
 
 def live_metrics(src: StatusSources) -> dict:
     totals = src.ring.totals
+    counters = {"published": totals.get("notify_publish", 0), "delivered": src.hub.sent_total,
+                "acked": totals.get("notify_ack", 0)}
+    now = time.time()
     return {
         "node": src.node_id,
-        "uptime_s": round(time.time() - src.started_at, 1),
+        "uptime_s": round(now - src.started_at, 1),
         "connections": src.hub.connection_count,
         "users_online": src.hub.user_count,
-        "totals": {
-            "published": totals.get("notify_publish", 0),
-            "delivered": src.hub.sent_total,
-            "acked": totals.get("notify_ack", 0),
-        },
+        "totals": counters,
+        "rates": src.rates.rates(now, counters, src.started_at),
+        "latency_ms": delivery_latency(src.ring.last_interval.get("notify_delivery"), now),
+        "cache": {name: _cache(cache) for name, cache in src.caches.items()},
+        "storage": {"kind": src.storage_kind,
+                    "statements": src.db_stats() if src.db_stats is not None else None},
         "telemetry": {
             "emitted": src.ring.emitted,
             "written": src.sink.written,
@@ -75,11 +107,34 @@ def live_metrics(src: StatusSources) -> dict:
             "spool_bytes": src.sink.spool_bytes,
             "influx_reachable": src.sink.last_error is None,
         },
-        "storage": {"kind": src.storage_kind},
         "process": src.process_stats(),
         "backpressure": _backpressure(src.backpressure),
         "leaks": src.hub.leaks.check(),
     }
+
+
+def delivery_latency(last: tuple[float, Any] | None, now: float) -> dict[str, Any] | None:
+    """Publish-to-send latency over the last telemetry interval (about a
+    second) that delivered anything, ``age_s`` ago, across priorities and
+    modes: p50 as the count-weighted mean of theirs, p99 and max the highest.
+    None before the first delivery."""
+    at, summaries = last or (now, ())
+    parts = [f for _tags, f in summaries if f.get("count") and "latency_ms_p50" in f]
+    if not parts:
+        return None
+    count = sum(f["count"] for f in parts)
+    return {"count": count, "age_s": round(max(0.0, now - at), 1),
+            "p50": round(sum(f["latency_ms_p50"] * f["count"] for f in parts) / count, 3),
+            "p99": round(max(f["latency_ms_p99"] for f in parts), 3),
+            "max": round(max(f.get("latency_ms_max", f["latency_ms_p99"]) for f in parts), 3)}
+
+
+def _cache(cache: Any) -> dict[str, Any]:
+    stats = cache.snapshot()
+    looked_up = stats.hits + stats.misses
+    return {"hit_rate": round(stats.hits / looked_up, 4) if looked_up else None,
+            "hits": stats.hits, "misses": stats.misses, "entries": stats.entries,
+            "bytes": stats.bytes}
 
 
 def _backpressure(pressure: Backpressure | None) -> dict | None:

@@ -121,6 +121,9 @@ class TelemetryRing:
         self.errors = 0
         self._tallies: dict[tuple, Summary] = {}
         self._flushed_totals: dict[str, int] = {}
+        # each measurement's last flushed summaries, and when: the live metrics
+        # route reads latencies here (off the hot path: once a flush)
+        self.last_interval: dict[str, tuple[float, list[tuple[Tags, dict[str, Any]]]]] = {}
 
     def emit(self, measurement: str, tags: Tags, fields: Mapping[str, Any]) -> None:
         try:
@@ -141,11 +144,17 @@ class TelemetryRing:
     def flush_tallies(self) -> int:
         """Turn the interval's summaries into records; return how many."""
         tallies, self._tallies = self._tallies, {}
+        last: dict[str, list[tuple[Tags, dict[str, Any]]]] = {}
         for (measurement, tags), summary in tallies.items():
-            self.emit(measurement, tags, summary.fields())
+            fields = summary.fields()
+            self.emit(measurement, tags, fields)
+            last.setdefault(measurement, []).append((tags, fields))
             if summary.spec.sums[0] == "count":
                 self._flushed_totals[measurement] = (self._flushed_totals.get(measurement, 0)
                                                      + summary.sums[0])
+        now = time.time()
+        for measurement, summaries in last.items():
+            self.last_interval[measurement] = (now, summaries)
         return len(tallies)
 
     @property

@@ -59,6 +59,18 @@ def test_admin_routes_need_the_admin_token_and_answer_from_live_state(server):
         assert metrics["totals"]["delivered"] == 3
         assert metrics["process"]["rss_bytes"] > 0
         assert "schema" not in metrics["telemetry"]["dropped_by_reason"]  # only catalogue names
+        assert metrics["rates"]["delivered_per_s"] > 0
+        assert set(metrics["cache"]) == {"global", "user"}
+        assert sum(c["hits"] + c["misses"] for c in metrics["cache"].values()) > 0
+        deadline = time.monotonic() + 15  # latencies and statements land with the flushes
+        while time.monotonic() < deadline and not (metrics["latency_ms"]
+                                                   and metrics["storage"]["statements"]):
+            time.sleep(0.5)
+            metrics = server.request("GET", "/admin/api/performance/metrics",
+                                     token=server.env["ADMIN_TOKEN"]).json()
+        assert metrics["latency_ms"]["count"] == 3, metrics["latency_ms"]
+        assert 0 <= metrics["latency_ms"]["p50"] <= metrics["latency_ms"]["p99"]
+        assert metrics["storage"]["statements"]["insert"]["count"] >= 1
         health = server.request("GET", "/admin/api/performance/health",
                                 token=server.env["ADMIN_TOKEN"]).json()
         assert health["components"]["storage"]["status"] == "healthy"

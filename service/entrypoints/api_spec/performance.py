@@ -18,8 +18,8 @@ def _int(description: str) -> dict[str, Any]:
 METRICS: dict[str, Any] = {
     "type": "object",
     "description": "Live state of this node.",
-    "required": ["node", "connections", "users_online", "totals", "telemetry", "storage",
-                 "process", "backpressure"],
+    "required": ["node", "connections", "users_online", "totals", "rates", "latency_ms",
+                 "cache", "telemetry", "storage", "process", "backpressure"],
     "properties": {
         "node": {"type": "string", "description": "the node id"},
         "uptime_s": {"type": "number", "description": "seconds since start"},
@@ -31,6 +31,34 @@ METRICS: dict[str, Any] = {
             "properties": {"published": _int("entries published"),
                            "delivered": _int("entries sent to clients"),
                            "acked": _int("entries newly acknowledged")}},
+        "rates": {
+            "type": "object",
+            "description": "per second, over about the last minute (from samples this "
+                           "route takes, at most one a second; before a second-old one, "
+                           "since start)",
+            "required": ["window_s", "published_per_s", "delivered_per_s", "acked_per_s"],
+            "properties": {"window_s": {"type": "number", "description": "seconds covered"},
+                           "published_per_s": {"type": "number"},
+                           "delivered_per_s": {"type": "number"},
+                           "acked_per_s": {"type": "number"}}},
+        "latency_ms": {
+            "type": ["object", "null"],
+            "description": "publish-to-send latency over the last telemetry interval "
+                           "(about a second) that delivered anything, `age_s` seconds ago, "
+                           "across priorities and modes: `p50` is the count-weighted mean "
+                           "of theirs, `p99` and `max` the highest; null before the first "
+                           "delivery (or with telemetry off)",
+            "properties": {"count": INT0, "age_s": {"type": "number"},
+                           "p50": {"type": "number"},
+                           "p99": {"type": "number"}, "max": {"type": "number"}}},
+        "cache": {
+            "type": "object",
+            "description": "the query caches since start: `global` (values shared by "
+                           "everyone) and `user` (users' stream pages and unread counts)",
+            "additionalProperties": {"type": "object", "properties": {
+                "hit_rate": {"type": ["number", "null"], "description": "null before "
+                             "the first lookup"},
+                "hits": INT0, "misses": INT0, "entries": INT0, "bytes": INT0}}},
         "telemetry": {
             "type": "object", "description": "records of the telemetry pipeline",
             "required": ["emitted", "written", "spooled", "dropped", "queued", "in_flight",
@@ -51,7 +79,15 @@ METRICS: dict[str, Any] = {
             }},
         "storage": {"type": "object", "required": ["kind"], "properties": {
             "kind": {"type": "string", "enum": ["sqlite", "postgresql"],
-                     "description": "where the logs live"}}},
+                     "description": "where the logs live"},
+            "statements": {
+                "type": ["object", "null"],
+                "description": "database statements by operation over the last 10 s "
+                               "interval: `count`, `mean_ms`, `max_ms`, `slow` (null "
+                               "with telemetry off)",
+                "additionalProperties": {"type": "object", "properties": {
+                    "count": INT0, "mean_ms": {"type": "number"},
+                    "max_ms": {"type": "number"}, "slow": INT0}}}}},
         "process": {"type": "object", "required": ["rss_bytes", "cpu_seconds", "open_fds"],
                     "properties": {
                         "rss_bytes": _int("resident memory"),
