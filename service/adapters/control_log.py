@@ -49,6 +49,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
+from service.adapters.database import create_tables
 from service.adapters.notification_log import storage_errors
 from service.domain.control import ControlEvent, EventDraft
 from service.domain.errors import ConflictError, StorageUnavailable
@@ -100,7 +101,7 @@ def create_control_schema(engine: Engine) -> None:
     """The table and its triggers, idempotently (create-all at start)."""
     postgres = engine.dialect.name == "postgresql"
     with storage_errors():
-        metadata.create_all(engine)
+        create_tables(engine, metadata)
         with engine.begin() as conn:
             if postgres:  # nodes starting together would race on CREATE OR REPLACE
                 conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('control_events'))"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from service.adapters.db_metrics import TimedQueuePool
@@ -57,3 +57,13 @@ def _sqlite_engine(url: str, database: str | None) -> Engine:
 
 def default_sqlite_url(var_dir: str | os.PathLike) -> str:
     return f"sqlite:///{Path(var_dir).resolve() / 'notify.sqlite3'}"
+
+
+def create_tables(engine: Engine, metadata: MetaData) -> None:
+    """``create_all``, one process at a time on PostgreSQL: nodes starting
+    together on a fresh database would race on CREATE TABLE (the loser fails
+    on pg_type's unique index). SQLite serialises DDL on its file lock."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('notify_schema'))"))
+        metadata.create_all(conn)

@@ -47,6 +47,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from service.adapters.database import create_tables
 from service.adapters.log_append import append_postgres, append_sqlite, prepare
 from service.domain.errors import StorageUnavailable
 from service.domain.model import Appended, Notification, Priority, PublishRequest
@@ -108,7 +109,7 @@ def create_schema(engine: Engine) -> None:
     """Create missing tables and the head row (create-all at start, for now)."""
     insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
     with storage_errors():
-        metadata.create_all(engine)
+        create_tables(engine, metadata)
         with engine.begin() as conn:
             conn.execute(insert(log_head).on_conflict_do_nothing(),
                          {"id": 1, "head": 0, "streams": 0})
