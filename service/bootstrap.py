@@ -134,7 +134,7 @@ def register_control_routes(flask_app: Flask, settings: Settings, live_config: L
     flask_app.register_blueprint(control_blueprint(live_config, admins))
     flask_app.register_blueprint(admin_blueprint(
         sources, admins, live_config, trends=functools.partial(trends, reader),
-        report=report, render_markdown=render_markdown))
+        report=report, render_markdown=render_markdown, cluster_health=reader.latest_health))
     flask_app.register_blueprint(grafana_blueprint(settings.grafana_url))
     flask_app.register_blueprint(health_blueprint(sources))
     flask_app.register_blueprint(openapi_blueprint())

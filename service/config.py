@@ -92,6 +92,7 @@ class Settings:
     cache_compress_min_bytes: int = 2048  # 0: never compress cached values
     backpressure_high_water_bytes: int = 0  # 0: a quarter of the memory budget
     leak_grace_s: float = 30.0
+    auto_rollback: bool = True  # the impact job rolls a clear regression back
     backpressure_actions: dict = field(default_factory=lambda: dict(DEFAULT_ACTIONS),
                                        compare=False)
     generated_secrets: tuple[str, ...] = field(default=(), compare=False)
@@ -221,6 +222,7 @@ class Settings:
             backpressure_actions=_backpressure(env.get("BACKPRESSURE", "")),
             backpressure_high_water_bytes=max(0, _int(env, "BACKPRESSURE_HIGH_WATER_BYTES", 0)),
             leak_grace_s=_float(env, "LEAK_GRACE_S", 30.0),
+            auto_rollback=env.get("AUTO_ROLLBACK", "1") != "0",
             generated_secrets=generated,
             env_tuned=tuple(t.name for t in TUNABLES.values() if env.get(t.env, "") != ""),
             throttle_spec=env.get("THROTTLE", ""),

@@ -132,12 +132,19 @@ class InfluxClient:
         return {row[columns.index("name")]: row[columns.index("duration")]
                 for row in series[0]["values"]}
 
-    def write_lines(self, lines: list[str], *, database: str | None = None) -> None:
+    def write_lines(self, lines: list[str], *, database: str | None = None,
+                    retention_policy: str | None = None) -> None:
         body = gzip.compress("\n".join(lines).encode("utf-8"), compresslevel=1)
-        self.write_gzip(body, database=database)
+        self.write_gzip(body, database=database, retention_policy=retention_policy)
 
-    def write_gzip(self, body: bytes, *, database: str | None = None) -> None:
-        query = urlencode({"db": database or self.settings.database, "precision": "ns"})
+    def write_gzip(self, body: bytes, *, database: str | None = None,
+                   retention_policy: str | None = None) -> None:
+        """Write to the database's default retention policy, or to
+        ``retention_policy`` (the /write ``rp`` parameter; a DBRP mapping on 2.x)."""
+        params = {"db": database or self.settings.database, "precision": "ns"}
+        if retention_policy:
+            params["rp"] = retention_policy
+        query = urlencode(params)
         self._request(
             "POST",
             f"/write?{query}",

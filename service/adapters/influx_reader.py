@@ -106,6 +106,17 @@ class InfluxAnalysisReader:
                  **_typed(row, "analysis_trend")}
                 for row in _rows(result)]
 
+    def latest_health(self, lookback: timedelta = timedelta(minutes=15)) -> dict[str, Any]:
+        """The health job's newest verdict per component within ``lookback``."""
+        now = datetime.now(UTC)
+        (result,) = self._query(
+            'SELECT "level", "reason", "status" FROM "analysis_health" '
+            f"WHERE {self._where(now - lookback, now + timedelta(minutes=1))} "
+            'GROUP BY "component" ORDER BY time DESC LIMIT 1 SLIMIT 20')
+        return {row["component"]: {"status": row.get("status"), "reason": row.get("reason"),
+                                   "at": _at(row["time"])}
+                for row in _rows(result) if row.get("component")}
+
     def regressions(self, since: datetime, until: datetime,
                     limit: int = ROWS_LIMIT) -> list[dict[str, Any]]:
         """The newest ``limit`` in [since, until), oldest first."""
@@ -126,8 +137,9 @@ class InfluxAnalysisReader:
         - ``delivered_per_s``: sum of ``notify_delivery`` ``count`` (live and
           replay) over the window's length;
         - ``delivery_p99_ms``: the 99th percentile of the per-interval
-          ``latency_ms_p99`` values (each point is one node's interval of about
-          a second), so one bad second alone does not set it;
+          ``latency_ms_p99`` values of live deliveries (each point is one
+          node's interval of about a second; a replay's latency includes the
+          time its user was away, so it is left out);
         - ``drops_per_s``: sum of ``notify_drop`` ``count`` over the length;
         - ``cache_hit_rate``: sum(hits) / (sum(hits) + sum(misses)) over every cache;
         - ``rss_bytes``: the mean ``process`` ``rss_bytes`` of each serving
@@ -142,20 +154,22 @@ class InfluxAnalysisReader:
         where = self._where(start, end)
         serving = self._where(start, end, " AND \"role\" = 'serve'")
         statements = [
-            'SELECT sum("count") AS "n", percentile("latency_ms_p99", 99) AS "p99" '
-            f'FROM "notify_delivery" WHERE {where}',
+            'SELECT sum("count") AS "n" FROM "notify_delivery" WHERE ' + where,
+            # live only: a replay's latency includes the time its user was away
+            'SELECT percentile("latency_ms_p99", 99) AS "p99" FROM "notify_delivery" '
+            f"WHERE {where} AND \"mode\" = 'live'",
             f'SELECT sum("count") AS "n" FROM "notify_drop" WHERE {where}',
             f'SELECT sum("hits") AS "hits", sum("misses") AS "misses" FROM "cache" WHERE {where}',
             'SELECT sum("rss") AS "rss" FROM (SELECT mean("rss_bytes") AS "rss" FROM "process" '
             f'WHERE {serving} GROUP BY "node") WHERE {where}',
         ]
-        delivery, drops, cache, process = (next(_rows(r), None)
-                                           for r in self._query(*statements))
-        if not any((delivery, drops, cache, process)):
+        delivery, live, drops, cache, process = (next(_rows(r), None)
+                                                 for r in self._query(*statements))
+        if not any((delivery, live, drops, cache, process)):
             return dict.fromkeys(METRIC_KEYS)
         hits = (cache or {}).get("hits") or 0
         lookups = hits + ((cache or {}).get("misses") or 0)
-        p99 = (delivery or {}).get("p99")
+        p99 = (live or {}).get("p99")
         rss = (process or {}).get("rss")
         return {
             "delivered_per_s": ((delivery or {}).get("n") or 0) / seconds,
@@ -164,3 +178,71 @@ class InfluxAnalysisReader:
             "cache_hit_rate": hits / lookups if lookups else None,
             "rss_bytes": None if rss is None else float(rss),
         }
+
+    def health_inputs(self, start: datetime, end: datetime) -> dict[str, float | None]:
+        """What the health and recommendation rules read over [start, end):
+        the key metrics of ``window_summary`` and, per the catalogue:
+
+        - ``published_per_s``, ``throttled_per_s``: sums over the length;
+        - ``mean_batch``: delivered entries per batch; ``wait_p50_ms``: the mean
+          of the intervals' ``wait_ms_p50`` (how long live entries waited);
+        - ``connections_node_max``: the busiest node's mean open connections
+          (``notify_ping``); ``rss_node_max``: the largest serving node's mean RSS;
+        - ``cpu_node_max``: the busiest serving node's CPU, cores in use;
+        - ``db_query_ms``: mean statement time; ``db_slow``: slow statements;
+        - ``telemetry_dropped``: records dropped in the window, all processes;
+          ``spool_bytes``: the largest spool at its last report;
+        - ``job_errors``: analysis job runs that failed.
+        """
+        seconds = (end - start).total_seconds()
+        keys = ("published_per_s", "throttled_per_s", "mean_batch", "wait_p50_ms",
+                "connections_node_max", "rss_node_max", "cpu_node_max", "db_query_ms",
+                "db_slow", "telemetry_dropped", "spool_bytes", "job_errors")
+        if seconds <= 0:
+            return dict.fromkeys(METRIC_KEYS + keys)
+        summary = self.window_summary(start, end)
+        where = self._where(start, end)
+        serving = self._where(start, end, " AND \"role\" = 'serve'")
+        per_node = f"WHERE {where} GROUP BY \"node\", \"role\")"
+        rows = [next(_rows(r), None) or {} for r in self._query(
+            f'SELECT sum("count") AS "n" FROM "notify_publish" WHERE {where}',
+            f'SELECT sum("count") AS "n" FROM "notify_throttle" WHERE {where}',
+            'SELECT sum("count") AS "n", sum("batches") AS "b", mean("wait_ms_p50") AS "w" '
+            f'FROM "notify_delivery" WHERE {where} AND "mode" = \'live\'',
+            'SELECT max("c") AS "v" FROM (SELECT mean("connections") AS "c" FROM '
+            f'"notify_ping" {per_node}',
+            'SELECT max("r") AS "v" FROM (SELECT mean("rss_bytes") AS "r" FROM "process" '
+            f'WHERE {serving} GROUP BY "node")',
+            'SELECT max("c") AS "v" FROM (SELECT spread("cpu_seconds") AS "c" FROM "process" '
+            f'WHERE {serving} GROUP BY "node")',
+            'SELECT sum("duration_ms_sum") AS "d", sum("count") AS "n", sum("slow") AS "s" '
+            f'FROM "db_query" WHERE {where}',
+            'SELECT sum("d") AS "v" FROM (SELECT spread("dropped") AS "d" FROM '
+            f'"telemetry_self" {per_node}',
+            'SELECT max("s") AS "v" FROM (SELECT last("spool_bytes") AS "s" FROM '
+            f'"telemetry_self" {per_node}',
+            f'SELECT count("duration_ms") AS "n" FROM "job_run" WHERE {where} '
+            "AND \"outcome\" = 'error'",
+        )]
+        publish, throttle, live, conns, rss, cpu, db, dropped, spool, jobs = rows
+        batches = live.get("b") or 0
+        queries = db.get("n") or 0
+        return {
+            **summary,
+            "published_per_s": (publish.get("n") or 0) / seconds,
+            "throttled_per_s": (throttle.get("n") or 0) / seconds,
+            "mean_batch": (live.get("n") or 0) / batches if batches else None,
+            "wait_p50_ms": _float_or_none(live.get("w")),
+            "connections_node_max": _float_or_none(conns.get("v")),
+            "rss_node_max": _float_or_none(rss.get("v")),
+            "cpu_node_max": None if cpu.get("v") is None else float(cpu["v"]) / seconds,
+            "db_query_ms": (db.get("d") or 0) / queries if queries else None,
+            "db_slow": float(db.get("s") or 0),
+            "telemetry_dropped": float(dropped.get("v") or 0),
+            "spool_bytes": _float_or_none(spool.get("v")),
+            "job_errors": float(jobs.get("n") or 0),
+        }
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)

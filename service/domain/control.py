@@ -27,8 +27,9 @@ RECOMMENDATION_APPLIED = "recommendation_applied"
 RECOMMENDATION_DISMISSED = "recommendation_dismissed"
 ROLLBACK = "rollback"
 ALERT_RECEIVED = "alert_received"
+IMPACT_MEASURED = "impact_measured"  # what a change did, measured after it (analysis jobs)
 EVENT_TYPES = (LEVEL_SET, PARAMETER_OVERRIDDEN, RECOMMENDATION_ISSUED, RECOMMENDATION_APPLIED,
-               RECOMMENDATION_DISMISSED, ROLLBACK, ALERT_RECEIVED)
+               RECOMMENDATION_DISMISSED, ROLLBACK, ALERT_RECEIVED, IMPACT_MEASURED)
 
 MAX_PAYLOAD_BYTES = 16 * 1024  # an event is a decision, not a data dump
 MAX_ACTOR = 128
@@ -63,6 +64,14 @@ def _rollback(payload: Mapping[str, Any]) -> dict[str, Any]:
     return {"to_seq": to_seq}
 
 
+def _impact(payload: Mapping[str, Any]) -> dict[str, Any]:
+    seq = payload.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+        raise InvalidInput("seq must be the measured change's seq", field="payload.seq")
+    _text(payload, "verdict")
+    return dict(payload)
+
+
 def _parameters(payload: Mapping[str, Any]) -> dict[str, Any]:
     if not payload:
         raise InvalidInput("name at least one parameter", field="parameters")
@@ -77,6 +86,7 @@ _CHECKS = {
     RECOMMENDATION_DISMISSED: lambda p: {**p, "id": _text(p, "id")},
     ROLLBACK: _rollback,
     ALERT_RECEIVED: lambda p: {**p, "name": _text(p, "name")},
+    IMPACT_MEASURED: _impact,
 }
 
 
@@ -258,6 +268,8 @@ def describe(event: ControlEvent) -> str:
         return "; ".join(f"{k}={'default' if v is None else v}" for k, v in p.items())
     if event.type == ROLLBACK:
         return f"rollback to #{p['to_seq']}"
+    if event.type == IMPACT_MEASURED:
+        return f"impact of #{p['seq']}: {p['verdict']}"
     if event.type == ALERT_RECEIVED:
         state = p.get("state")
         return f"alert {p['name']}" + (f" ({state})" if isinstance(state, str) else "")

@@ -52,6 +52,8 @@ PRIORITIES = ("low", "normal", "high", "critical")
 ANALYSIS_METRICS = ("delivery_p99_ms", "delivery_rate", "publish_rate", "drop_rate",
                     "connections", "rss_bytes", "cache_hit_rate", "db_query_ms", "spool_bytes")
 TREND_WINDOWS = ("1h", "24h", "7d")
+# The scheduled analysis jobs (``job_run``): entrypoints.jobs.build_jobs names each one.
+JOB_NAMES = ("rollups", "trends", "regressions", "health", "recommendations", "impact")
 
 CATALOGUE: dict[str, Measurement] = {
     m.name: m
@@ -532,9 +534,9 @@ CATALOGUE: dict[str, Measurement] = {
                 "against, and `eta_s`, the seconds until it reaches the limit at this "
                 "slope (absent when it never does). In the default retention policy; "
                 "`GET /admin/api/performance/trends` reads the newest point of each "
-                "series. Not written yet: the jobs come with the analysis issue."
+                "series. How the jobs fit it: docs/operations.md."
             ),
-            emitted_by="entrypoints.jobs",
+            emitted_by="service_layer.trends.run_trends",
             tags=("metric", "window"),
             tag_values={"metric": ANALYSIS_METRICS, "window": TREND_WINDOWS},
             fields={"slope_per_h": FLOAT, "direction": STRING, "confidence": FLOAT,
@@ -552,7 +554,7 @@ CATALOGUE: dict[str, Measurement] = {
                 "or `down`, with the mean before and after it, the change in % "
                 "(`magnitude_pct`, signed) and `text`, one line for Grafana annotations. "
                 "In the default retention policy; the optimization report lists those of "
-                "its period. Not written yet: the jobs come with the analysis issue."
+                "its period."
             ),
             emitted_by="entrypoints.jobs",
             tags=("metric", "direction"),
@@ -563,12 +565,110 @@ CATALOGUE: dict[str, Measurement] = {
                 'SELECT "text", "magnitude_pct" FROM "analysis_regression" WHERE $timeFilter'
             ),
         ),
+        Measurement(
+            name="analysis_health",
+            description=(
+                "Each component's health over the last 5 minutes of the whole cluster, "
+                "one point per component per run of the health job: `status` is "
+                "`healthy`, `warning` or `critical` (also as `level` 0, 1, 2, for "
+                "alert rules) and `reason` names the figure past its threshold "
+                "(thresholds: docs/operations.md). `GET /admin/api/performance/health` "
+                "serves the newest point of each component beside the node's own checks."
+            ),
+            emitted_by="service_layer.analysis.run_health",
+            tags=("component", "status"),
+            tag_values={"component": ("delivery", "connections", "storage", "cache",
+                                      "telemetry", "scheduler"),
+                        "status": ("healthy", "warning", "critical")},
+            fields={"level": INT, "reason": STRING},
+            example_query=(
+                'SELECT last("level") FROM "analysis_health" WHERE $timeFilter '
+                'GROUP BY time($__interval), "component"'
+            ),
+        ),
+        Measurement(
+            name="job_run",
+            description=(
+                "One run of a scheduled analysis job (`python -m service jobs`, "
+                "docs/operations.md): `outcome` is `ok`, `error` (the run raised: "
+                "`error` gives the exception's type and message, at most 300 characters) "
+                "or `skipped` (another node held the job's cluster-wide lock); "
+                "`duration_ms` is the whole run, lock included, and `items` what it "
+                "produced (points, events), 0 unless `ok`."
+            ),
+            emitted_by="service_layer.jobs.run_job",
+            tags=("job", "outcome"),
+            tag_values={"job": JOB_NAMES, "outcome": ("ok", "error", "skipped")},
+            fields={"duration_ms": FLOAT, "items": INT, "error": STRING},
+            example_query=(
+                'SELECT max("duration_ms") FROM "job_run" WHERE $timeFilter '
+                'GROUP BY time($__interval), "job", "outcome"'
+            ),
+        ),
     )
 }
 
 
 def measurement(name: str) -> Measurement:
     return CATALOGUE[name]
+
+
+# Rollups: the rollups job (service_layer.rollups) downsamples the raw points of
+# these measurements into 1-minute and 1-hour buckets, written under the same
+# measurement, tag and field names to the retention policies below, so a query
+# switches resolution by naming the policy (FROM "rollup_1m"."notify_delivery").
+# Per field, the aggregate over the bucket's raw points of one series (node,
+# role and the measurement's tags): ``sum`` and ``max`` are exact; ``mean`` (of
+# a gauge: always a float); ``last`` (of a counter cumulative since start);
+# ``p50``/``p95``/``p99``: that percentile (nearest rank) of the per-interval
+# percentiles, the way the optimization report reads p99 over a window.
+ROLLUP_POLICIES = {"1m": "rollup_1m", "1h": "rollup_1h"}
+ROLLUP_AGGREGATES = ("sum", "max", "mean", "last", "p50", "p95", "p99")
+ROLLUPS: dict[str, dict[str, str]] = {
+    "notify_publish": {"count": "sum", "requests": "sum", "payload_bytes": "sum",
+                       "duration_ms_sum": "sum", "duration_ms_max": "max"},
+    "notify_dispatch": {"count": "sum"},
+    "notify_delivery": {"count": "sum", "batches": "sum", "bytes": "sum", "wire_bytes": "sum",
+                        "latency_ms_p50": "p50", "latency_ms_p95": "p95",
+                        "latency_ms_p99": "p99", "latency_ms_max": "max",
+                        "wait_ms_p50": "p50", "wait_ms_p95": "p95", "wait_ms_p99": "p99",
+                        "wait_ms_max": "max"},
+    "notify_ack": {"count": "sum", "acks": "sum"},
+    "notify_drop": {"count": "sum"},
+    "notify_throttle": {"count": "sum", "recipients": "sum"},
+    "notify_reload": {"count": "sum"},
+    "notify_queues": {"samples": "sum", "queued_bytes_max": "max",
+                      "backlogged_connections_max": "max"},
+    "notify_connection": {"count": "sum", "active": "max"},
+    "notify_ping": {"connections": "mean", "awaiting_pong": "mean", "late_pong": "max"},
+    "process": {"rss_bytes": "mean", "cpu_seconds": "last", "open_fds": "mean",
+                "gc_gen0": "last", "gc_gen1": "last", "gc_gen2": "last",
+                "gc_pause_ms": "sum", "gc_pause_ms_max": "max", "handler_greenlets": "mean",
+                "uptime_s": "last"},
+    "db_query": {"count": "sum", "duration_ms_sum": "sum", "duration_ms_max": "max",
+                 "rows": "sum", "slow": "sum"},
+    "db_write_batch": {"count": "sum", "batches": "sum", "duration_ms_sum": "sum",
+                       "size_max": "max", "duration_ms_max": "max"},
+    "db_pool": {"size": "last", "checked_out": "mean", "overflow": "mean", "waits": "sum",
+                "wait_ms_sum": "sum", "wait_ms_max": "max"},
+    "cache": {"hits": "sum", "misses": "sum", "evictions": "sum", "evictions_ttl": "sum",
+              "evictions_bytes": "sum", "invalidations": "sum", "entries": "mean",
+              "bytes": "mean"},
+    "telemetry_self": {"emitted": "last", "written": "last", "spooled": "last",
+                       "dropped": "last", "queued": "mean", "spool_bytes": "mean",
+                       "write_ms": "mean"},
+    "telemetry_dropped": {"count": "last"},
+    "runtime_leaks": {"alive": "mean", "leaked": "max"},
+    "job_run": {"duration_ms": "max", "items": "sum"},
+}
+
+
+def rollup_fields(name: str) -> dict[str, FieldType]:
+    """The fields of a measurement's rollups and their types: a mean is a
+    float, every other aggregate keeps the raw field's type."""
+    fields = CATALOGUE[name].fields
+    return {f: FieldType.FLOAT if agg == "mean" else fields[f]
+            for f, agg in ROLLUPS.get(name, {}).items()}
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, redirect, request
 
 from service.domain.control import parse_time
-from service.domain.errors import InvalidInput
+from service.domain.errors import InvalidInput, StorageUnavailable
+from service.domain.health import overall
 from service.entrypoints.auth import BearerAuth
 from service.entrypoints.http_input import json_object
 from service.service_layer import recommendations as recs
@@ -27,6 +28,7 @@ Report = Callable[[datetime | None, datetime | None], dict[str, Any]]
 
 def admin_blueprint(sources: StatusSources, admins: BearerAuth, config: LiveConfig, *,
                     trends: Callable[[], dict[str, Any]], report: Report,
+                    cluster_health: Callable[[], dict[str, Any]],
                     render_markdown: Callable[[dict[str, Any]], str]) -> Blueprint:
     bp = Blueprint("admin", __name__, url_prefix="/admin/api/performance")
 
@@ -40,7 +42,17 @@ def admin_blueprint(sources: StatusSources, admins: BearerAuth, config: LiveConf
 
     @bp.get("/health")
     def health() -> Response:
-        return jsonify(component_health(sources))
+        """This node's own checks, and the health job's view of the cluster
+        (from InfluxDB: null, with the reason, when it cannot be read)."""
+        answer = component_health(sources)
+        try:
+            components = cluster_health()
+            answer["cluster"] = {"status": overall(components) if components else None,
+                                 "components": components}
+        except StorageUnavailable as exc:
+            answer["cluster"] = None
+            answer["cluster_unavailable"] = exc.message
+        return jsonify(answer)
 
     @bp.get("/trends")
     def get_trends() -> Response:

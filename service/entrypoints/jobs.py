@@ -1,37 +1,105 @@
 """``python -m service jobs``: the analysis scheduler, in its own process.
 
-For now it samples its own process into telemetry; rollups, trends, change
-points, health and recommendations arrive with the analysis issue.
+It samples its own process into telemetry, and runs the analysis jobs that
+``build_jobs`` lists, each every ``interval_s`` through ``run_job``: under a
+cluster-wide lock named after the job (any number of nodes may run this
+process), timed, with the outcome recorded as ``job_run``.
+docs/operations.md describes the jobs.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
+import sys
+from datetime import UTC, datetime, timedelta
 
 import gevent
 import gevent.event
 from apscheduler.schedulers.gevent import GeventScheduler
+from sqlalchemy import Engine
 
+from service.adapters.control_log import SqlControlLog, create_control_schema
+from service.adapters.database import make_engine
+from service.adapters.influx import InfluxClient
+from service.adapters.influx_reader import InfluxAnalysisReader
+from service.adapters.influx_rollups import InfluxRollupStore
+from service.adapters.influx_series import InfluxMetricSeries
+from service.adapters.job_lock import job_lock_for
 from service.adapters.runtime_metrics import RuntimeSampler
 from service.bootstrap import make_telemetry
 from service.config import Settings
+from service.domain.errors import StorageUnavailable
 from service.entrypoints.runtime import start_process
+from service.service_layer.analysis import run_advice, run_health, run_impact
+from service.service_layer.jobs import JobSpec, run_job
+from service.service_layer.ports import JobLock, Telemetry
+from service.service_layer.rollups import run_rollups
+from service.service_layer.trends import run_trends, trend_limits
+from service.service_layer.tuning import LiveConfig
 
 log = logging.getLogger("service.jobs")
+
+
+def build_jobs(settings: Settings, influx: InfluxClient, engine: Engine,
+               config: LiveConfig, telemetry: Telemetry) -> list[JobSpec]:
+    """Every analysis job, by name (``telemetry.JOB_NAMES``). ``config`` is
+    the effective config, following the control log. To add a job, append a
+    ``JobSpec(name, interval_s, run)`` whose ``run()`` returns its item count."""
+    store = InfluxRollupStore(influx, settings.retention())
+    series = InfluxMetricSeries(influx)
+
+    def trends() -> int:
+        limits = trend_limits(config.values, settings.telemetry_spool_max_bytes)
+        return run_trends(series, store, limits)
+
+    reader = InfluxAnalysisReader(influx)
+    spool_max = settings.telemetry_spool_max_bytes
+    return [
+        JobSpec("rollups", 60.0, lambda: run_rollups(store)),
+        JobSpec("trends", 300.0, trends),
+        JobSpec("health", 60.0, lambda: run_health(reader, telemetry, config, spool_max)),
+        JobSpec("recommendations", 300.0, lambda: run_advice(reader, config)),
+        JobSpec("impact", 60.0,
+                lambda: run_impact(reader, config, auto_rollback=settings.auto_rollback)),
+    ]
+
+
+def schedule(scheduler: GeventScheduler, jobs: list[JobSpec], lock: JobLock,
+             telemetry: Telemetry) -> None:
+    """Each job every ``interval_s``, the first run a few seconds from now;
+    a run still going when the next is due makes that one wait (coalesced)."""
+    first = datetime.now(UTC) + timedelta(seconds=5)
+    for spec in jobs:
+        scheduler.add_job(run_job, "interval", args=(spec, lock, telemetry),
+                          seconds=spec.interval_s, id=spec.name, name=spec.name,
+                          next_run_time=first)
 
 
 def run_jobs(settings: Settings) -> int:
     refused = start_process()
     if refused is not None:
         return refused
-    ring, writer, _influx = make_telemetry(settings, "jobs")
+    ring, writer, influx = make_telemetry(settings, "jobs")
     sampler = RuntimeSampler(ring)
+    engine = make_engine(settings.database_url, pool=settings.db_pool)
+    control_log = SqlControlLog(engine)
+    try:
+        create_control_schema(engine)  # serialised: nodes may start together
+        # the effective config, as every node folds it; no announcements from here
+        config = LiveConfig(settings.optimization_level, settings.env_overrides(),
+                            lambda _values: None, None, log=control_log)
+    except StorageUnavailable as exc:
+        print(f"refusing to start: {exc.message}", file=sys.stderr)
+        return 4
+    control_log.start(gevent.spawn)
     # The whole process runs on gevent (patched at start), so the gevent
     # scheduler is the one that cooperates with the writer greenlet.
     scheduler = GeventScheduler(job_defaults={"coalesce": True, "max_instances": 1})
     scheduler.add_job(sampler.sample, "interval", seconds=10, id="process-sample",
                       name="process sample")
+    schedule(scheduler, build_jobs(settings, influx, engine, config, ring),
+             job_lock_for(engine, settings.var_dir), ring)
     writer_task = gevent.spawn(writer.run)
     scheduler_task = scheduler.start()
     stopping = gevent.event.Event()
@@ -42,7 +110,9 @@ def run_jobs(settings: Settings) -> int:
     stopping.wait()
     scheduler.shutdown(wait=False)
     sampler.stop()
+    control_log.stop()
     writer.close()
     gevent.killall([scheduler_task, writer_task], timeout=2)
+    engine.dispose()
     log.info("jobs stopped")
     return 0

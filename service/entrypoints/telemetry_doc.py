@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from service.domain.telemetry import CATALOGUE, COMMON_TAGS, ROLES
+from service.domain.telemetry import CATALOGUE, COMMON_TAGS, ROLES, ROLLUP_POLICIES, ROLLUPS
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "telemetry.md"
 
@@ -27,6 +27,15 @@ def render() -> str:
         "Tags have bounded cardinality: a tag that reaches 100 distinct values per process "
         "records further values as `other`.",
         "",
+        "Raw points are kept in the default retention policy `raw`. The rollups job writes "
+        "1-minute and 1-hour rollups of the measurements that say so below, under the same "
+        "measurement, tag and field names, to the retention policies "
+        f"{' and '.join(f'`{rp}`' for rp in ROLLUP_POLICIES.values())}: one point per "
+        "bucket and series (`node`, `role` and the tags), stamped with the bucket's start. "
+        "`sum` and `max` are exact, `mean` is a float, `last` is the bucket's last value of "
+        "a counter cumulative since start, and `p50`/`p95`/`p99` is that percentile "
+        "(nearest rank) of the raw per-interval values. Fields not listed are not rolled up.",
+        "",
     ]
     for m in CATALOGUE.values():
         out += [f"## `{m.name}`", "", m.description, ""]
@@ -39,6 +48,9 @@ def render() -> str:
             out.append(f"| tag | `{tag}` | string | {values} |")
         for name, kind in m.fields.items():
             out.append(f"| field | `{name}` | {kind.value} | |")
+        if m.name in ROLLUPS:
+            rolled = ", ".join(f"`{f}` {agg}" for f, agg in ROLLUPS[m.name].items())
+            out += ["", f"Rolled up (`rollup_1m`, `rollup_1h`): {rolled}."]
         out += ["", "```sql", m.example_query.replace("$timeFilter", "time > now() - 1h")
                 .replace("$__interval", "1m"), "```", ""]
     return "\n".join(out)

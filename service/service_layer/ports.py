@@ -7,6 +7,7 @@ tests need one, a simple in-memory implementation in ``tests/unit/fakes.py``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -199,3 +200,53 @@ class AnalysisReader(Protocol):
     def window_summary(self, start: datetime, end: datetime) -> dict[str, float | None]:
         """The key metrics over [start, end), by ``domain.report.METRIC_KEYS``;
         None for one with no data."""
+
+
+class JobLock(Protocol):
+    """A cluster-wide lock per job name (``adapters.job_lock``)."""
+
+    def hold(self, name: str) -> AbstractContextManager[bool]:
+        """Try to take the lock named ``name`` without waiting. The context's
+        value is True when this process now holds it (released on leaving the
+        context, also when it raises), False when another one holds it."""
+
+
+@dataclass(frozen=True)
+class DataPoint:
+    """A point the jobs write: ``tags`` include ``node`` and ``role``;
+    ``at`` is timezone-aware (a rollup's is its bucket's start)."""
+
+    measurement: str
+    tags: tuple[tuple[str, str], ...]
+    fields: Mapping[str, Any]
+    at: datetime
+
+
+class PointWriter(Protocol):
+    def write(self, points: Sequence[DataPoint], retention_policy: str | None = None) -> None:
+        """Write the points, to the default retention policy or the one named.
+        A point of the same series and time overwrites the earlier one."""
+
+
+class RollupStore(PointWriter, Protocol):
+    """Raw points aggregated per bucket, and where the rollups stand
+    (``adapters.influx_rollups``)."""
+
+    def newest_bucket(self, resolution: str, since: datetime) -> datetime | None:
+        """The start of the newest bucket at ``resolution`` written at or
+        after ``since``, or None."""
+
+    def aggregate(self, measurement: str, start: datetime, end: datetime,
+                  resolution: str) -> list[DataPoint]:
+        """The rollup points of ``measurement`` for the buckets in [start, end):
+        one per bucket and series with any raw point, by ``telemetry.ROLLUPS``."""
+
+
+class MetricSeries(Protocol):
+    """The analysis jobs' key metrics (``telemetry.ANALYSIS_METRICS``), read
+    from the rollups (``adapters.influx_series``)."""
+
+    def series(self, metric: str, start: datetime, end: datetime, resolution: str = "1m",
+               *, node: str | None = None) -> list[tuple[datetime, float]]:
+        """One value per bucket (``1m`` or ``1h``) in [start, end), oldest
+        first, stamped with the bucket's start: the whole cluster, or one node."""

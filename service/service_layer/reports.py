@@ -37,7 +37,8 @@ MAX_CHANGES = 200
 MAX_REGRESSIONS = 200
 MAX_RECOMMENDATIONS = 200
 P99_NOTE = ("Delivery p99 is the 99th percentile of the per-interval p99 latencies "
-            "(one per node and second), not of every notification.")
+            "of live deliveries (one per node and second), not of every notification; "
+            "replays, whose latency includes the time a user was away, are left out.")
 
 
 def _order(values: tuple[str, ...], value: Any) -> int:

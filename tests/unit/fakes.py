@@ -226,3 +226,28 @@ def appending(log: InMemoryNotificationLog, deliver: Callable) -> Callable:
         deliver(appended)
         return appended
     return append
+
+
+class InMemoryMetricSeries:
+    """``MetricSeries`` over given points: ``data[(metric, resolution)]`` is a
+    list of (time, value), any order; ``calls`` records what was asked."""
+
+    def __init__(self, data: dict[tuple[str, str], list[tuple[datetime, float]]]) -> None:
+        self.data = data
+        self.calls: list[tuple[str, datetime, datetime, str, str | None]] = []
+
+    def series(self, metric: str, start: datetime, end: datetime, resolution: str = "1m",
+               *, node: str | None = None) -> list[tuple[datetime, float]]:
+        self.calls.append((metric, start, end, resolution, node))
+        return sorted((t, v) for t, v in self.data.get((metric, resolution), [])
+                      if start <= t < end)
+
+
+class RecordingPointWriter:
+    """``PointWriter`` that keeps what it was given, by retention policy."""
+
+    def __init__(self) -> None:
+        self.written: list[tuple[Any, str | None]] = []
+
+    def write(self, points: Any, retention_policy: str | None = None) -> None:
+        self.written.extend((p, retention_policy) for p in points)

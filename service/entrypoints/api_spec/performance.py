@@ -125,6 +125,22 @@ HEALTH: dict[str, Any] = {
             "description": "`delivery`, `storage` and `telemetry`, each "
                            "`{status: healthy|warning|critical, reason}`",
             "additionalProperties": ref("ComponentHealth")},
+        "cluster": {
+            "type": ["object", "null"],
+            "description": "the health job's newest verdict for the whole cluster, from "
+                           "InfluxDB (`analysis_health`, thresholds in "
+                           "[operations](operations.md#health-recommendations-and-measured-"
+                           "impact)): `status` (null before its first run) and `components` "
+                           "(`delivery`, `connections`, `storage`, `cache`, `telemetry`, "
+                           "`scheduler`, each `{status, reason, at}`); null when InfluxDB "
+                           "cannot be read, with `cluster_unavailable` saying why",
+            "properties": {
+                "status": {"type": ["string", "null"]},
+                "components": {"type": "object", "additionalProperties": {
+                    "type": "object", "properties": {
+                        "status": STATUS, "reason": {"type": "string"},
+                        "at": {"type": "string"}}}}}},
+        "cluster_unavailable": {"type": "string"},
     },
 }
 
@@ -214,8 +230,10 @@ PATHS: dict[str, Any] = {
     "/admin/api/performance/health": {"get": {
         "operationId": "performanceHealth", "tags": ["Older admin routes"], "security": ADMIN,
         "summary": "Component health",
-        "description": "`{status, node, components}`, where each of `delivery`, `storage` and "
-                       "`telemetry` is `{status: healthy|warning|critical, reason}`.",
+        "description": "`{status, node, components, cluster}`: this node's own checks, where "
+                       "each of `delivery`, `storage` and `telemetry` is `{status: "
+                       "healthy|warning|critical, reason}`, and `cluster`, the health "
+                       "job's view of the whole cluster from InfluxDB.",
         "responses": {"200": answer("the components' health", ref("Health"), {
             "status": "warning", "node": "web-1-8000", "components": {
                 "delivery": {"status": "healthy", "reason": "120 connection(s)"},

@@ -1,0 +1,143 @@
+"""Recommendation rules: documented conditions over the cluster's recent
+figures (``InfluxAnalysisReader.health_inputs``) and the live config, each
+proposing one exact change. Pure.
+
+A rule that fires gives a ``Proposal``: its id is the rule and the change
+(``cache-grow:cache_entries=10000``), so the same advice is issued once and a
+new one is issued when the proposed value moves. docs/operations.md lists the
+rules; a test checks it names each one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from service.domain.levels import LEVELS
+from service.domain.throttle import Rate, format_rates, parse_rates
+from service.domain.tuning import TUNABLES
+
+Figures = Mapping[str, float | None]
+Config = Mapping[str, Any]  # {"level": str, "parameters": {name: effective value}}
+LEVEL_ORDER = tuple(LEVELS)  # conservative, balanced, aggressive, maximum
+
+
+@dataclass(frozen=True)
+class Proposal:
+    rule: str
+    change: Mapping[str, Any]  # {"level": ...} or {"parameters": {name: value}}
+    evidence: Mapping[str, float]
+    expected_effect: str
+    confidence: float  # 0-1: how far past its thresholds the evidence is
+
+    @property
+    def id(self) -> str:
+        if "level" in self.change:
+            return f"{self.rule}:level={self.change['level']}"
+        (name, value), = self.change["parameters"].items()
+        return f"{self.rule}:{name}={value}"
+
+    def payload(self) -> dict[str, Any]:
+        return {"id": self.id, "rule": self.rule, **self.change,
+                "evidence": {k: round(v, 4) for k, v in self.evidence.items()},
+                "expected_effect": self.expected_effect,
+                "confidence": round(self.confidence, 2)}
+
+
+def _margin(value: float, threshold: float) -> float:
+    """0.5 at the threshold, towards 1 as the value gets twice as far past it."""
+    if threshold == 0:
+        return 0.9
+    return max(0.5, min(0.95, 0.5 + 0.45 * abs(value - threshold) / abs(threshold)))
+
+
+def _clamp(name: str, value: float) -> float:
+    t = TUNABLES[name]
+    return t.kind(min(t.maximum, max(t.minimum, value)))
+
+
+def _p99_target(config: Config) -> float:
+    return config["parameters"]["batch_timeout_ms"] + 20.0
+
+
+def batch_timeout_up(f: Figures, config: Config) -> Proposal | None:
+    """Batches flush by timeout at small sizes while the CPU is busy: wait
+    longer, so each frame carries more (cheaper per delivery)."""
+    p = config["parameters"]
+    batch, wait, cpu = f.get("mean_batch"), f.get("wait_p50_ms"), f.get("cpu_node_max")
+    if batch is None or wait is None or cpu is None:
+        return None
+    if not (batch < 0.25 * p["batch_size"] and wait >= 0.8 * p["batch_timeout_ms"]
+            and cpu >= 0.6):
+        return None
+    to = _clamp("batch_timeout_ms", round(p["batch_timeout_ms"] * 1.5))
+    if to == p["batch_timeout_ms"]:
+        return None
+    return Proposal("batch-timeout-up", {"parameters": {"batch_timeout_ms": to}},
+                    {"mean_batch": batch, "wait_p50_ms": wait, "cpu_node_max": cpu},
+                    f"larger batches, less CPU per delivery; p99 up to "
+                    f"{to - p['batch_timeout_ms']:g} ms higher", _margin(cpu, 0.6))
+
+
+def cache_grow(f: Figures, config: Config) -> Proposal | None:
+    """The hit rate is low and the memory budget has room: twice the entries."""
+    p = config["parameters"]
+    rate, rss = f.get("cache_hit_rate"), f.get("rss_node_max")
+    if rate is None or rss is None:
+        return None
+    share = rss / (p["memory_budget_mb"] * 2**20)
+    if not (rate < 0.7 and share < 0.6 and p["cache_entries"] > 0):
+        return None
+    to = _clamp("cache_entries", p["cache_entries"] * 2)
+    if to == p["cache_entries"]:
+        return None
+    return Proposal("cache-grow", {"parameters": {"cache_entries": to}},
+                    {"cache_hit_rate": rate, "memory_share": share},
+                    "a higher hit rate and fewer database reads, for some memory",
+                    _margin(rate, 0.7))
+
+
+def burst_down(f: Figures, config: Config) -> Proposal | None:
+    """Publishes are throttled and notifications dropped in the same window:
+    bursts let through more than delivery keeps up with, so a quarter less."""
+    throttled, drops = f.get("throttled_per_s"), f.get("drops_per_s")
+    if not throttled or not drops:
+        return None
+    rates = parse_rates(config["parameters"]["throttle"], {})
+    lowered = {prio: None if r is None else Rate(r.per_second, max(1.0, round(r.burst * 0.75)))
+               for prio, r in rates.items()}
+    to = format_rates(lowered)
+    if to == format_rates(rates):
+        return None
+    return Proposal("burst-down", {"parameters": {"throttle": to}},
+                    {"throttled_per_s": throttled, "drops_per_s": drops},
+                    "fewer drops after bursts; publishers see 429 sooner",
+                    _margin(drops, 0.0))
+
+
+def level_up(f: Figures, config: Config) -> Proposal | None:
+    """The CPU is mostly idle while latency misses its target: the next level
+    (bigger batches and caches, higher limits)."""
+    cpu, p99 = f.get("cpu_node_max"), f.get("delivery_p99_ms")
+    if cpu is None or p99 is None:
+        return None
+    index = LEVEL_ORDER.index(config["level"])
+    if not (cpu < 0.3 and p99 > _p99_target(config)) or index + 1 == len(LEVEL_ORDER):
+        return None
+    return Proposal("level-up", {"level": LEVEL_ORDER[index + 1]},
+                    {"cpu_node_max": cpu, "delivery_p99_ms": p99},
+                    "lower latency for the idle CPU", _margin(p99, _p99_target(config)))
+
+
+RULES: dict[str, Callable[[Figures, Config], Proposal | None]] = {
+    "batch-timeout-up": batch_timeout_up,
+    "cache-grow": cache_grow,
+    "burst-down": burst_down,
+    "level-up": level_up,
+}
+
+
+def propose(figures: Figures, config: Config) -> list[Proposal]:
+    """Every rule that fires on these figures."""
+    return [p for rule in RULES.values() if (p := rule(figures, config)) is not None]

@@ -1,0 +1,64 @@
+"""What an applied change did: its measured effect judged against thresholds,
+and whether it is a clear regression that may be rolled back. Pure.
+
+The effect is ``report.compare`` of the key metrics over a window before and
+after the change (``report.effect_windows``). The verdict:
+
+- ``regressed``: delivery p99 rose by at least 25 % and 10 ms, or drops rose
+  by at least 1/s and to at least twice what they were (deliveries falling
+  by a quarter then is named as a further sign; a fall alone is not one:
+  there may just be less to send);
+- ``improved``: p99 fell by at least 10 % and 5 ms with no regression sign,
+  or drops fell by at least half from at least 1/s;
+- ``neutral`` otherwise, and ``inconclusive`` when either window is too
+  short or empty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+REGRESSED, IMPROVED, NEUTRAL, INCONCLUSIVE = "regressed", "improved", "neutral", "inconclusive"
+VERDICTS = (REGRESSED, IMPROVED, NEUTRAL, INCONCLUSIVE)
+
+Summary = Mapping[str, float | None]
+
+
+def _delta(before: float | None, after: float | None) -> tuple[float, float] | None:
+    if before is None or after is None:
+        return None
+    return after - before, ((after - before) / before * 100.0) if before else float("inf")
+
+
+def judge(before: Summary, after: Summary) -> tuple[str, list[str]]:
+    """The verdict and the signs behind it, in words."""
+    if all(v is None for v in before.values()) or all(v is None for v in after.values()):
+        return INCONCLUSIVE, ["no telemetry in one of the windows"]
+    bad, good = [], []
+    p99 = _delta(before.get("delivery_p99_ms"), after.get("delivery_p99_ms"))
+    if p99 is not None:
+        absolute, pct = p99
+        if absolute >= 10.0 and pct >= 25.0:
+            bad.append(f"delivery p99 +{absolute:.0f} ms (+{pct:.0f} %)")
+        elif absolute <= -5.0 and pct <= -10.0:
+            good.append(f"delivery p99 {absolute:.0f} ms ({pct:.0f} %)")
+    drops_before, drops_after = before.get("drops_per_s") or 0.0, after.get("drops_per_s") or 0.0
+    if drops_after - drops_before >= 1.0 and drops_after >= 2 * drops_before:
+        bad.append(f"drops {drops_before:.2f}/s -> {drops_after:.2f}/s")
+        rate = _delta(before.get("delivered_per_s"), after.get("delivered_per_s"))
+        if rate is not None and (before.get("delivered_per_s") or 0) >= 10 and rate[1] <= -25:
+            bad.append(f"deliveries {rate[1]:.0f} %")
+    elif drops_before >= 1.0 and drops_after <= drops_before / 2:
+        good.append(f"drops {drops_before:.2f}/s -> {drops_after:.2f}/s")
+    if bad:
+        return REGRESSED, bad
+    if good:
+        return IMPROVED, good
+    return NEUTRAL, ["no change past the thresholds"]
+
+
+def impact_payload(seq: int, verdict: str, signs: list[str], effect: Mapping[str, Any],
+                   expected: str | None, rolled_back: bool) -> dict[str, Any]:
+    return {"seq": seq, "verdict": verdict, "signs": signs[:10], "effect": dict(effect),
+            "expected": expected, "rolled_back": rolled_back}

@@ -1,0 +1,200 @@
+"""The analysis jobs that act on the control log: component health,
+recommendations, and the measured impact of applied changes with automatic
+rollback of a clear regression. Plain functions: the scheduler
+(``entrypoints.jobs``) runs each under a cluster-wide lock.
+
+Every append names the actor ``jobs`` and goes in with the seq the job read
+(optimistic concurrency): if the log moved meanwhile, nothing is appended and
+the next run decides again on the new state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from service.domain import health
+from service.domain.advice import propose
+from service.domain.control import (
+    IMPACT_MEASURED,
+    RECOMMENDATION_DISMISSED,
+    RECOMMENDATION_ISSUED,
+    ROLLBACK,
+    ControlEvent,
+    EventDraft,
+    recommendation_states,
+)
+from service.domain.errors import ConflictError
+from service.domain.impact import REGRESSED, impact_payload, judge
+from service.domain.report import changes_of, compare, effect_windows
+from service.service_layer.ports import Telemetry
+from service.service_layer.tuning import LiveConfig
+
+log = logging.getLogger(__name__)
+ACTOR = "jobs"
+HEALTH_WINDOW = timedelta(minutes=5)
+ADVICE_WINDOW = timedelta(minutes=30)
+IMPACT_SPAN = timedelta(minutes=15)  # each side of a change
+IMPACT_MIN_AFTER = timedelta(minutes=5)  # a shorter after-window is too short to judge
+IMPACT_HORIZON = timedelta(days=7)  # older changes are not measured any more
+REISSUE_AFTER = timedelta(hours=24)  # a decided recommendation may come back after this
+
+
+class HealthInputs(Protocol):
+    def health_inputs(self, start: datetime, end: datetime) -> dict[str, float | None]: ...
+
+    def window_summary(self, start: datetime, end: datetime) -> dict[str, float | None]: ...
+
+
+def limits(values: Mapping[str, Any], spool_max_bytes: int) -> dict[str, float]:
+    return {"batch_timeout_ms": values["batch_timeout_ms"],
+            "max_connections": values["max_connections"],
+            "memory_budget_mb": values["memory_budget_mb"],
+            "spool_max_bytes": spool_max_bytes}
+
+
+def run_health(reader: HealthInputs, telemetry: Telemetry, config: LiveConfig,
+               spool_max_bytes: int, now: datetime | None = None) -> int:
+    """Assess every component and write ``analysis_health``; returns how many."""
+    now = now or datetime.now(UTC)
+    figures = reader.health_inputs(now - HEALTH_WINDOW, now)
+    components = health.assess(figures, limits(config.values, spool_max_bytes))
+    for name, component in components.items():
+        telemetry.emit("analysis_health", (("component", name), ("status", component["status"])),
+                       {"level": health.LEVEL[component["status"]],
+                        "reason": component["reason"]})
+    return len(components)
+
+
+def run_advice(reader: HealthInputs, config: LiveConfig, now: datetime | None = None) -> int:
+    """Issue what the rules propose (once), expire the jobs' open ones whose
+    evidence is gone; returns the events appended."""
+    now = now or datetime.now(UTC)
+    figures = reader.health_inputs(now - ADVICE_WINDOW, now)
+    events = config.events()
+    states = recommendation_states(events)
+    proposals = propose(figures, {"level": config.level, "parameters": config.values})
+    drafts = []
+    for proposal in proposals:
+        state = states.get(proposal.id)
+        decided_long_ago = (state is not None and state.status != "issued"
+                            and state.decided_at is not None
+                            and now - state.decided_at > REISSUE_AFTER)
+        if state is None or decided_long_ago:
+            evidence = ", ".join(f"{k}={v:.3g}" for k, v in proposal.evidence.items())
+            drafts.append(EventDraft(RECOMMENDATION_ISSUED, proposal.payload(), ACTOR,
+                                     f"rule {proposal.rule}: {evidence}"))
+    if figures.get("delivered_per_s") is not None:  # silence is no evidence of anything
+        firing = {p.id for p in proposals}
+        drafts += [EventDraft(RECOMMENDATION_DISMISSED, {"id": s.id}, ACTOR,
+                              "expired: the evidence for it is gone")
+                   for s in states.values()
+                   if s.status == "issued" and s.issued.get("rule") and s.id not in firing]
+    return _append(config, drafts, events)
+
+
+def run_impact(reader: HealthInputs, config: LiveConfig, *, auto_rollback: bool,
+               now: datetime | None = None) -> int:
+    """Measure each applied change once its after-window has passed; roll a
+    clear regression back when it is still the latest change. Returns the
+    events appended."""
+    now = now or datetime.now(UTC)
+    events = config.events()
+    changes = changes_of(events)
+    measured = {e.payload["seq"] for e in events if e.type == IMPACT_MEASURED}
+    states = recommendation_states(events)
+    appended = 0
+    for index, change in enumerate(changes):
+        if change.seq in measured or now - change.at > IMPACT_HORIZON:
+            continue
+        before, after = effect_windows(changes, index, IMPACT_SPAN, now)
+        latest = index == len(changes) - 1
+        if latest and after.end - after.start < IMPACT_SPAN:
+            continue  # not over yet
+        if after.end - after.start < IMPACT_MIN_AFTER:
+            verdict, signs, effect = "inconclusive", ["the next change came too soon"], {}
+        else:
+            summary_before = reader.window_summary(before.start, before.end)
+            summary_after = reader.window_summary(after.start, after.end)
+            verdict, signs = judge(summary_before, summary_after)
+            effect = compare(summary_before, summary_after)
+        roll_back = (auto_rollback and verdict == REGRESSED and latest
+                     and change.type != ROLLBACK)
+        drafts = [EventDraft(IMPACT_MEASURED, impact_payload(
+            change.seq, verdict, signs, effect, _expected(change, states), roll_back),
+            ACTOR, f"measured {IMPACT_SPAN.total_seconds() / 60:g} min each side of #"
+                   f"{change.seq}")]
+        if roll_back:
+            drafts.append(EventDraft(ROLLBACK, {"to_seq": change.seq - 1}, ACTOR,
+                                     f"auto-rollback of #{change.seq}: " + "; ".join(signs)))
+            log.warning("auto-rollback of control event #%d: %s", change.seq, "; ".join(signs))
+        written = _append(config, drafts, events)
+        if not written:
+            break  # the log moved: the next run sees the new state
+        appended += written
+        events = config.events()
+    return appended
+
+
+def _expected(change: ControlEvent, states: Mapping[str, Any]) -> str | None:
+    """What the recommendation behind a change said it would do."""
+    rid = change.payload.get("id") if change.type == "recommendation_applied" else None
+    state = states.get(rid) if rid else None
+    return state.issued.get("expected_effect") if state is not None else None
+
+
+def _append(config: LiveConfig, drafts: list[EventDraft], seen: list[ControlEvent]) -> int:
+    if not drafts:
+        return 0
+    try:
+        config.append(drafts, expected_seq=seen[-1].seq if seen else 0)
+    except ConflictError:
+        log.info("control log moved during an analysis run; deciding again next run")
+        return 0
+    return len(drafts)
+
+
+# -- regressions ---------------------------------------------------------------
+
+# (resolution, lookback, seasonal period in points): minutes for a quick catch,
+# hours over a week so that a daily cycle is told apart from a shift
+REGRESSION_SCANS = (("1m", timedelta(hours=3), None), ("1h", timedelta(days=7), 24))
+REGRESSION_METRICS = ("delivery_p99_ms", "delivery_rate", "drop_rate", "cache_hit_rate",
+                      "rss_bytes", "db_query_ms")
+
+
+class Detector(Protocol):
+    def __call__(self, values: list[float], *, period: int | None = None) -> list[Any]: ...
+
+
+class SeriesSource(Protocol):
+    def series(self, metric: str, start: datetime, end: datetime,
+               resolution: str = "1m") -> list[tuple[datetime, float]]: ...
+
+
+def find_regressions(series: SeriesSource, detect: Detector, now: datetime | None = None,
+                     ) -> list[dict[str, Any]]:
+    """Change points in each key metric's rollups, as ``analysis_regression``
+    rows: ``{at, metric, direction, before_mean, after_mean, magnitude_pct,
+    text}``, ``at`` the first bucket of the new regime. Rewriting the same
+    rows on the next run overwrites them (same time and tags): idempotent."""
+    now = now or datetime.now(UTC)
+    found: dict[tuple[str, datetime], dict[str, Any]] = {}
+    for resolution, lookback, period in REGRESSION_SCANS:
+        for metric in REGRESSION_METRICS:
+            points = series.series(metric, now - lookback, now, resolution)
+            if len(points) < 8:
+                continue
+            for cp in detect([v for _t, v in points], period=period):
+                at = points[cp.index][0]
+                before, after = float(cp.before_mean), float(cp.after_mean)
+                magnitude = (after - before) / abs(before) * 100.0 if before else 0.0
+                found[(metric, at)] = {
+                    "at": at, "metric": metric, "direction": cp.direction,
+                    "before_mean": before, "after_mean": after,
+                    "magnitude_pct": round(magnitude, 2),
+                    "text": f"{metric} {cp.direction} {abs(magnitude):.0f} % "
+                            f"({before:.4g} -> {after:.4g}), {resolution} rollups"}
+    return sorted(found.values(), key=lambda r: r["at"])

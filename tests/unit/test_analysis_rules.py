@@ -1,0 +1,215 @@
+"""Health thresholds, recommendation rules (each firing and not), impact
+verdicts, and the jobs that append them to the control log (in memory)."""
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from service.domain import advice, health
+from service.domain.control import EventDraft
+from service.domain.impact import IMPROVED, INCONCLUSIVE, NEUTRAL, REGRESSED, judge
+from service.domain.tuning import preset
+from service.service_layer import analysis
+from service.service_layer.tuning import LiveConfig
+from tests.unit.fakes import InMemoryControlLog, RecordingTelemetry
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+BALANCED = {"level": "balanced", "parameters": preset("balanced")}
+LIMITS = analysis.limits(preset("balanced"), 1 << 30)
+QUIET = {"delivered_per_s": 100.0, "delivery_p99_ms": 30.0, "drops_per_s": 0.0,
+         "cache_hit_rate": 0.95, "rss_bytes": 100e6, "published_per_s": 2.0,
+         "throttled_per_s": 0.0, "mean_batch": 30.0, "wait_p50_ms": 10.0,
+         "connections_node_max": 100.0, "rss_node_max": 100e6, "cpu_node_max": 0.4,
+         "db_query_ms": 2.0, "db_slow": 0.0, "telemetry_dropped": 0.0,
+         "spool_bytes": 0.0, "job_errors": 0.0}
+
+
+def test_a_quiet_cluster_is_healthy_everywhere():
+    components = health.assess(QUIET, LIMITS)
+    assert set(components) == set(health.COMPONENTS)
+    assert {c["status"] for c in components.values()} == {"healthy"}
+    assert health.overall(components) == "healthy"
+
+
+@pytest.mark.parametrize(("figure", "value", "component", "status"), [
+    ("delivery_p99_ms", 100.0, "delivery", "warning"),      # over 50 + 20 ms
+    ("delivery_p99_ms", 300.0, "delivery", "critical"),     # over 3x that
+    ("drops_per_s", 0.5, "delivery", "warning"),
+    ("connections_node_max", 14_000.0, "connections", "warning"),   # of 15,000
+    ("rss_node_max", 500e6, "connections", "critical"),             # of 512 MiB
+    ("db_query_ms", 50.0, "storage", "warning"),
+    ("cache_hit_rate", 0.4, "cache", "critical"),
+    ("telemetry_dropped", 5.0, "telemetry", "warning"),
+    ("job_errors", 4.0, "scheduler", "critical"),
+])
+def test_each_threshold_names_its_figure(figure, value, component, status):
+    components = health.assess({**QUIET, figure: value}, LIMITS)
+    assert components[component]["status"] == status
+    assert components[component]["reason"] != "within thresholds"
+    assert health.overall(components) == status
+
+
+def test_silence_is_no_data_but_publishing_without_delivery_is_a_warning():
+    silent = health.assess({}, LIMITS)
+    assert {c["reason"] for c in silent.values()} == {"no data"}
+    stuck = health.assess({"published_per_s": 5.0}, LIMITS)
+    assert stuck["delivery"]["status"] == "warning"
+
+
+def test_every_health_threshold_and_rule_is_documented():
+    operations = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
+    for rule in health.RULES:
+        assert f"| {rule.component} | {rule.text} | {rule.warning:g} | {rule.critical:g} |" \
+            in operations, rule
+    for name in advice.RULES:
+        assert f"| `{name}` |" in operations, name
+
+
+@pytest.mark.parametrize(("rule", "fires", "quiet"), [
+    ("batch-timeout-up", {"mean_batch": 3.0, "wait_p50_ms": 48.0, "cpu_node_max": 0.8},
+     {"mean_batch": 3.0, "wait_p50_ms": 48.0, "cpu_node_max": 0.3}),
+    ("cache-grow", {"cache_hit_rate": 0.5, "rss_node_max": 100e6},
+     {"cache_hit_rate": 0.5, "rss_node_max": 400e6}),
+    ("burst-down", {"throttled_per_s": 5.0, "drops_per_s": 2.0},
+     {"throttled_per_s": 5.0, "drops_per_s": 0.0}),
+    ("level-up", {"cpu_node_max": 0.1, "delivery_p99_ms": 150.0},
+     {"cpu_node_max": 0.5, "delivery_p99_ms": 150.0}),
+])
+def test_each_rule_fires_on_its_evidence_and_not_without(rule, fires, quiet):
+    [proposal] = [p for p in advice.propose({**QUIET, **fires}, BALANCED) if p.rule == rule]
+    assert 0.5 <= proposal.confidence <= 0.95 and proposal.expected_effect
+    assert rule not in {p.rule for p in advice.propose({**QUIET, **quiet}, BALANCED)}
+    payload = proposal.payload()
+    assert payload["id"] == proposal.id and payload["evidence"]
+
+
+def test_proposed_changes_are_exact_and_within_range():
+    by_rule = {p.rule: p for p in advice.propose(
+        {**QUIET, "mean_batch": 3.0, "wait_p50_ms": 48.0, "cpu_node_max": 0.8,
+         "cache_hit_rate": 0.5, "throttled_per_s": 1.0, "drops_per_s": 2.0}, BALANCED)}
+    assert by_rule["batch-timeout-up"].change == {"parameters": {"batch_timeout_ms": 75}}
+    assert by_rule["cache-grow"].change == {"parameters": {
+        "cache_entries": preset("balanced")["cache_entries"] * 2}}
+    assert "normal=" in by_rule["burst-down"].change["parameters"]["throttle"]
+    top = {"level": "maximum", "parameters": preset("maximum")}
+    assert not [p for p in advice.propose({**QUIET, "cpu_node_max": 0.1,
+                                           "delivery_p99_ms": 900.0}, top)
+                if p.rule == "level-up"]
+
+
+@pytest.mark.parametrize(("before", "after", "verdict"), [
+    ({"delivery_p99_ms": 40.0}, {"delivery_p99_ms": 80.0}, REGRESSED),
+    ({"delivery_p99_ms": 40.0}, {"delivery_p99_ms": 45.0}, NEUTRAL),   # +12 %, 5 ms
+    ({"delivery_p99_ms": 80.0}, {"delivery_p99_ms": 40.0}, IMPROVED),
+    ({"drops_per_s": 0.0}, {"drops_per_s": 3.0}, REGRESSED),
+    ({"drops_per_s": 4.0}, {"drops_per_s": 1.0}, IMPROVED),
+    ({"delivered_per_s": 100.0}, {"delivered_per_s": 10.0}, NEUTRAL),  # less to send
+    ({"delivery_p99_ms": None}, {"delivery_p99_ms": None}, INCONCLUSIVE),
+])
+def test_impact_verdicts(before, after, verdict):
+    assert judge(before, after)[0] == verdict
+
+
+class Figures:
+    """A reader whose figures depend on the time: ``regimes`` are (from, figures)."""
+
+    def __init__(self, regimes):
+        self.regimes = sorted(regimes, key=lambda r: r[0])
+
+    def _at(self, moment):
+        current = {}
+        for start, figures in self.regimes:
+            if start <= moment:
+                current = figures
+        return current
+
+    def health_inputs(self, start, end):
+        return dict(self._at(end - timedelta(seconds=1)))
+
+    def window_summary(self, start, end):
+        return {k: v for k, v in self._at(end - timedelta(seconds=1)).items()
+                if k in ("delivered_per_s", "delivery_p99_ms", "drops_per_s",
+                         "cache_hit_rate", "rss_bytes")}
+
+
+@pytest.fixture
+def log():
+    return InMemoryControlLog()
+
+
+@pytest.fixture
+def config(log):
+    return LiveConfig("balanced", {}, lambda values: None, None, log=log)
+
+
+def test_health_job_writes_one_point_per_component(config):
+    telemetry = RecordingTelemetry()
+    reader = Figures([(NOW - timedelta(hours=1), {**QUIET, "db_query_ms": 150.0})])
+    assert analysis.run_health(reader, telemetry, config, 1 << 30, now=NOW) == 6
+    points = {dict(t)["component"]: (dict(t)["status"], f["level"])
+              for m, t, f in telemetry.records if m == "analysis_health"}
+    assert points["storage"] == ("critical", 2) and points["cache"] == ("healthy", 0)
+
+
+def test_advice_is_issued_once_and_expires_with_its_evidence(config, log):
+    slow_cache = {**QUIET, "cache_hit_rate": 0.5}
+    reader = Figures([(NOW - timedelta(hours=1), slow_cache)])
+    assert analysis.run_advice(reader, config, now=NOW) == 1
+    [issued] = [e for e in log.events if e.type == "recommendation_issued"]
+    assert issued.actor == "jobs" and issued.payload["rule"] == "cache-grow"
+    assert analysis.run_advice(reader, config, now=NOW + timedelta(minutes=5)) == 0
+    reader.regimes.append((NOW + timedelta(minutes=6), QUIET))
+    assert analysis.run_advice(reader, config, now=NOW + timedelta(minutes=10)) == 1
+    assert log.events[-1].type == "recommendation_dismissed"
+    assert "expired" in log.events[-1].reason
+    silent = Figures([])
+    assert analysis.run_advice(silent, config, now=NOW + timedelta(minutes=20)) == 0
+
+
+def test_a_change_is_measured_once_and_a_clear_regression_rolled_back(config, log):
+    config.change({"parameters": {"batch_size": 5}}, actor="alice")
+    changed_at = log.events[-1].at
+    reader = Figures([(changed_at - timedelta(hours=1), {**QUIET, "delivery_p99_ms": 30.0}),
+                      (changed_at, {**QUIET, "delivery_p99_ms": 90.0})])
+    early = changed_at + timedelta(minutes=10)
+    assert analysis.run_impact(reader, config, auto_rollback=True, now=early) == 0
+    later = changed_at + timedelta(minutes=16)
+    assert analysis.run_impact(reader, config, auto_rollback=True, now=later) == 2
+    impact, rollback = log.events[-2:]
+    assert impact.type == "impact_measured" and impact.payload["verdict"] == "regressed"
+    assert impact.payload["rolled_back"] is True
+    assert impact.payload["effect"]["delivery_p99_ms"]["delta_pct"] == 200.0
+    assert rollback.type == "rollback" and rollback.payload == {"to_seq": 0}
+    assert rollback.actor == "jobs" and "p99" in rollback.reason
+    assert config.values["batch_size"] == preset("balanced")["batch_size"]
+    # the rollback is a change too: measured (its clock reads it 16 min old
+    # here), never rolled back itself; then nothing is left to measure
+    assert analysis.run_impact(reader, config, auto_rollback=True, now=later) == 1
+    assert log.events[-1].payload["seq"] == rollback.seq
+    assert log.events[-1].payload["rolled_back"] is False
+    assert analysis.run_impact(reader, config, auto_rollback=True, now=later) == 0
+
+
+def test_without_auto_rollback_the_regression_is_only_recorded(config, log):
+    config.change({"level": "aggressive"}, actor="alice")
+    at = log.events[-1].at
+    reader = Figures([(at - timedelta(hours=1), {**QUIET, "drops_per_s": 0.0}),
+                      (at, {**QUIET, "drops_per_s": 5.0})])
+    analysis.run_impact(reader, config, auto_rollback=False, now=at + timedelta(minutes=20))
+    assert log.events[-1].type == "impact_measured"
+    assert log.events[-1].payload["rolled_back"] is False and config.level == "aggressive"
+
+
+def test_the_expected_effect_of_an_applied_recommendation_is_recorded(config, log):
+    config.append([EventDraft("recommendation_issued",
+                              {"id": "r", "level": "aggressive", "expected_effect": "faster"},
+                              "jobs")])
+    from service.service_layer.recommendations import apply_recommendation
+
+    apply_recommendation(config, "r", "alice")
+    at = log.events[-1].at
+    reader = Figures([(at - timedelta(hours=1), QUIET)])
+    analysis.run_impact(reader, config, auto_rollback=True, now=at + timedelta(minutes=20))
+    assert log.events[-1].payload["expected"] == "faster"
+    assert log.events[-1].payload["verdict"] == "neutral"
