@@ -38,7 +38,11 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
 # Benchmarks are not part of `make test`: they take minutes and want a quiet machine.
-bench: install influxdb
+$(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.lock
+	$(PY) -m pip install --quiet -r requirements-bench.lock
+	touch $@
+
+bench: install influxdb $(VENV)/.bench-installed
 	$(PY) -m bench all
 
 docs: $(VENV)/.installed

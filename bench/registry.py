@@ -17,6 +17,7 @@ BENCHMARKS = {
     "connections": "bench.connections",
     "storage": "bench.storage",
     "propagation": "bench.propagation",
+    "changepoints": "bench.changepoints",
 }
 RESULTS = Path(__file__).resolve().parent / "results.json"
 

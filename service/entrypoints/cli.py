@@ -1,4 +1,4 @@
-"""The command line: serve, jobs, token, query, demo."""
+"""The command line: serve, jobs, token, query, demo, detect-changes."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from service.config import ConfigError, Settings
+from service.entrypoints import detect_changes
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -21,7 +22,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="publish demo notifications to a few demo users")
     demo.add_argument("--rate", type=float, default=5.0, help="notifications per second")
     demo.add_argument("--users", default="alice,bob,carol")
+    changes = commands.add_parser(
+        "detect-changes", help="find change points in a CSV of time,value; print them as JSON",
+        description=detect_changes.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    detect_changes.add_arguments(changes)
     args = parser.parse_args(argv)
+    if args.command == "detect-changes":  # needs no settings
+        return detect_changes.run(args)
 
     try:
         settings = Settings.from_env()
