@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 from service.adapters.control_log import SqlControlLog, create_control_schema
 from service.adapters.database import make_engine
 from service.adapters.influx import InfluxClient
+from service.adapters.influx_analysis_writer import write_regressions
 from service.adapters.influx_reader import InfluxAnalysisReader
 from service.adapters.influx_rollups import InfluxRollupStore
 from service.adapters.influx_series import InfluxMetricSeries
@@ -29,9 +30,15 @@ from service.adapters.job_lock import job_lock_for
 from service.adapters.runtime_metrics import RuntimeSampler
 from service.bootstrap import make_telemetry
 from service.config import Settings
+from service.domain.changepoints import detect
 from service.domain.errors import StorageUnavailable
 from service.entrypoints.runtime import start_process
-from service.service_layer.analysis import run_advice, run_health, run_impact
+from service.service_layer.analysis import (
+    find_regressions,
+    run_advice,
+    run_health,
+    run_impact,
+)
 from service.service_layer.jobs import JobSpec, run_job
 from service.service_layer.ports import JobLock, Telemetry
 from service.service_layer.rollups import run_rollups
@@ -62,6 +69,8 @@ def build_jobs(settings: Settings, influx: InfluxClient, engine: Engine,
         JobSpec("recommendations", 300.0, lambda: run_advice(reader, config)),
         JobSpec("impact", 60.0,
                 lambda: run_impact(reader, config, auto_rollback=settings.auto_rollback)),
+        JobSpec("regressions", 300.0,
+                lambda: write_regressions(influx, find_regressions(series, detect))),
     ]
 
 

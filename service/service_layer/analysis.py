@@ -159,8 +159,10 @@ def _append(config: LiveConfig, drafts: list[EventDraft], seen: list[ControlEven
 # -- regressions ---------------------------------------------------------------
 
 # (resolution, lookback, seasonal period in points): minutes for a quick catch,
-# hours over a week so that a daily cycle is told apart from a shift
-REGRESSION_SCANS = (("1m", timedelta(hours=3), None), ("1h", timedelta(days=7), 24))
+# hours for slow shifts. Three days of each, so the detector can divide the
+# daily cycle out (it needs three cycles): with 3 hours and no period, the
+# steep part of a daily cycle alarmed in a quarter of the windows tried.
+REGRESSION_SCANS = (("1m", timedelta(days=3), 1440), ("1h", timedelta(days=7), 24))
 REGRESSION_METRICS = ("delivery_p99_ms", "delivery_rate", "drop_rate", "cache_hit_rate",
                       "rss_bytes", "db_query_ms")
 

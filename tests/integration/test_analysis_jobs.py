@@ -114,3 +114,38 @@ def test_the_impact_job_measures_a_change_on_seeded_windows(influx):
     assert impact.payload["effect"]["delivery_p99_ms"]["before"] == 40.0
     assert impact.payload["effect"]["delivery_p99_ms"]["after"] == 100.0
     assert rollback.type == "rollback" and config.values["batch_size"] != 7
+
+
+def test_the_regression_job_finds_a_step_in_the_rollups_and_writes_it_once(influx):
+    import random
+
+    from service.adapters.influx import Retention
+    from service.adapters.influx_analysis_writer import write_regressions
+    from service.adapters.influx_rollups import InfluxRollupStore
+    from service.adapters.influx_series import InfluxMetricSeries
+    from service.domain.changepoints import detect
+    from service.service_layer.rollups import run_rollups
+
+    influx.ensure_database(Retention())
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    start, rng, lines = now - timedelta(minutes=110), random.Random(3), []
+    for minute in range(110):  # p99 about 40 ms, then about 60 ms from minute 80
+        level = 40.0 if minute < 80 else 60.0
+        for second in (10, 30, 50):
+            at = start + timedelta(minutes=minute, seconds=second)
+            lines.append(encode("notify_delivery", {"mode": "live"},
+                                {"count": 100, "latency_ms_p99": level * rng.gauss(1, 0.05)},
+                                ns(at), {"node": "a", "role": "serve"}))
+            lines.append(encode("process", {}, {"rss_bytes": 1 << 27, "uptime_s": 1.0},
+                                ns(at), {"node": "a", "role": "serve"}))
+    influx.write_lines(lines)
+    run_rollups(InfluxRollupStore(influx), now)
+    series = InfluxMetricSeries(influx)
+    rows = [r for r in analysis.find_regressions(series, detect, now=now)
+            if r["metric"] == "delivery_p99_ms"]
+    assert [r["direction"] for r in rows] == ["up"], rows
+    assert abs((rows[0]["at"] - (start + timedelta(minutes=80))).total_seconds()) <= 300
+    for _run in range(2):  # a rerun overwrites: same time, same tags
+        write_regressions(influx, rows)
+    [found] = InfluxAnalysisReader(influx).regressions(now - timedelta(hours=3), now)
+    assert found["metric"] == "delivery_p99_ms" and found["magnitude_pct"] > 30

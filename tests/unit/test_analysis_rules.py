@@ -213,3 +213,22 @@ def test_the_expected_effect_of_an_applied_recommendation_is_recorded(config, lo
     analysis.run_impact(reader, config, auto_rollback=True, now=at + timedelta(minutes=20))
     assert log.events[-1].payload["expected"] == "faster"
     assert log.events[-1].payload["verdict"] == "neutral"
+
+
+def test_regressions_are_found_in_each_metric_and_stamped_with_their_bucket():
+    import random
+
+    from service.domain.changepoints import detect
+    from tests.unit.fakes import InMemoryMetricSeries
+
+    rng = random.Random(7)
+    start = NOW - timedelta(hours=3)
+    minutes = [start + timedelta(minutes=i) for i in range(180)]
+    p99 = [(t, (40.0 if i < 120 else 52.0) * rng.gauss(1, 0.05)) for i, t in enumerate(minutes)]
+    flat = [(t, 100.0 * rng.gauss(1, 0.05)) for t in minutes]
+    series = InMemoryMetricSeries({("delivery_p99_ms", "1m"): p99, ("delivery_rate", "1m"): flat})
+    rows = analysis.find_regressions(series, detect, now=NOW)
+    [row] = rows
+    assert row["metric"] == "delivery_p99_ms" and row["direction"] == "up"
+    assert abs((row["at"] - minutes[120]).total_seconds()) <= 5 * 60
+    assert 20 <= row["magnitude_pct"] <= 40 and "delivery_p99_ms up" in row["text"]
