@@ -192,12 +192,14 @@ class InfluxAnalysisReader:
         - ``db_query_ms``: mean statement time; ``db_slow``: slow statements;
         - ``telemetry_dropped``: records dropped in the window, all processes;
           ``spool_bytes``: the largest spool at its last report;
-        - ``job_errors``: analysis job runs that failed.
+        - ``job_errors``: analysis job runs that failed;
+        - ``cache_lookups``: hits and misses, so a hit rate of a handful of
+          lookups can be told from a real one.
         """
         seconds = (end - start).total_seconds()
         keys = ("published_per_s", "throttled_per_s", "mean_batch", "wait_p50_ms",
                 "connections_node_max", "rss_node_max", "cpu_node_max", "db_query_ms",
-                "db_slow", "telemetry_dropped", "spool_bytes", "job_errors")
+                "db_slow", "telemetry_dropped", "spool_bytes", "job_errors", "cache_lookups")
         if seconds <= 0:
             return dict.fromkeys(METRIC_KEYS + keys)
         summary = self.window_summary(start, end)
@@ -223,12 +225,14 @@ class InfluxAnalysisReader:
             f'"telemetry_self" {per_node}',
             f'SELECT count("duration_ms") AS "n" FROM "job_run" WHERE {where} '
             "AND \"outcome\" = 'error'",
+            f'SELECT sum("hits") AS "hits", sum("misses") AS "misses" FROM "cache" WHERE {where}',
         )]
-        publish, throttle, live, conns, rss, cpu, db, dropped, spool, jobs = rows
+        publish, throttle, live, conns, rss, cpu, db, dropped, spool, jobs, cache = rows
         batches = live.get("b") or 0
         queries = db.get("n") or 0
         return {
             **summary,
+            "cache_lookups": float((cache.get("hits") or 0) + (cache.get("misses") or 0)),
             "published_per_s": (publish.get("n") or 0) / seconds,
             "throttled_per_s": (throttle.get("n") or 0) / seconds,
             "mean_batch": (live.get("n") or 0) / batches if batches else None,

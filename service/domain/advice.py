@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from service.domain.health import MIN_LOOKUPS
 from service.domain.levels import LEVELS
 from service.domain.throttle import Rate, format_rates, parse_rates
 from service.domain.tuning import TUNABLES
@@ -84,7 +85,7 @@ def cache_grow(f: Figures, config: Config) -> Proposal | None:
     """The hit rate is low and the memory budget has room: twice the entries."""
     p = config["parameters"]
     rate, rss = f.get("cache_hit_rate"), f.get("rss_node_max")
-    if rate is None or rss is None:
+    if rate is None or rss is None or (f.get("cache_lookups") or 0) < MIN_LOOKUPS:
         return None
     share = rss / (p["memory_budget_mb"] * 2**20)
     if not (rate < 0.7 and share < 0.6 and p["cache_entries"] > 0):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 HEALTHY, WARNING, CRITICAL = "healthy", "warning", "critical"
+MIN_LOOKUPS = 100  # a hit rate of fewer lookups in the window says nothing
 LEVEL = {HEALTHY: 0, WARNING: 1, CRITICAL: 2}
 COMPONENTS = ("delivery", "connections", "storage", "cache", "telemetry", "scheduler")
 
@@ -31,6 +32,8 @@ class Rule:
     critical: float
     text: str  # what the figure is, for the reason
     lower_is_worse: bool = False
+    # judged only on enough samples: (the inputs' count, at least)
+    needs: tuple[str, float] | None = None
 
 
 RULES: tuple[Rule, ...] = (
@@ -42,7 +45,8 @@ RULES: tuple[Rule, ...] = (
     Rule("connections", "memory_share", 0.8, 0.9,
          "the largest node's RSS / memory budget"),
     Rule("storage", "db_query_ms", 20.0, 100.0, "mean statement time, ms"),
-    Rule("cache", "cache_hit_rate", 0.7, 0.5, "query cache hit rate", lower_is_worse=True),
+    Rule("cache", "cache_hit_rate", 0.7, 0.5, "query cache hit rate", lower_is_worse=True,
+         needs=("cache_lookups", MIN_LOOKUPS)),
     Rule("telemetry", "telemetry_dropped", 0.0, 1000.0, "telemetry records dropped"),
     Rule("telemetry", "spool_share", 0.5, 0.9, "telemetry spool / its bound"),
     Rule("scheduler", "job_errors", 0.0, 3.0, "analysis job runs that failed"),
@@ -81,7 +85,8 @@ def assess(figures: Figures, limits: Limits) -> dict[str, dict[str, Any]]:
         worst, reasons, seen = HEALTHY, [], {}
         for rule in (r for r in RULES if r.component == component):
             value = figure(rule.figure, figures, limits)
-            if value is None:
+            if value is None or (rule.needs is not None
+                                 and (figures.get(rule.needs[0]) or 0) < rule.needs[1]):
                 continue
             seen[rule.figure] = round(value, 4)
             status = _grade(rule, value)

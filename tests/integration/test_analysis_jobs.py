@@ -63,6 +63,7 @@ def test_health_inputs_are_the_seeded_figures(seeded):
     assert figures["cache_hit_rate"] == 0.4
     assert figures["drops_per_s"] == pytest.approx(24 / seconds)
     assert figures["job_errors"] == 0.0 and figures["telemetry_dropped"] == 0.0
+    assert figures["cache_lookups"] == 2 * 23 * 100
 
 
 def test_the_health_job_writes_what_get_health_reads(seeded, influx):

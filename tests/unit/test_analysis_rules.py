@@ -22,7 +22,7 @@ QUIET = {"delivered_per_s": 100.0, "delivery_p99_ms": 30.0, "drops_per_s": 0.0,
          "throttled_per_s": 0.0, "mean_batch": 30.0, "wait_p50_ms": 10.0,
          "connections_node_max": 100.0, "rss_node_max": 100e6, "cpu_node_max": 0.4,
          "db_query_ms": 2.0, "db_slow": 0.0, "telemetry_dropped": 0.0,
-         "spool_bytes": 0.0, "job_errors": 0.0}
+         "spool_bytes": 0.0, "job_errors": 0.0, "cache_lookups": 5000.0}
 
 
 def test_a_quiet_cluster_is_healthy_everywhere():
@@ -48,6 +48,13 @@ def test_each_threshold_names_its_figure(figure, value, component, status):
     assert components[component]["status"] == status
     assert components[component]["reason"] != "within thresholds"
     assert health.overall(components) == status
+
+
+def test_a_hit_rate_of_a_few_lookups_is_not_judged():
+    few = health.assess({**QUIET, "cache_hit_rate": 0.0, "cache_lookups": 12.0}, LIMITS)
+    assert few["cache"] == {"status": "healthy", "reason": "no data", "figures": {}}
+    assert not [p for p in advice.propose({**QUIET, "cache_hit_rate": 0.1,
+                                           "cache_lookups": 12.0}, BALANCED)]
 
 
 def test_silence_is_no_data_but_publishing_without_delivery_is_a_warning():
