@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from service.domain.batching import longest_wait_ms
 from service.domain.health import MIN_LOOKUPS
 from service.domain.levels import LEVELS
 from service.domain.throttle import Rate, format_rates, parse_rates
@@ -59,7 +60,7 @@ def _clamp(name: str, value: float) -> float:
 
 
 def _p99_target(config: Config) -> float:
-    return config["parameters"]["batch_timeout_ms"] + 20.0
+    return longest_wait_ms(config["parameters"]["batch_timeout_ms"]) + 20.0
 
 
 def batch_timeout_up(f: Figures, config: Config) -> Proposal | None:

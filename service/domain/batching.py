@@ -26,6 +26,11 @@ WAIT_SHARE = {Priority.CRITICAL: 0.0, Priority.HIGH: 0.25, Priority.NORMAL: 1.0,
 MAX_WAIT_CAP_S = 0.2
 
 
+def longest_wait_ms(batch_timeout_ms: float) -> float:
+    """The longest a live entry is meant to wait in a batch: ``low``'s share."""
+    return min(MAX_WAIT_CAP_S * 1000.0, batch_timeout_ms * max(WAIT_SHARE.values()))
+
+
 @dataclass(frozen=True)
 class BatchPolicy:
     max_size: int = 50
