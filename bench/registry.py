@@ -18,6 +18,7 @@ BENCHMARKS = {
     "storage": "bench.storage",
     "propagation": "bench.propagation",
     "changepoints": "bench.changepoints",
+    "cache_ceiling": "bench.cache_ceiling",
 }
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
