@@ -12,13 +12,11 @@ from ``telemetry.rollup_fields``, any other from the measurement's fields.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from service.adapters.influx import InfluxClient
-from service.adapters.line_protocol import SchemaError, escape_string_field, escape_tag
+from service.adapters.line_protocol import SchemaError, escape_tag, field_value
 from service.domain.telemetry import CATALOGUE, ROLLUP_POLICIES, FieldType, rollup_fields
 from service.service_layer.ports import DataPoint
 
@@ -37,17 +35,6 @@ def from_ms(epoch_ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=epoch_ms)
 
 
-def _value(kind: FieldType, value: Any) -> str | None:
-    if kind is FieldType.INTEGER:
-        return f"{round(value)}i"
-    if kind is FieldType.FLOAT:
-        number = float(value)
-        return repr(number) if math.isfinite(number) else None
-    if kind is FieldType.BOOLEAN:
-        return "true" if value else "false"
-    return escape_string_field(str(value))
-
-
 def format_line(point: DataPoint, schema: Mapping[str, FieldType]) -> str | None:
     """One line; None when no field has a value. Raises SchemaError for a
     field the schema lacks."""
@@ -63,7 +50,7 @@ def format_line(point: DataPoint, schema: Mapping[str, FieldType]) -> str | None
         kind = schema.get(name)
         if kind is None:
             raise SchemaError(f"{point.measurement} has no field {name!r} here")
-        if value is not None and (encoded := _value(kind, value)) is not None:
+        if value is not None and (encoded := field_value(kind, value)) is not None:
             fields.append(f"{name}={encoded}")
     if not fields:
         return None

@@ -40,9 +40,12 @@ def escape_string_field(value: str) -> str:
     return '"' + cleaned.replace("\n", " ").replace("\r", " ") + '"'
 
 
-def _field_value(kind: FieldType, value: Any) -> str | None:
+def field_value(kind: FieldType, value: Any) -> str | None:
+    """A field's value as line protocol writes it; None for a float that is
+    not finite (InfluxDB refuses NaN and infinities). An integer field given
+    a float (a rollup's mean) takes the nearest integer."""
     if kind is FieldType.INTEGER:
-        return f"{int(value)}i"
+        return f"{round(value) if isinstance(value, float) else int(value)}i"
     if kind is FieldType.FLOAT:
         number = float(value)
         return repr(number) if math.isfinite(number) else None
@@ -172,7 +175,7 @@ class LineEncoder:
             kind = schema.get(name)
             if kind is None:
                 raise SchemaError(f"{measurement} has no field {name!r}")
-            encoded = _field_value(kind, value)
+            encoded = field_value(kind, value)
             if encoded is not None:
                 parts.append(f"{escape_tag(name)}={encoded}")
         if not parts:

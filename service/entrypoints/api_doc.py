@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from service.entrypoints.api_spec import SPEC
+from service.entrypoints.docgen import write_or_check
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 METHODS = ("get", "put", "post", "delete", "patch")
@@ -286,16 +287,7 @@ def render(spec: dict[str, Any] | None = None) -> str:
 
 
 def main(argv: list[str]) -> int:
-    text = render()
-    if "--check" in argv:
-        if not DOC.exists() or DOC.read_text() != text:
-            print(f"{DOC} is stale: run `make docs`", file=sys.stderr)
-            return 1
-        return 0
-    DOC.parent.mkdir(exist_ok=True)
-    DOC.write_text(text)
-    print(f"wrote {DOC}")
-    return 0
+    return write_or_check(DOC, render(), argv)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from service.domain.telemetry import CATALOGUE, COMMON_TAGS, ROLES, ROLLUP_POLICIES, ROLLUPS
+from service.entrypoints.docgen import write_or_check
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "telemetry.md"
 
@@ -57,16 +58,7 @@ def render() -> str:
 
 
 def main(argv: list[str]) -> int:
-    text = render()
-    if "--check" in argv:
-        if not DOC.exists() or DOC.read_text() != text:
-            print(f"{DOC} is stale: run `make docs`", file=sys.stderr)
-            return 1
-        return 0
-    DOC.parent.mkdir(exist_ok=True)
-    DOC.write_text(text)
-    print(f"wrote {DOC}")
-    return 0
+    return write_or_check(DOC, render(), argv)
 
 
 if __name__ == "__main__":

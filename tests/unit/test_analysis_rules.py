@@ -11,8 +11,7 @@ from service.domain.control import EventDraft
 from service.domain.impact import IMPROVED, INCONCLUSIVE, NEUTRAL, REGRESSED, judge
 from service.domain.tuning import preset
 from service.service_layer import analysis
-from service.service_layer.tuning import LiveConfig
-from tests.unit.fakes import InMemoryControlLog, RecordingTelemetry
+from tests.unit.fakes import RecordingTelemetry
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 BALANCED = {"level": "balanced", "parameters": preset("balanced")}
@@ -143,16 +142,6 @@ class Figures:
         return {k: v for k, v in self._at(end - timedelta(seconds=1)).items()
                 if k in ("delivered_per_s", "delivery_p99_ms", "drops_per_s",
                          "cache_hit_rate", "rss_bytes")}
-
-
-@pytest.fixture
-def log():
-    return InMemoryControlLog()
-
-
-@pytest.fixture
-def config(log):
-    return LiveConfig("balanced", {}, lambda values: None, None, log=log)
 
 
 def test_health_job_writes_one_point_per_component(config):

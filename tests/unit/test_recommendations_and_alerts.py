@@ -10,8 +10,6 @@ from service.domain.control import RECOMMENDATION_ISSUED, EventDraft
 from service.domain.errors import ConflictError, InvalidInput, NotFound
 from service.service_layer import recommendations as recs
 from service.service_layer.alerts import receive_grafana
-from service.service_layer.tuning import LiveConfig
-from tests.unit.fakes import InMemoryControlLog
 
 # Grafana's documented webhook body (alerting, webhook notifier), trimmed to two alerts
 GRAFANA_BODY = {
@@ -49,16 +47,6 @@ GRAFANA_BODY = {
     "groupKey": '{}:{alertname="NotifyMemoryCritical"}', "truncatedAlerts": 0,
     "title": "[FIRING:2]", "state": "alerting", "message": "**Firing**",
 }
-
-
-@pytest.fixture
-def log():
-    return InMemoryControlLog()
-
-
-@pytest.fixture
-def config(log):
-    return LiveConfig("balanced", {}, lambda values: None, None, log=log)
 
 
 def issue(config, rid="r1", **change):
