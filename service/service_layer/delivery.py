@@ -25,6 +25,7 @@ from service.domain.errors import OffsetOutOfRange, StorageUnavailable
 from service.domain.model import Appended, Notification
 from service.domain.telemetry import DISPATCHED, DROPPED
 from service.service_layer.acks import AckBuffer
+from service.service_layer.cohort import Cohort
 from service.service_layer.leaks import LeakTracker
 from service.service_layer.outbox import Connection, Outbox
 from service.service_layer.ports import (
@@ -82,6 +83,8 @@ class DeliveryHub:
         self._clock = clock
         self.batch_timers = DeadlineScheduler(clock)
         self._connections: dict[str, Connection] = {}
+        self.cohort = Cohort(self.batching)  # in sync: broadcasts from one shared batch
+        self._outsiders: dict[str, Connection] = {}  # every other connection
         self.acks = AckBuffer(log, telemetry)
         self._by_user: dict[str, set[str]] = defaultdict(set)
         self.head: int | None = None  # last offset taken, in order; None until known
@@ -123,6 +126,7 @@ class DeliveryHub:
             accepts_deflate=accepts_deflate,
         )
         self._connections[sid] = conn
+        self._outsiders[sid] = conn
         self._by_user[user_id].add(sid)
         self.leaks.track("connection", conn)
         self._spawn(self._catch_up, conn)
@@ -133,6 +137,7 @@ class DeliveryHub:
         """New parameters, live: open connections keep their queues and take
         the new batching rules from their next entry on."""
         self.batching, self.policy, self.outbox.compression = batching, policy, compression
+        self.cohort.queue.policy = batching
         for conn in self._connections.values():
             conn.queue.policy = batching
 
@@ -141,6 +146,8 @@ class DeliveryHub:
         self._deferred.discard(sid)
         conn = self._connections.pop(sid, None)
         if conn is not None:
+            self.cohort.leave(conn)  # what the shared batch held for it counts as its own
+            self._outsiders.pop(sid, None)
             self.leaks.released("connection", conn)
             if conn.queue.items and self._telemetry is not None:
                 # dispatched live but still in the batch: the log keeps them for a reconnect
@@ -225,25 +232,84 @@ class DeliveryHub:
         if self.pressure is not None and self.pressure.defers(notification.priority):
             self._defer(appended)
             return
-        live = dropped = 0
         now = self._clock()  # one reading for the whole hand-off, not one per connection
-        users = self._local_users(appended)
-        connections, offer = self._connections, self._offer
         wait = self.batching.wait_for(notification.priority)  # once, not per connection
+        if appended.user_ids is None:
+            live, dropped = self._take_broadcast(notification, wait, now)
+        else:
+            live, dropped = self._hand_off(self._local_users(appended), notification, wait, now)
+        self._count(live=live, queued=max(0, appended.recipients - live - dropped),
+                    dropped=dropped)
+
+    def _take_broadcast(self, notification: Notification, wait: float,
+                        now: float) -> tuple[int, int]:
+        """To each connection outside the cohort, as a targeted entry goes;
+        then once into the cohort's shared batch (outsiders first: a flush of
+        the shared batch lets outsiders that caught up join, and they must
+        have had this entry already). Live counts users, once each."""
+        cohort = self.cohort
+        outside: dict[str, set[str]] = {}
+        for sid, conn in self._outsiders.items():
+            outside.setdefault(conn.user_id, set()).add(sid)
+        members_users = set(cohort.users)
+        live, dropped = self._hand_off(
+            [(u, sids) for u, sids in outside.items() if u not in members_users],
+            notification, wait, now)
+        for user_id, sids in outside.items():  # a user also in the cohort: counted there
+            if user_id in members_users:
+                self._hand_off([(user_id, sids)], notification, wait, now)
+        live += len(members_users)
+        if cohort.members:
+            scheduled = cohort.queue.deadline
+            for batch in cohort.add(notification, wait, now):
+                self._flush_cohort(batch)
+            if cohort.queue.deadline is not None and cohort.queue.deadline != scheduled:
+                self.batch_timers.schedule(cohort.queue.deadline, Cohort.TIMER_KEY)
+        return live, dropped
+
+    def _hand_off(self, users: list[tuple[str, set[str]]], notification: Notification,
+                  wait: float, now: float) -> tuple[int, int]:
+        """Offer the entry to each of these users' connections (a member
+        leaves the cohort first: this entry is its own). (live users, dropped)."""
+        live = dropped = 0
+        connections, offer = self._connections, self._offer
         for user_id, sids in users:
             sent = False
             try:
                 for sid in tuple(sids):
                     conn = connections.get(sid)
-                    if conn is not None and offer(conn, notification, wait, now):
+                    if conn is None:
+                        continue
+                    if sid in self.cohort:
+                        self._leave_cohort(conn)
+                    if offer(conn, notification, wait, now):
                         sent = True
             except Exception:  # the entry is committed: a replay repairs this
                 log.exception("hand-off to %s failed", user_id)
                 dropped += 1
                 continue
             live += sent
-        self._count(live=live, queued=max(0, appended.recipients - live - dropped),
-                    dropped=dropped)
+        return live, dropped
+
+    def _leave_cohort(self, conn: Connection) -> None:
+        if self.cohort.leave(conn):
+            self._outsiders[conn.sid] = conn
+            if conn.queue.deadline is not None:
+                self.batch_timers.schedule(conn.queue.deadline, conn.sid)
+
+    def _try_join(self, conn: Connection) -> None:
+        if self._connections.get(conn.sid) is conn and self.cohort.can_join(conn):
+            self._outsiders.pop(conn.sid, None)
+            self.cohort.join(conn)
+
+    def _flush_cohort(self, batch: list[tuple[Notification, float]]) -> None:
+        cohort = self.cohort
+        for conn in cohort.recipients(batch):
+            if conn.sid in cohort:  # sending to one may have closed another
+                self._send_queued(conn, batch)
+        if not cohort.queue.items:  # nothing shared waits: who caught up may join
+            for conn in tuple(self._outsiders.values()):
+                self._try_join(conn)
 
     def _local_users(self, appended: Appended) -> list[tuple[str, set[str]]]:
         """(user, sids) of the entry's recipients connected here, as a list:
@@ -300,8 +366,10 @@ class DeliveryHub:
         deferred = 0
         for _user_id, sids in self._local_users(appended):
             took = False
-            for sid in sids:
+            for sid in tuple(sids):
                 conn = self._connections.get(sid)
+                if conn is not None and sid in self.cohort:
+                    self._leave_cohort(conn)  # held back from here on: no longer in step
                 if conn is not None and appended.offset > conn.delivered:
                     conn.deferred = took = True
                     self._deferred.add(sid)
@@ -352,10 +420,15 @@ class DeliveryHub:
 
     def flush_due(self, sid: str, now: float) -> None:
         """A batch deadline came: send what is due on that connection."""
+        if sid == Cohort.TIMER_KEY:
+            for batch in self.cohort.queue.due(now):
+                self._flush_cohort(batch)
+            return
         conn = self._connections.get(sid)
         if conn is not None:
             for batch in conn.queue.due(now):
                 self._send_queued(conn, batch)
+            self._try_join(conn)
 
     def run_batch_timers(self) -> None:
         """For sio.start_background_task: sends batches as their deadlines come."""
@@ -391,6 +464,7 @@ class DeliveryHub:
                 self.outbox.send(conn, fresh, "replay")
             if len(page) < self._replay_page and not conn.has_pending:
                 conn.catching_up = False  # no yield since the read: nothing missed
+                self._try_join(conn)
                 return
 
     # -- acknowledgements ---------------------------------------------------
