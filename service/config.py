@@ -21,6 +21,7 @@ from pathlib import Path
 from service.adapters.database import default_sqlite_url
 from service.adapters.influx import InfluxSettings, Retention
 from service.domain.backpressure import DEFAULT_ACTIONS, parse_actions
+from service.domain.errors import InvalidInput
 from service.domain.levels import LEVELS, PoolSettings
 from service.domain.model import Priority
 from service.domain.throttle import Rate, format_rates, parse_rates
@@ -161,7 +162,7 @@ class Settings:
                 f"OPTIMIZATION_LEVEL must be one of {', '.join(LEVELS)}, not {level!r}"
             )
         preset = LEVELS[level]
-        return cls(
+        settings = cls(
             host=env.get("HOST", "127.0.0.1"),
             port=port,
             database_url=env.get("DATABASE_URL") or default_sqlite_url(var_dir),
@@ -227,6 +228,20 @@ class Settings:
             env_tuned=tuple(t.name for t in TUNABLES.values() if env.get(t.env, "") != ""),
             throttle_spec=env.get("THROTTLE", ""),
         )
+        _check_ranges(settings)
+        return settings
+
+
+def _check_ranges(settings: Settings) -> None:
+    """A tunable set by its variable must be in the range the control API
+    allows too: a node must not start with a value no admin could set."""
+    values = settings.tunables()
+    for name in settings.env_tuned:
+        tunable = TUNABLES[name]
+        try:
+            tunable.check(values[name])
+        except InvalidInput as exc:
+            raise ConfigError(f"{tunable.env}: {exc.message}") from None
 
 
 def _named_tokens(raw: str, secrets_found: Mapping[str, str]) -> dict[str, str]:

@@ -62,7 +62,7 @@ TUNABLES: dict[str, Tunable] = {t.name: t for t in (
     Tunable("gc_gen0_threshold", "GC_GEN0_THRESHOLD", int, 100, 10_000_000),
     Tunable("offline_queue_max", "OFFLINE_QUEUE_MAX", int, 1, 10_000_000),
     Tunable("memory_budget_mb", "MEMORY_BUDGET_MB", int, 16, 1 << 20),
-    Tunable("idle_timeout", "IDLE_TIMEOUT", float, 5, 7 * 86_400, default=300.0),
+    Tunable("idle_timeout", "IDLE_TIMEOUT", float, 1, 7 * 86_400, default=300.0),
     Tunable("compression_min_bytes", "COMPRESSION_MIN_BYTES", int, 0, 1 << 24, default=4096),
     Tunable("write_batch_size", "WRITE_BATCH_SIZE", int, 1, 10_000),
     Tunable("write_batch_window_ms", "WRITE_BATCH_WINDOW_MS", float, 0, 100, default=0.0),

@@ -71,7 +71,10 @@ def test_defaults_follow_the_design(tmp_path):
 
 @pytest.mark.parametrize("env", [{"PORT": "http"}, {"OPTIMIZATION_LEVEL": "ludicrous"},
                                  {"PING_TIMEOUT": "0"}, {"WRITE_BATCH_WINDOW_MS": "-1"},
-                                 {"WRITE_BATCH_WINDOW_MS": "250"}])
+                                 {"WRITE_BATCH_WINDOW_MS": "250"}, {"IDLE_TIMEOUT": "0.5"},
+                                 {"CACHE_TTL_S": "0.1"}, {"BATCH_SIZE": "5000"},
+                                 {"MAX_CONNECTIONS_PER_USER": "20000"},
+                                 {"ADMIN_TOKENS": "x:short"}, {"ADMIN_TOKENS": "admin:" + "t" * 20}])
 def test_bad_settings_are_named(tmp_path, env):
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({"VAR_DIR": str(tmp_path), **env})
@@ -169,3 +172,18 @@ def test_the_pool_follows_the_level_and_its_variables(tmp_path):
     engine = make_engine(settings.database_url, pool=settings.db_pool)  # connects to nothing
     assert (engine.pool.size(), engine.pool._max_overflow, engine.pool._timeout) == (3, 0, 1.5)
     assert engine.pool._pre_ping is False
+
+
+def test_named_admin_tokens_are_read_and_kept_apart_from_the_publish_token(tmp_path):
+    env = {"VAR_DIR": str(tmp_path), "PUBLISH_TOKEN": "p" * 20, "ADMIN_TOKEN": "a" * 20,
+           "USER_TOKEN_SECRET": "s" * 20}
+    settings = Settings.from_env({**env, "ADMIN_TOKENS": "alice:" + "x" * 16 + ", grafana:"
+                                  + "y" * 16})
+    assert settings.admin_credentials() == {"admin": "a" * 20, "alice": "x" * 16,
+                                            "grafana": "y" * 16}
+    assert settings.publish_credentials() == {"publish": "p" * 20}
+    both = Settings.from_env({**env, "ADMIN_CAN_PUBLISH": "1"})
+    assert set(both.publish_credentials()) == {"publish", "admin"}
+    for bad in ("bob:" + "p" * 20, "bob:" + "a" * 20, f"bob:{'z' * 16},bob:{'w' * 16}"):
+        with pytest.raises(ConfigError):
+            Settings.from_env({**env, "ADMIN_TOKENS": bad})
