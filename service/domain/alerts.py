@@ -32,11 +32,16 @@ class Mitigation:
     alertname: str
     level: str  # the level the config moves to while it fires
     why: str
+    # parameters pinned at their value of the moment, so the new level's
+    # preset does not change them: a lower memory budget, reached at once by
+    # a node already near its own, would refuse every connection
+    keep: tuple[str, ...] = ()
 
 
 MITIGATIONS: tuple[Mitigation, ...] = (
     Mitigation("NotifyMemoryCritical", "conservative",
-               "memory is over the budget: smaller batches, caches and limits"),
+               "memory is near the budget: smaller batches, caches and limits, same budget",
+               keep=("memory_budget_mb",)),
 )
 
 

@@ -13,7 +13,13 @@ import logging
 from typing import Any
 
 from service.domain.alerts import Alert, mitigation_for, parse_grafana
-from service.domain.control import ALERT_RECEIVED, LEVEL_SET, ControlEvent, EventDraft
+from service.domain.control import (
+    ALERT_RECEIVED,
+    LEVEL_SET,
+    PARAMETER_OVERRIDDEN,
+    ControlEvent,
+    EventDraft,
+)
 from service.domain.errors import ConflictError
 from service.service_layer.tuning import LiveConfig
 
@@ -48,9 +54,13 @@ def _mitigate(config: LiveConfig, alert: Alert, event: ControlEvent, actor: str)
         if config.level == rule.level:
             return {**answer, "applied": False, "why": f"the level is already {rule.level}"}
         before = config.seq
+        drafts = [EventDraft(LEVEL_SET, {"level": rule.level}, actor, reason)]
+        if rule.keep:
+            drafts.append(EventDraft(PARAMETER_OVERRIDDEN,
+                                     {name: config.values[name] for name in rule.keep},
+                                     actor, reason))
         try:  # only onto the config it looked at: the undo must restore exactly that
-            [applied] = config.append([EventDraft(LEVEL_SET, {"level": rule.level}, actor,
-                                                  reason)], expected_seq=before)
+            applied = config.append(drafts, expected_seq=before)[-1]
             break
         except ConflictError:
             config.catch_up()

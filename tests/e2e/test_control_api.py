@@ -95,7 +95,8 @@ def test_grafana_webhook_records_mitigates_and_can_be_undone(node):
     assert call(node, "GET", "/api/v1/config").json()["level"] == "conservative"
     history = call(node, "GET", "/api/v1/config/history").json()["events"]
     assert [(e["type"], e["actor"]) for e in history] == [
-        ("alert_received", "grafana"), ("alert_received", "grafana"), ("level_set", "grafana")]
+        ("alert_received", "grafana"), ("alert_received", "grafana"), ("level_set", "grafana"),
+        ("parameter_overridden", "grafana")]
 
     undone = call(node, "POST", "/api/v1/config/rollback",
                   body={**mitigation["undo"], "reason": "memory fixed"})

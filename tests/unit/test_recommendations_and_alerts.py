@@ -137,6 +137,8 @@ def test_grafana_alerts_are_recorded_and_memory_critical_moves_to_conservative(c
     assert alerts[0].actor == "grafana"
     [mitigation] = answer["mitigations"]
     assert mitigation["applied"] is True and config.level == "conservative"
+    assert config.values["memory_budget_mb"] == 512  # balanced's, kept: not conservative's
+    assert [e.type for e in log.events[-2:]] == ["level_set", "parameter_overridden"]
     assert log.events[-1].actor == "grafana" and "NotifyMemoryCritical" in log.events[-1].reason
 
     config.rollback(mitigation["undo"], actor="alice")  # reversible

@@ -74,7 +74,8 @@ def test_defaults_follow_the_design(tmp_path):
                                  {"WRITE_BATCH_WINDOW_MS": "250"}, {"IDLE_TIMEOUT": "0.5"},
                                  {"CACHE_TTL_S": "0.1"}, {"BATCH_SIZE": "5000"},
                                  {"MAX_CONNECTIONS_PER_USER": "20000"},
-                                 {"ADMIN_TOKENS": "x:short"}, {"ADMIN_TOKENS": "admin:" + "t" * 20}])
+                                 {"ADMIN_TOKENS": "x:short"},
+                                 {"ADMIN_TOKENS": "admin:" + "t" * 20}])
 def test_bad_settings_are_named(tmp_path, env):
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({"VAR_DIR": str(tmp_path), **env})
