@@ -488,3 +488,18 @@ def test_dashboard_queries_name_only_catalogue_measurements_fields_and_tags(path
         for problem in influxql_problems(variable_query(variable), variables):
             problems.append(f"variable {variable.get('name')!r}: {problem}")
     assert not problems, "\n".join(problems)
+
+
+def test_influxdb_2_gets_the_rollup_buckets_the_jobs_write_to():
+    import subprocess
+
+    from service.domain.telemetry import ROLLUP_POLICIES
+
+    script = ROOT / "provisioning" / "influxdb" / "init-rollups.sh"
+    text = script.read_text()
+    for rp in ROLLUP_POLICIES.values():
+        assert f"{rp} ${{INFLUX_" in text  # a bucket and a DBRP mapping per policy
+    assert "v1 dbrp create" in text and "--db notify" in text
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    influx = compose()["services"]["influxdb"]
+    assert "./provisioning/influxdb:/docker-entrypoint-initdb.d:ro" in influx["volumes"]
