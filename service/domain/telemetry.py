@@ -115,13 +115,18 @@ CATALOGUE: dict[str, Measurement] = {
                 "the interval (p50, p95, p99 within 2 %, and max); `wait_ms` is how long "
                 "live entries waited in their connection's batch. `mode` is `live`, or "
                 "`replay` (read back from the log: offline queue, reconnect, or a gap). "
+                "`trigger` says why a batch went out: `size` (it was full), `timeout` "
+                "(its deadline came), `immediate` (a `critical` entry waits for "
+                "nothing), `catch_up` (what waited, flushed ahead of a replay) or "
+                "`replay` (a page read back from the log). "
                 "Counts and maxima are exact. Percentiles use every batch until 1,024 "
                 "entries in an interval, then a random half, quarter... of the batches, "
                 "weighted, so their cost stays flat at any rate (a few % of sampling error)."
             ),
             emitted_by="service_layer.delivery.DeliveryHub",
-            tags=("mode",),
-            tag_values={"mode": ("live", "replay")},
+            tags=("mode", "trigger"),
+            tag_values={"mode": ("live", "replay"),
+                        "trigger": ("size", "timeout", "immediate", "catch_up", "replay")},
             fields={
                 "count": INT,
                 "batches": INT,

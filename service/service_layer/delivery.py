@@ -262,7 +262,7 @@ class DeliveryHub:
         if cohort.members:
             scheduled = cohort.queue.deadline
             for batch in cohort.add(notification, wait, now):
-                self._flush_cohort(batch)
+                self._flush_cohort(batch, "immediate" if wait == 0.0 else "size")
             if cohort.queue.deadline is not None and cohort.queue.deadline != scheduled:
                 self.batch_timers.schedule(cohort.queue.deadline, Cohort.TIMER_KEY)
         return live, dropped
@@ -302,11 +302,11 @@ class DeliveryHub:
             self._outsiders.pop(conn.sid, None)
             self.cohort.join(conn)
 
-    def _flush_cohort(self, batch: list[tuple[Notification, float]]) -> None:
+    def _flush_cohort(self, batch: list[tuple[Notification, float]], trigger: str) -> None:
         cohort = self.cohort
         for conn in cohort.recipients(batch):
             if conn.sid in cohort:  # sending to one may have closed another
-                self._send_queued(conn, batch)
+                self._send_queued(conn, batch, trigger)
         if not cohort.queue.items:  # nothing shared waits: who caught up may join
             for conn in tuple(self._outsiders.values()):
                 self._try_join(conn)
@@ -411,7 +411,7 @@ class DeliveryHub:
         queue = conn.queue
         scheduled = queue.deadline
         for batch in queue.add_one(notification, wait, now):
-            self._send_queued(conn, batch)
+            self._send_queued(conn, batch, "immediate" if wait == 0.0 else "size")
         # one timer entry per deadline, not one per entry: in a burst the heap
         # would otherwise hold a stale entry for every notification queued
         if queue.deadline is not None and queue.deadline != scheduled:
@@ -422,20 +422,21 @@ class DeliveryHub:
         """A batch deadline came: send what is due on that connection."""
         if sid == Cohort.TIMER_KEY:
             for batch in self.cohort.queue.due(now):
-                self._flush_cohort(batch)
+                self._flush_cohort(batch, "timeout")
             return
         conn = self._connections.get(sid)
         if conn is not None:
             for batch in conn.queue.due(now):
-                self._send_queued(conn, batch)
+                self._send_queued(conn, batch, "timeout")
             self._try_join(conn)
 
     def run_batch_timers(self) -> None:
         """For sio.start_background_task: sends batches as their deadlines come."""
         self.batch_timers.run(self.flush_due)
 
-    def _send_queued(self, conn: Connection, batch: list[tuple[Notification, float]]) -> None:
-        self.outbox.send(conn, [n for n, _ in batch], "live", batch)
+    def _send_queued(self, conn: Connection, batch: list[tuple[Notification, float]],
+                     trigger: str) -> None:
+        self.outbox.send(conn, [n for n, _ in batch], "live", batch, trigger)
 
     def _catch_up(self, conn: Connection) -> None:
         """Send everything after conn.delivered from the log, page by page.
@@ -454,7 +455,7 @@ class DeliveryHub:
             if self._connections.get(conn.sid) is not conn:
                 return
             for batch in conn.queue.take_all():  # what waits is older than the page
-                self._send_queued(conn, batch)
+                self._send_queued(conn, batch, "catch_up")
             if position.lost and position.trimmed > conn.delivered:
                 # the offline-queue bounds removed entries it never received
                 self.outbox.tell_reload(conn, position.trimmed, position.epoch)

@@ -26,7 +26,11 @@ RECENT_BATCHES = 64  # encoded batches kept for the next connections that send t
 RECENT_BATCH_MAX_CHARS = 64 * 1024
 
 _SLOW_CONSUMER = (("reason", "slow_consumer"),)
-_MODE_TAGS = {"live": (("mode", "live"),), "replay": (("mode", "replay"),)}
+# why a batch went out: its size, its deadline, an entry that waits for
+# nothing (critical), what waited flushed ahead of a replay, or a replay page
+TRIGGERS = ("size", "timeout", "immediate", "catch_up", "replay")
+_TAGS = {(mode, trigger): (("mode", mode), ("trigger", trigger))
+         for mode in ("live", "replay") for trigger in TRIGGERS}
 _CREATED_TS = attrgetter("created_ts")
 
 
@@ -86,6 +90,7 @@ class Outbox:
         items: list[Notification],
         mode: str,
         queued: list[tuple[Notification, float]] | None = None,
+        trigger: str = "replay",
     ) -> None:
         """Send one batch; ``queued`` holds its entries' queueing times (live)."""
         text, deflated, oldest = self._encode(items, conn.accepts_deflate)
@@ -99,7 +104,7 @@ class Outbox:
         conn.sent.append((items[-1].offset, len(items)))
         self.sent_total += len(items)
         if self._telemetry is not None:
-            self._measure(items, len(text), len(data), mode, queued, oldest)
+            self._measure(items, len(text), len(data), _TAGS[mode, trigger], queued, oldest)
 
     def _encode(self, items: list[Notification], accepts_deflate: bool) -> tuple[
             RawJSON, bytes | None, float]:
@@ -123,11 +128,12 @@ class Outbox:
             encoded[1] = deflate(text)
         return text, encoded[1], encoded[2]
 
-    def _measure(self, items: list[Notification], size: int, wire_size: int, mode: str,
+    def _measure(self, items: list[Notification], size: int, wire_size: int,
+                 tags: tuple[tuple[str, str], ...],
                  queued: list[tuple[Notification, float]] | None, oldest: float) -> None:
         """Count the batch; maxima exactly, per-entry histograms when asked."""
         now = time.time()
-        summary = self._telemetry.tally(DELIVERED, _MODE_TAGS[mode])
+        summary = self._telemetry.tally(DELIVERED, tags)
         latency_max = (now - oldest) * 1000.0
         if queued is None:
             summary.add(len(items), 1, size, wire_size, peak=latency_max)

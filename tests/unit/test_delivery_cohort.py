@@ -128,3 +128,30 @@ def test_a_broadcast_to_connections_in_step_is_queued_once():
     fire_timers(hub, clock)
     assert sender.offsets("s0") == [1, 2, 3] and sender.offsets("s7") == [1, 2, 3, 4]
     assert "s7" in hub.cohort  # nothing waits for it any more: back in step
+
+
+def test_each_batch_says_what_sent_it():
+    from tests.unit.fakes import RecordingTelemetry
+
+    log, sender, spawn, clock = (InMemoryNotificationLog(), RecordingSender(), ManualSpawner(),
+                                 Clock())
+    telemetry = RecordingTelemetry()
+    hub = DeliveryHub(log, sender, telemetry, spawn, clock=clock,
+                      batching=BatchPolicy(max_size=2, max_wait_s=0.05))
+    publish(log, hub, {"user_id": "ann"})  # before anyone connects: read back by the replay
+    hub.connect("a", "ann", last_offset=0)
+    hub.connect("b", "bob", last_offset=None)
+    spawn.run_all()
+    publish(log, hub, {"broadcast": True})
+    publish(log, hub, {"broadcast": True})  # the shared batch is full
+    publish(log, hub, {"user_id": "bob"})
+    clock.now += 0.06
+    fire_timers(hub, clock)  # bob's own entry, by its deadline
+    publish(log, hub, {"broadcast": True, "priority": "critical"})
+
+    def batches(trigger):
+        return sum(f.get("batches", 0) for m, t, f in telemetry.records
+                   if m == "notify_delivery" and t.get("trigger") == trigger)
+
+    assert (batches("replay"), batches("size"), batches("timeout"),
+            batches("immediate")) == (1, 2, 1, 2)
