@@ -14,6 +14,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from service.domain.control import EVENT_TYPES
+
 
 class FieldType(enum.Enum):
     INTEGER = "integer"
@@ -486,6 +488,26 @@ CATALOGUE: dict[str, Measurement] = {
             tag_values={"kind": ("startup", "level", "parameter")},
             fields={"level": STRING, "text": STRING, "actor": STRING},
             example_query=('SELECT "text", "level" FROM "config_change" WHERE $timeFilter'),
+        ),
+        Measurement(
+            name="control_event",
+            description=(
+                "Every event appended to the control log, once, by the process that "
+                "appended it: recommendations issued, applied and dismissed, measured "
+                "impact (`impact_measured`, with its verdict in `text`), rollbacks "
+                "(automatic ones by actor `jobs`), alerts received, level and parameter "
+                "changes. `seq` is the event's in the log, `text` says what it did "
+                "and why. The log itself (`GET /api/v1/config/history`) is the record; "
+                "this is for Grafana."
+            ),
+            emitted_by="service_layer.tuning.LiveConfig.append",
+            tags=("type",),
+            tag_values={"type": EVENT_TYPES},
+            fields={"seq": INT, "actor": STRING, "text": STRING},
+            example_query=(
+                'SELECT "seq", "actor", "text" FROM "control_event" WHERE $timeFilter '
+                'GROUP BY "type"'
+            ),
         ),
         Measurement(
             name="telemetry_self",

@@ -97,7 +97,7 @@ def run_jobs(settings: Settings) -> int:
         create_control_schema(engine)  # serialised: nodes may start together
         # the effective config, as every node folds it; no announcements from here
         config = LiveConfig(settings.optimization_level, settings.env_overrides(),
-                            lambda _values: None, None, log=control_log)
+                            lambda _values: None, ring, log=control_log, announce=False)
     except StorageUnavailable as exc:
         print(f"refusing to start: {exc.message}", file=sys.stderr)
         return 4

@@ -38,7 +38,7 @@ class LiveConfig:
 
     def __init__(self, level: str, startup: Mapping[str, Any],
                  apply: Callable[[dict[str, Any]], None], telemetry: Telemetry | None,
-                 log: ControlLog | None = None) -> None:
+                 log: ControlLog | None = None, *, announce: bool = True) -> None:
         self.default_level = level
         self.startup = dict(startup)  # set by environment variables at start-up
         self.seq = 0  # the last event applied, of any type
@@ -49,6 +49,9 @@ class LiveConfig:
         self._telemetry = telemetry
         self._log = log
         self._local: list[ControlEvent] = []
+        # config_change is written by every node that applies a change (its
+        # annotation per node); a process that applies nothing says announce=False
+        self._announces = announce
         self._quiet = False
         if log is not None:
             self._quiet = True  # history already in force: apply it once, announce nothing
@@ -120,14 +123,26 @@ class LiveConfig:
         """Append in one transaction (ConflictError if ``expected_seq`` is not
         the log's last), and apply here before returning."""
         if self._log is not None:
-            return self._log.append_many(drafts, expected_seq)  # delivered to _receive
-        if expected_seq is not None and expected_seq != self.seq:
-            raise ConflictError(f"the control log is at seq {self.seq}, not {expected_seq}",
-                                field="If-Match")
-        events = [d.recorded(self.seq + i + 1) for i, d in enumerate(drafts)]
-        self._local.extend(events)
-        self._receive(events)
+            events = self._log.append_many(drafts, expected_seq)  # delivered to _receive
+        else:
+            if expected_seq is not None and expected_seq != self.seq:
+                raise ConflictError(f"the control log is at seq {self.seq}, not "
+                                    f"{expected_seq}", field="If-Match")
+            events = [d.recorded(self.seq + i + 1) for i, d in enumerate(drafts)]
+            self._local.extend(events)
+            self._receive(events)
+        self._record(events)
         return events
+
+    def _record(self, events: list[ControlEvent]) -> None:
+        """``control_event`` for each appended event, once in the cluster:
+        by the process that appended it (every node applies it)."""
+        if self._telemetry is None:
+            return
+        for event in events:
+            text = describe(event) + (f" ({event.reason[:200]})" if event.reason else "")
+            self._telemetry.emit("control_event", (("type", event.type),),
+                                 {"seq": event.seq, "actor": event.actor, "text": text})
 
     def catch_up(self) -> None:
         """Fold in what other nodes appended and this one was not told yet."""
@@ -154,7 +169,7 @@ class LiveConfig:
             previous_level, previous_values = self.level, self.values
             self._points.append(point)
             self.values = effective(point.level, self.startup, point.overrides)
-            if not self._quiet:
+            if not self._quiet and self._announces:
                 self._announce(event, previous_level, previous_values)
         if self.values != before:
             self._apply(dict(self.values))

@@ -69,6 +69,10 @@ NO_DATA: dict[tuple[str, str, str, str], str] = {
     ("notify-optimization", "Time to limit (forecast)", "*", "*"): _TRENDS,
     ("notify-optimization", "Trend direction", "*", "*"): _TRENDS,
     ("notify-optimization", "Failed job runs", "*", "*"): "no analysis job fails in a healthy run",
+    ("notify-optimization", "Recommendations, decisions, impact and rollbacks", "*", "*"):
+        "a short run changes no config and may issue no recommendation",
+    ("notify-optimization", "annotation Recommendations and impact", "*", "*"):
+        "a short run changes no config and may issue no recommendation",
     ("notify-telemetry", "Dropped by reason", "*", "*"): "no telemetry is dropped in a healthy run",
     ("notify-resources", "Ping/pong health", "B", "*"):
         "no client misses a pong: clients answer pings, and a pong is late only after "

@@ -187,7 +187,11 @@ def test_rollback_through_the_live_config_and_its_limits():
     after = config.rollback({"to_seq": 1, "reason": "too hot"})
     assert (after["seq"], after["level"], after["overrides"]) == (4, "balanced", {"batch_size": 5})
     assert after["parameters"]["batch_timeout_ms"] == LEVELS["balanced"].batch_timeout_ms
-    assert "rollback to #1: level maximum -> balanced" in telemetry.records[-1][2]["text"]
+    [change] = [f for m, _t, f in telemetry.records if m == "config_change"][-1:]
+    assert "rollback to #1: level maximum -> balanced" in change["text"]
+    [event] = [(dict(t), f) for m, t, f in telemetry.records if m == "control_event"][-1:]
+    assert event == ({"type": "rollback"},
+                     {"seq": 4, "actor": "admin", "text": "rollback to #1 (too hot)"})
     for body in ({"to_seq": 5}, {"to_seq": "1"}, {}, {"to_seq": 1, "force": True}):
         with pytest.raises(InvalidInput):
             config.rollback(body)
