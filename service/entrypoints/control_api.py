@@ -6,6 +6,8 @@ recorded and which mitigations it applied."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import Blueprint, Response, g, jsonify, request
 
 from service.entrypoints.auth import BearerAuth
@@ -35,17 +37,21 @@ def control_blueprint(config: LiveConfig, admins: BearerAuth) -> Blueprint:
 
     @bp.post("/recommendations/<recommendation_id>/apply")
     def apply(recommendation_id: str) -> Response:
-        body = json_object(DECISION_FIELDS, optional=True)
-        decided = recs.apply_recommendation(config, recommendation_id, g.actor,
-                                            body.get("reason"), expected_seq=if_match())
-        return decision(decided, config)
+        return decide(recs.apply_recommendation, recommendation_id)
 
     @bp.post("/recommendations/<recommendation_id>/dismiss")
     def dismiss(recommendation_id: str) -> Response:
+        return decide(recs.dismiss_recommendation, recommendation_id)
+
+    def decide(how: Callable[..., dict], recommendation_id: str) -> Response:
+        """``{reason?}`` and ``If-Match``; the decision and the config it left."""
         body = json_object(DECISION_FIELDS, optional=True)
-        decided = recs.dismiss_recommendation(config, recommendation_id, g.actor,
-                                              body.get("reason"), expected_seq=if_match())
-        return decision(decided, config)
+        decided = how(config, recommendation_id, g.actor, body.get("reason"),
+                      expected_seq=if_match())
+        snapshot = config.snapshot()
+        response = jsonify({"recommendation": decided, "config": snapshot})
+        response.set_etag(str(snapshot["seq"]))
+        return response
 
     @bp.post("/alerts/grafana")
     def grafana_alert() -> Response:
@@ -53,10 +59,3 @@ def control_blueprint(config: LiveConfig, admins: BearerAuth) -> Blueprint:
         return jsonify(receive_grafana(config, json_body(), g.actor))
 
     return bp
-
-
-def decision(decided: dict, config: LiveConfig) -> Response:
-    snapshot = config.snapshot()
-    response = jsonify({"recommendation": decided, "config": snapshot})
-    response.set_etag(str(snapshot["seq"]))
-    return response
