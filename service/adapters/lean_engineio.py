@@ -29,6 +29,7 @@ internals, so it is used only with the version it was written against
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from importlib.metadata import version
@@ -42,6 +43,8 @@ from engineio.socket import Socket
 from gevent.event import Event
 from gevent.queue import Empty
 from geventwebsocket.websocket import Header, WebSocket
+
+log = logging.getLogger(__name__)
 
 WRITTEN_FOR = "4.15.1"
 # How long a writer waits for more packets before it ends (see LeanSocket._linger)
@@ -242,7 +245,14 @@ class LeanSocket(Socket):
             if p is None:  # closed by the client
                 break
             try:
-                self.receive(packet.Packet(encoded_packet=p))
+                received = packet.Packet(encoded_packet=p)
+            except (ValueError, TypeError, KeyError, IndexError) as exc:
+                # the client's garbage, not our bug: one line, no traceback
+                log.info("%s: malformed Engine.IO packet, closing connection: %s",
+                         self.sid, exc)
+                break
+            try:
+                self.receive(received)
             except exceptions.UnknownPacketError:
                 pass
             except exceptions.SocketIsClosedError:
@@ -298,3 +308,44 @@ class LeanSocketIOServer(socketio.Server):
 
     def _engineio_server_class(self) -> type:
         return LeanEngineIOServer
+
+    def _handle_eio_message(self, eio_sid: str, data: Any) -> Any:
+        """A message that is not a Socket.IO packet is the client's garbage,
+        not our bug: one log line, and the connection closed, where
+        python-socketio would log a traceback and keep it open. Told apart
+        by where the error was raised (the packet decoder, or python-socketio
+        refusing a packet type a client may not send), so a well-formed
+        message costs nothing more."""
+        try:
+            return super()._handle_eio_message(eio_sid, data)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            if not _clients_fault(exc):
+                raise
+            log.info("%s: malformed Socket.IO packet, closing connection: %s", eio_sid, exc)
+            self.eio.disconnect(eio_sid)
+            return None
+
+    def _handle_event(self, eio_sid: str, namespace: str, id: Any, data: Any) -> Any:
+        """An event is ``[name, *args]`` with a string name that is not one
+        python-socketio keeps for itself (a client emitting ``connect`` would
+        run the connect handler outside a handshake); anything else (``42``,
+        ``42[]``, ``42[1]``, ``42["connect"]``) is refused the same way."""
+        if not (isinstance(data, list) and data and isinstance(data[0], str)
+                and data[0] not in self.reserved_events):
+            log.info("%s: malformed Socket.IO event, closing connection", eio_sid)
+            self.eio.disconnect(eio_sid)
+            return None
+        return super()._handle_event(eio_sid, namespace, id, data)
+
+
+def _clients_fault(exc: BaseException) -> bool:
+    """Raised while decoding the packet (at any depth: the JSON parser
+    under it), or by python-socketio's dispatcher itself refusing it."""
+    tb, last = exc.__traceback__, None
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_filename.endswith(("socketio/packet.py", "socketio/msgpack_packet.py")):
+            return True
+        last, tb = code, tb.tb_next
+    return (last is not None and last.co_filename.endswith("socketio/server.py")
+            and last.co_name == "_handle_eio_message")

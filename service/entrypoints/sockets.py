@@ -73,10 +73,10 @@ def register_socket_handlers(
             record("closed", conn.close_reason or _reason_tag(reason))
 
     @sio.on("ack")
-    def ack(sid: str, data: Any = None) -> dict:
+    def ack(sid: str, data: Any = None, *extra: Any) -> dict:
         try:
-            if not isinstance(data, dict):
-                raise InvalidInput("ack takes an object {offset}", field="offset")
+            if not isinstance(data, dict) or extra:
+                raise InvalidInput("ack takes one object {offset}", field="offset")
             offset = parse_offset(data.get("offset"), "offset")
             hub.ack(sid, offset)  # counts as activity
         except ServiceError as exc:
