@@ -71,7 +71,9 @@ class InfluxClient:
         self._base = settings.url.rstrip("/")
         self._pool = pool or urllib3.PoolManager(
             num_pools=2,
-            maxsize=4,
+            # the writer, the status routes and, in the jobs process, a few
+            # jobs at once: past this, urllib3 warns and drops connections
+            maxsize=8,
             retries=False,
             timeout=urllib3.Timeout(connect=min(2.0, settings.timeout), read=settings.timeout),
         )

@@ -76,13 +76,14 @@ def build_jobs(settings: Settings, influx: InfluxClient, engine: Engine,
 
 def schedule(scheduler: GeventScheduler, jobs: list[JobSpec], lock: JobLock,
              telemetry: Telemetry) -> None:
-    """Each job every ``interval_s``, the first run a few seconds from now;
-    a run still going when the next is due makes that one wait (coalesced)."""
+    """Each job every ``interval_s``, the first runs a few seconds from now,
+    two seconds apart (so they do not all query InfluxDB at once); a run
+    still going when the next is due makes that one wait (coalesced)."""
     first = datetime.now(UTC) + timedelta(seconds=5)
-    for spec in jobs:
+    for index, spec in enumerate(jobs):
         scheduler.add_job(run_job, "interval", args=(spec, lock, telemetry),
                           seconds=spec.interval_s, id=spec.name, name=spec.name,
-                          next_run_time=first)
+                          next_run_time=first + timedelta(seconds=2 * index))
 
 
 def run_jobs(settings: Settings) -> int:
