@@ -89,7 +89,7 @@ def parse_grafana(body: Any) -> list[Alert]:
 def _alert(raw: Any, where: str) -> Alert:
     if not isinstance(raw, Mapping):
         raise InvalidInput("each alert must be an object", field=where)
-    labels = _strings(raw.get("labels"), f"{where}.labels")
+    labels = _strings(raw.get("labels"), f"{where}.labels", MAX_TEXT)
     name = labels.get("alertname")
     if not name:
         raise InvalidInput("labels.alertname is required", field=f"{where}.labels.alertname")
@@ -102,7 +102,7 @@ def _alert(raw: Any, where: str) -> Alert:
         if not isinstance(value, str) or len(value) > 64:
             raise InvalidInput(f"{key} must be a string of at most 64 characters",
                                field=f"{where}.{key}")
-    annotations = _strings(raw.get("annotations"), f"{where}.annotations")
+    annotations = _strings(raw.get("annotations"), f"{where}.annotations", MAX_SUMMARY)
     values = raw.get("values") or {}
     if not isinstance(values, Mapping):
         raise InvalidInput("values must be an object", field=f"{where}.values")
@@ -113,9 +113,9 @@ def _alert(raw: Any, where: str) -> Alert:
                  annotations.get("summary", "")[:MAX_SUMMARY], numbers)
 
 
-def _strings(raw: Any, where: str) -> dict[str, str]:
+def _strings(raw: Any, where: str, limit: int) -> dict[str, str]:
     if raw is None:
         return {}
     if not isinstance(raw, Mapping) or not all(isinstance(v, str) for v in raw.values()):
         raise InvalidInput("must be an object of strings", field=where)
-    return {str(k)[:64]: v[:MAX_SUMMARY] for k, v in raw.items()}
+    return {str(k)[:64]: v[:limit] for k, v in raw.items()}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from service.domain.alerts import Alert, mitigation_for, parse_grafana
+from service.domain.alerts import Alert, Mitigation, mitigation_for, parse_grafana
 from service.domain.control import (
     ALERT_RECEIVED,
     LEVEL_SET,
@@ -37,17 +37,16 @@ def receive_grafana(config: LiveConfig, body: Any, actor: str) -> dict[str, Any]
         drafts = [EventDraft(ALERT_RECEIVED, a.event_payload(), actor,
                              a.summary or f"grafana alert {a.state}") for a in new]
         recorded = config.append(drafts)
-    mitigations = [_mitigate(config, alert, event, actor)
+    mitigations = [_mitigate(config, alert, rule, event, actor)
                    for alert, event in zip(new, recorded, strict=True)
-                   if mitigation_for(alert) is not None]
+                   if (rule := mitigation_for(alert)) is not None]
     return {"received": len(alerts), "recorded": len(recorded),
             "repeats": len(alerts) - len(new),
             "events": [e.seq for e in recorded], "mitigations": mitigations}
 
 
-def _mitigate(config: LiveConfig, alert: Alert, event: ControlEvent, actor: str) -> dict:
-    rule = mitigation_for(alert)
-    assert rule is not None
+def _mitigate(config: LiveConfig, alert: Alert, rule: Mitigation, event: ControlEvent,
+              actor: str) -> dict:
     answer = {"alert": alert.name, "action": "level_set", "level": rule.level}
     reason = f"mitigation for alert {alert.name} (event #{event.seq}): {rule.why}"
     for _attempt in range(ATTEMPTS):
