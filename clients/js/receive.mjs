@@ -45,10 +45,17 @@ const decode = (data) => {
 const socket = io(url, { transports: ["websocket"], auth, reconnection: false });
 let received = 0;
 
+let finished = false;
 const finish = (code) => {
-  print({ event: "done", received, compressed_batches: compressedBatches });
+  if (finished) return;
+  finished = true;
+  // exit once stdout has taken everything: into a pipe, a large batch's line
+  // may still be on its way, and process.exit() would cut it short
+  process.stdout.write(
+    JSON.stringify({ event: "done", received, compressed_batches: compressedBatches }) + "\n",
+    () => setTimeout(() => process.exit(code), 50),
+  );
   socket.close();
-  setTimeout(() => process.exit(code), 50);
 };
 
 socket.on("connect", () => print({ event: "connect" }));

@@ -20,6 +20,8 @@ class UserTokens:
         """Return the user id the token was issued for, or raise Unauthorized."""
         if not isinstance(token, str) or not token or len(token) > 1024:
             raise Unauthorized("a user token is required in auth.token", field="token")
+        if not token.isascii():  # never one of ours; "\ud800" would not even encode
+            raise Unauthorized("the user token is not valid", field="token")
         try:
             claims = self._serializer.loads(token, max_age=self._ttl)
         except SignatureExpired:

@@ -4,6 +4,8 @@ failure is the service's own error type, so the answer is the usual JSON."""
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -12,6 +14,15 @@ from flask import request
 from service.domain.errors import InvalidInput, MalformedRequest, PayloadTooLarge
 
 CONTROL_BODY_MAX = 64 * 1024  # a control change is a few fields, never a data dump
+# Objects and arrays nested deeper than this are refused. Python's JSON
+# decoder and encoder recurse: a body nested about 950 deep (a few KB) got
+# past the decoder and then failed re-encoding its payload, and deeper ones
+# failed decoding, both as a 500.
+MAX_JSON_DEPTH = 64
+# JSON may escape half of a surrogate pair alone ("\ud800"): valid JSON, but
+# no UTF-8 text, so storing or re-encoding it failed (a 500). Bodies that may
+# hold one are checked after decoding; the others cost this search only.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def json_body(max_bytes: int | None = None) -> Any:
@@ -26,9 +37,66 @@ def json_body(max_bytes: int | None = None) -> Any:
     if not raw:
         raise MalformedRequest("the body is empty; send a JSON object", field="body")
     try:
-        return json.loads(raw)
+        # NaN, Infinity and numbers too large for a float are not JSON: stored,
+        # they were sent on to every client, whose JSON.parse refused the whole
+        # batch (and the same batch again on each reconnect)
+        value = json.loads(raw, parse_constant=_not_json, parse_float=_finite_float)
+    except RecursionError:
+        raise MalformedRequest(f"the body is nested more than {MAX_JSON_DEPTH} levels deep",
+                               field="body") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedRequest(f"the body is not valid JSON: {exc}", field="body") from None
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH:
+        _check_depth(value)
+    if _SURROGATE_ESCAPE.search(raw):
+        _check_text(value)
+    return value
+
+
+def _not_json(constant: str) -> Any:
+    raise MalformedRequest(f"the body is not valid JSON: {constant} is not a JSON number",
+                           field="body")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise MalformedRequest(f"the body is not valid JSON: {text[:40]} is out of range",
+                               field="body")
+    return value
+
+
+def _top_level(value: Any) -> list[tuple[str, Any]]:
+    """(field, value) pairs, so that an error names the body's field."""
+    if isinstance(value, dict):
+        return [(key if isinstance(key, str) and key.isprintable() else "body", item)
+                for key, item in value.items()]
+    return [("body", value)]
+
+
+def _check_depth(value: Any) -> None:
+    """Without recursion: the point is to find what would make it fail."""
+    base = 1 if isinstance(value, dict) else 0
+    for name, item in _top_level(value):
+        stack = [(item, base)]
+        while stack:
+            node, depth = stack.pop()
+            if isinstance(node, dict | list):
+                depth += 1
+                if depth > MAX_JSON_DEPTH:
+                    raise InvalidInput(f"{name} is nested more than {MAX_JSON_DEPTH} levels deep",
+                                       field=name)
+                stack.extend((child, depth) for child in
+                             (node.values() if isinstance(node, dict) else node))
+
+
+def _check_text(value: Any) -> None:
+    for name, item in _top_level(value):
+        try:
+            json.dumps([name, item], ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInput(f"{name if name != 'body' else 'the body'} holds half of a "
+                               "UTF-16 surrogate pair, which is not text", field=name) from None
 
 
 def json_object(allowed: Iterable[str], *, optional: bool = False,

@@ -10,6 +10,8 @@ import time
 import pytest
 from sqlalchemy import create_engine, text
 
+from tests.e2e.test_publish_receive import PyClient
+
 CLUSTER = ("15", "main")
 
 
@@ -23,7 +25,13 @@ def restart_postgresql() -> None:
 
 
 def test_a_postgresql_restart_during_publishing_loses_nothing_acknowledged(server, pg_url):
+    """Every acknowledged publish is stored at its offset, the log has no gap,
+    and the clients connected meanwhile stay connected, are sent every
+    acknowledged publish of theirs once, in order, and their acks reach the
+    log once it is back."""
+    receivers = [PyClient(server.url, server.token(f"u{k}")) for k in range(2)]
     acked: dict[str, int] = {}  # notification id -> offset, for every 202
+    sent_to: dict[str, str] = {}  # notification id -> its user
     refused: list[tuple[int, str | None]] = []
     unexpected: list[str] = []
     stop = threading.Event()
@@ -42,6 +50,7 @@ def test_a_postgresql_restart_during_publishing_loses_nothing_acknowledged(serve
             if response.status == 202:
                 answer = response.json()
                 acked[answer["id"]] = answer["offset"]
+                sent_to[answer["id"]] = f"u{k}"
                 i += 1
             elif response.status == 503:
                 refused.append((response.status, response.headers.get("Retry-After")))
@@ -69,14 +78,34 @@ def test_a_postgresql_restart_during_publishing_loses_nothing_acknowledged(serve
     assert refused, "the restart refused no publish: it did not cut anything"
     assert all(retry is not None and int(retry) >= 1 for _, retry in refused)
     engine = create_engine(pg_url)
-    try:
-        with engine.connect() as conn:
-            stored = dict(conn.execute(text("SELECT id, log_offset FROM log_entries")).all())
-    finally:
-        engine.dispose()
+    with engine.connect() as conn:
+        stored = dict(conn.execute(text("SELECT id, log_offset FROM log_entries")).all())
     lost = {i: o for i, o in acked.items() if stored.get(i) != o}
     assert lost == {}, f"{len(lost)} acknowledged publishes are missing or moved"
     offsets = sorted(stored.values())
     assert offsets == list(range(1, len(offsets) + 1)), "the log has a gap"
     assert server.request("GET", "/healthz").status == 200
+
+    for k, receiver in enumerate(receivers):
+        theirs = sorted(o for i, o in acked.items() if sent_to[i] == f"u{k}")
+        receiver.wait_for(len(theirs), timeout=15)
+        time.sleep(0.3)  # a duplicate would come now
+        got = [n["offset"] for n in receiver.received]
+        assert receiver.sio.connected, "a live connection was dropped"
+        assert got == sorted(set(got)), "delivered out of order, or twice"
+        # what was acknowledged, and perhaps a publish stored as its answer was cut
+        assert set(theirs) <= set(got) <= set(stored.values())
+        receiver.close()
+    deadline = time.monotonic() + 10  # the acks made around the restart are not lost
+    expected = {f"u{k}": receivers[k].received[-1]["offset"] for k in range(2)}
+    with engine.connect() as conn:
+        while True:
+            durable = dict(conn.execute(text("SELECT user_id, acked FROM log_streams")).all())
+            if all(durable.get(u) == o for u, o in expected.items()) or \
+                    time.monotonic() > deadline:
+                break
+            conn.rollback()
+            time.sleep(0.2)
+    engine.dispose()
+    assert all(durable.get(u) == o for u, o in expected.items()), (durable, expected)
     print(f"{len(acked)} acknowledged, {len(refused)} refused with 503 during the restart")

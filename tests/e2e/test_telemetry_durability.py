@@ -65,17 +65,22 @@ def test_influxdb_down_and_back_during_publishing_keeps_every_event_once(
     try:
         publish_n(server, "alice", 20)
         wait_until(lambda: drained(server))
+        assert server.request("GET", "/healthz").json()["status"] == "ok"
         private_influx.stop()
         publish_n(server, "alice", 20, start=20)  # all while InfluxDB is down
-        alice.wait_for(40)
+        assert [n["offset"] for n in alice.wait_for(40)] == list(range(1, 41))
         wait_until(lambda: telemetry(server)["backlog"] > 0)
         assert telemetry(server)["influx_reachable"] is False
+        health = server.request("GET", "/healthz")
+        assert health.status == 200 and health.json()["status"] == "degraded"
+        assert health.json()["components"]["telemetry"] == "warning"
         private_influx.start()
         publish_n(server, "alice", 20, start=40)
-        alice.wait_for(60)
         time.sleep(0.5)  # the last acks
+        assert [n["offset"] for n in alice.wait_for(60)] == list(range(1, 61))  # once each
         wait_until(lambda: drained(server))
         assert_accounted(telemetry(server))
+        assert server.request("GET", "/healthz").json()["status"] == "ok"  # by itself
     finally:
         alice.close()
         assert stop_server(server) == 0
