@@ -39,7 +39,14 @@ import gevent
 import gevent.event
 
 from bench import storage
-from bench.harness import ROOT, SECRETS, free_port, proc_cpu_seconds, stop_process
+from bench.harness import (
+    LOOPBACK_CLIENTS,
+    ROOT,
+    SECRETS,
+    free_port,
+    proc_cpu_seconds,
+    stop_process,
+)
 
 PARAMETER = "batch_timeout_ms"
 VALUES = (40.0, 60.0, 80.0)  # balanced's is 50; cycled, consecutive changes always differ
@@ -89,7 +96,8 @@ class Node:
         self.name = name
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="notify-bench-")
-        self.env = {**os.environ, **SECRETS, "HOST": "127.0.0.1", "PORT": str(self.port),
+        self.env = {**os.environ, **SECRETS, **LOOPBACK_CLIENTS, "HOST": "127.0.0.1",
+                    "PORT": str(self.port),
                     "VAR_DIR": self.dir, "NODE_ID": f"bench-{name}-{self.port}",
                     "LOG_LEVEL": "INFO", "DEMO": "0", **env}
         self._conn: http.client.HTTPConnection | None = None  # keep-alive

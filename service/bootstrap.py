@@ -10,6 +10,7 @@ import functools
 import gc
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,7 +18,9 @@ import socketio
 from flask import Flask
 from gevent.pool import Pool
 from sqlalchemy import Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
 
+from service.adapters.cluster import ClusterHandlers, ClusterManager
 from service.adapters.control_log import SqlControlLog, create_control_schema
 from service.adapters.database import make_engine
 from service.adapters.db_metrics import QueryStats
@@ -25,6 +28,7 @@ from service.adapters.influx import InfluxClient
 from service.adapters.influx_reader import InfluxAnalysisReader
 from service.adapters.influx_writer import Backoff, InfluxWriter
 from service.adapters.notification_log import SqlNotificationLog, create_schema
+from service.adapters.presence import RedisPresence
 from service.adapters.runtime_metrics import RuntimeSampler, process_snapshot, rss_bytes
 from service.adapters.socketio_server import SocketIOSender, make_socketio_server
 from service.adapters.stream_trim import SqlStreamTrimmer
@@ -36,7 +40,10 @@ from service.domain.batching import BatchPolicy
 from service.domain.compression import CompressionPolicy
 from service.domain.connections import ConnectionPolicy
 from service.domain.control import recommendation_states
-from service.domain.model import PublishRequest
+from service.domain.errors import PresenceUnavailable
+from service.domain.model import Appended, PublishRequest
+from service.domain.presence import Presence
+from service.domain.rate_limits import SocketRateLimits
 from service.domain.throttle import parse_rates
 from service.entrypoints.admin_api import admin_blueprint, grafana_blueprint, health_blueprint
 from service.entrypoints.auth import BearerAuth
@@ -44,12 +51,20 @@ from service.entrypoints.config_api import config_blueprint
 from service.entrypoints.control_api import control_blueprint
 from service.entrypoints.errors import register_http_errors
 from service.entrypoints.openapi import openapi_blueprint
+from service.entrypoints.presence_api import presence_blueprint
 from service.entrypoints.publish_api import publish_blueprint
+from service.entrypoints.publish_only import refuse_sockets
 from service.entrypoints.sockets import register_socket_handlers
 from service.entrypoints.unread_api import unread_blueprint
 from service.service_layer.backpressure import Backpressure
 from service.service_layer.cache_stats import CacheReporter, make_caches, retune_caches
 from service.service_layer.cached_log import CachedNotificationLog, InvalidatingTrimmer
+from service.service_layer.cluster import (
+    AckRelayingLog,
+    local_presence,
+    run_log_follower,
+    run_presence,
+)
 from service.service_layer.delivery import DeliveryHub
 from service.service_layer.leaks import LeakTracker, report_leaks
 from service.service_layer.offline import run_offline_trimmer
@@ -71,7 +86,7 @@ class App:
     settings: Settings
     flask: Flask
     sio: socketio.Server
-    wsgi: socketio.WSGIApp
+    wsgi: Callable  # WSGI: Socket.IO and the Flask app (behind ProxyFix with PROXY_HOPS)
     hub: DeliveryHub
     ring: TelemetryRing
     writer: InfluxWriter
@@ -83,6 +98,10 @@ class App:
     backpressure: Backpressure
     live_config: LiveConfig
     control_log: SqlControlLog
+    cluster: ClusterManager | None = None  # REDIS_URL set
+    presence: RedisPresence | None = None  # a cluster node that delivers
+    log_head: Callable[[], int] | None = None  # the log's head, uncached
+
 
     def start_background(self) -> None:
         # changes appended by other nodes (LISTEN/NOTIFY, or a poll on SQLite)
@@ -91,6 +110,7 @@ class App:
         self.sio.start_background_task(self.hub.run_idle_sweeper)
         self.sio.start_background_task(self.hub.run_batch_timers)
         self.sio.start_background_task(self.backpressure.run)
+        self._start_cluster()
         self.sio.start_background_task(
             run_offline_trimmer, self.trimmer, interval=self.settings.offline_trim_interval,
             keep=lambda: self.live_config.values["offline_queue_max"],
@@ -107,10 +127,32 @@ class App:
         if self.sampler is not None:
             self.sio.start_background_task(self.sampler.run)
 
+    def _start_cluster(self) -> None:
+        """Relay this node's writes; unless it only publishes, follow the log
+        for what the relay lost, and report presence."""
+        if self.cluster is None:
+            return
+        self.sio.start_background_task(self.cluster.run_announcer)
+        if self.settings.write_only:
+            return
+        self.sio.start_background_task(run_log_follower, self.log_head, self.hub,
+                                       interval=self.settings.log_follow_interval)
+        if self.presence is not None:
+            self.sio.start_background_task(
+                run_presence, self.presence, self.hub,
+                interval=self.settings.presence_interval,
+                telemetry=self.ring if self.settings.telemetry_enabled else None,
+                relay_stats=self.cluster.stats)
+
     def close(self) -> None:
         """Stop background work; write pending acks, and write (or spool) the
         telemetry still in memory."""
         self.hub.acks.stop()
+        if self.presence is not None:
+            try:
+                self.presence.withdraw()  # leave the totals now, not at the keys' expiry
+            except PresenceUnavailable:
+                pass
         self.control_log.stop()
         if self.sampler is not None:
             self.sampler.stop()
@@ -140,6 +182,34 @@ def register_control_routes(flask_app: Flask, settings: Settings, live_config: L
     flask_app.register_blueprint(openapi_blueprint())
 
 
+def delivery_sink(hub: DeliveryHub, cluster: ClusterManager | None) -> Callable[[Appended], None]:
+    """Where a committed entry goes: this node's connections, and the other
+    nodes. (A publish-only node's hub has no connections: it counts the
+    entry as queued, as a node whose users are elsewhere does.)"""
+    if cluster is None:
+        return hub.deliver
+
+    def deliver_and_announce(entry: Appended) -> None:
+        hub.deliver(entry)
+        cluster.announce(entry)
+
+    return deliver_and_announce
+
+
+def presence_views(node_id: str, hub: DeliveryHub, store: RedisPresence | None
+                   ) -> tuple[Callable[[], Presence], Callable[[str], list[str]]]:
+    """The presence API's two reads: from Redis in a cluster, else this node's."""
+    def cluster_presence() -> Presence:
+        return store.read() if store is not None else local_presence(node_id, hub)
+
+    def nodes_of(user_id: str) -> list[str]:
+        here = hub.is_connected(user_id)
+        others = [n for n in store.nodes_of(user_id) if n != node_id] if store else []
+        return sorted(others + [node_id]) if here else others
+
+    return cluster_presence, nodes_of
+
+
 def make_telemetry(
     settings: Settings, role: str
 ) -> tuple[TelemetryRing, InfluxWriter, InfluxClient]:
@@ -165,8 +235,14 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
     # Every read and write of the log goes through its cache, so that each
     # write drops (at commit, before its caller is answered) what it changed.
     caches = make_caches(settings.tunables())
-    notification_log = CachedNotificationLog(SqlNotificationLog(engine), users=caches["user"],
-                                             shared=caches["global"])
+    sql_log = SqlNotificationLog(engine)
+    # A publish-only node hears no other node's writes: it must not cache reads.
+    notification_log = CachedNotificationLog(sql_log, users=caches["user"],
+                                             shared=caches["global"],
+                                             cache_reads=not settings.write_only)
+    cluster = (ClusterManager(settings.redis_url, channel=settings.redis_channel,
+                              node_id=settings.node_id, write_only=settings.write_only)
+               if settings.redis_url else None)
     control_log = SqlControlLog(engine)
 
     ring, writer, influx = make_telemetry(settings, role)
@@ -175,7 +251,7 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
         ping_interval=settings.ping_interval,
         ping_timeout=settings.ping_timeout,
         cors_allowed_origins=settings.cors_allowed_origins,
-        redis_url=settings.redis_url,
+        client_manager=cluster,
     )
     # TELEMETRY_ENABLED=0 measures nothing at all: the baseline benchmarks compare against.
     telemetry = ring if settings.telemetry_enabled else None
@@ -193,15 +269,30 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
                                       settings.backpressure_actions,
                                       high_water_bytes=settings.backpressure_high_water_bytes),
         queued_bytes=sender.queued_bytes, rss_bytes=rss_bytes, telemetry=telemetry)
-    hub = DeliveryHub(notification_log, sender, telemetry,
-                      sio.start_background_task, policy=policy,
+    hub = DeliveryHub(AckRelayingLog(notification_log, cluster) if cluster else notification_log,
+                      sender, telemetry, sio.start_background_task, policy=policy,
                       batching=BatchPolicy(max_size=settings.batch_size,
                                            max_wait_s=settings.batch_timeout_ms / 1000.0),
                       compression=CompressionPolicy(min_bytes=settings.compression_min_bytes),
-                      pressure=backpressure, leaks=LeakTracker(grace_s=leak_grace))
+                      pressure=backpressure, leaks=LeakTracker(grace_s=leak_grace),
+                      on_foreign=notification_log.changed_elsewhere if cluster else None)
     backpressure.on_release = hub.resume_deferred
+    if cluster is not None:
+        cluster.handlers = ClusterHandlers(
+            committed=hub.deliver_many,
+            acked=notification_log.acked_elsewhere,
+            trimmed=notification_log.invalidate_all)
     tokens = UserTokens(settings.user_token_secret, settings.user_token_ttl)
-    register_socket_handlers(sio, hub, tokens, telemetry)
+    limits = SocketRateLimits(
+        connect_per_ip=settings.connect_rate_per_ip,
+        connect_per_user=settings.connect_rate_per_user,
+        event_per_ip=settings.event_rate_per_ip,
+        event_per_user=settings.event_rate_per_user,
+        clock=time.monotonic)
+    if settings.write_only:
+        refuse_sockets(sio)
+    else:
+        register_socket_handlers(sio, hub, tokens, telemetry, limits=limits)
 
     flask_app = Flask("service")
     flask_app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
@@ -213,13 +304,19 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
         backpressure.admit(request)  # first: a refused publish takes no throttle tokens
         throttle.admit(request)
 
-    writes = WriteBatcher(notification_log, hub.deliver, telemetry,
+    writes = WriteBatcher(notification_log, delivery_sink(hub, cluster),
+                          telemetry,
                           max_batch=settings.write_batch_size,
                           window_s=settings.write_batch_window_ms / 1000.0)
     handler = functools.partial(publish, append=writes.append, telemetry=telemetry, admit=admit)
     publishers = BearerAuth("publish", settings.publish_credentials())
     flask_app.register_blueprint(publish_blueprint(handler, publishers))
     flask_app.register_blueprint(unread_blueprint(notification_log.unread, publishers))
+    presence = (RedisPresence(settings.redis_url, channel=settings.redis_channel,
+                              node_id=settings.node_id, ttl_s=3 * settings.presence_interval)
+                if cluster is not None and not settings.write_only else None)
+    flask_app.register_blueprint(presence_blueprint(
+        *presence_views(settings.node_id, hub, presence), settings.node_id, publishers))
 
     def retune(values: dict) -> None:
         """Hand live tunables to the components that use them."""
@@ -258,7 +355,11 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
     )
     register_control_routes(flask_app, settings, live_config, sources, influx)
 
-    wsgi = socketio.WSGIApp(sio, flask_app, socketio_path="socket.io")
+    wsgi: Callable = socketio.WSGIApp(sio, flask_app, socketio_path="socket.io")
+    if settings.proxy_hops:
+        # the client's address from X-Forwarded-For, as set by the trusted
+        # proxies in front, for the per-IP limits and the logs
+        wsgi = ProxyFix(wsgi, x_for=settings.proxy_hops)
     handlers = Pool()
     sampler = None
     if telemetry is not None:
@@ -284,8 +385,12 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
         influx=influx,
         engine=engine,
         handlers=handlers,
-        trimmer=InvalidatingTrimmer(SqlStreamTrimmer(engine), notification_log),
+        trimmer=InvalidatingTrimmer(SqlStreamTrimmer(engine), notification_log,
+                                    tell_others=cluster.announce_trim if cluster else None),
         backpressure=backpressure,
         live_config=live_config,
         control_log=control_log,
+        cluster=cluster,
+        presence=presence,
+        log_head=sql_log.head,
     )

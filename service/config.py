@@ -24,6 +24,13 @@ from service.domain.backpressure import DEFAULT_ACTIONS, parse_actions
 from service.domain.errors import InvalidInput
 from service.domain.levels import LEVELS, PoolSettings
 from service.domain.model import Priority
+from service.domain.rate_limits import (
+    CONNECT_PER_IP,
+    CONNECT_PER_USER,
+    EVENT_PER_IP,
+    EVENT_PER_USER,
+    parse_limit,
+)
 from service.domain.throttle import Rate, format_rates, parse_rates
 from service.domain.tuning import TUNABLES
 
@@ -47,6 +54,11 @@ class Settings:
     influx_username: str | None = None
     influx_password: str | None = None
     redis_url: str | None = None
+    redis_channel: str = "notify"  # nodes on one channel form one cluster
+    write_only: bool = False  # publish only: no Socket.IO clients, no delivery
+    log_follow_interval: float = 1.0  # cluster: how often the log's head is read
+    presence_interval: float = 5.0  # cluster: how often presence is written to Redis
+    proxy_hops: int = 0  # proxies in front that set X-Forwarded-For (werkzeug's ProxyFix)
     publish_token: str = ""
     admin_token: str = ""
     # more admin tokens, by name (ADMIN_TOKENS): the name is the actor audited
@@ -96,6 +108,11 @@ class Settings:
     auto_rollback: bool = True  # the impact job rolls a clear regression back
     backpressure_actions: dict = field(default_factory=lambda: dict(DEFAULT_ACTIONS),
                                        compare=False)
+    # Socket.IO rate limits (domain/rate_limits.py): None when off
+    connect_rate_per_ip: Rate | None = CONNECT_PER_IP
+    connect_rate_per_user: Rate | None = CONNECT_PER_USER
+    event_rate_per_ip: Rate | None = EVENT_PER_IP
+    event_rate_per_user: Rate | None = EVENT_PER_USER
     generated_secrets: tuple[str, ...] = field(default=(), compare=False)
     env_tuned: tuple[str, ...] = ()  # tunables given by environment variables
     throttle_spec: str = ""  # THROTTLE as given: it may name only some priorities
@@ -172,6 +189,11 @@ class Settings:
             influx_username=env.get("INFLUX_USERNAME") or None,
             influx_password=env.get("INFLUX_PASSWORD") or None,
             redis_url=env.get("REDIS_URL") or None,
+            redis_channel=_redis_channel(env.get("REDIS_CHANNEL", "notify")),
+            write_only=env.get("WRITE_ONLY", "0") == "1",
+            log_follow_interval=_float(env, "LOG_FOLLOW_INTERVAL", 1.0, maximum=60.0),
+            presence_interval=_float(env, "PRESENCE_INTERVAL", 5.0, maximum=300.0),
+            proxy_hops=_proxy_hops(env),
             publish_token=secrets_found["PUBLISH_TOKEN"],
             admin_token=secrets_found["ADMIN_TOKEN"],
             named_admin_tokens=_named_tokens(env.get("ADMIN_TOKENS", ""), secrets_found),
@@ -224,12 +246,33 @@ class Settings:
             backpressure_high_water_bytes=max(0, _int(env, "BACKPRESSURE_HIGH_WATER_BYTES", 0)),
             leak_grace_s=_float(env, "LEAK_GRACE_S", 30.0),
             auto_rollback=env.get("AUTO_ROLLBACK", "1") != "0",
+            connect_rate_per_ip=_limit(env, "CONNECT_RATE_PER_IP", CONNECT_PER_IP),
+            connect_rate_per_user=_limit(env, "CONNECT_RATE_PER_USER", CONNECT_PER_USER),
+            event_rate_per_ip=_limit(env, "EVENT_RATE_PER_IP", EVENT_PER_IP),
+            event_rate_per_user=_limit(env, "EVENT_RATE_PER_USER", EVENT_PER_USER),
             generated_secrets=generated,
             env_tuned=tuple(t.name for t in TUNABLES.values() if env.get(t.env, "") != ""),
             throttle_spec=env.get("THROTTLE", ""),
         )
         _check_ranges(settings)
+        if settings.write_only and not settings.redis_url:
+            raise ConfigError("WRITE_ONLY=1 needs REDIS_URL: a publish-only node hands its "
+                              "notifications to the other nodes through Redis")
         return settings
+
+
+def _proxy_hops(env: Mapping[str, str]) -> int:
+    hops = _int(env, "PROXY_HOPS", 0)
+    if hops > 5:
+        raise ConfigError(f"PROXY_HOPS counts the proxies in front of the node, 0-5, not {hops}")
+    return hops
+
+
+def _redis_channel(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", value):
+        raise ConfigError("REDIS_CHANNEL is 1-64 of A-Z a-z 0-9 _ . : -, not "
+                          f"{value[:80]!r}")
+    return value
 
 
 def _check_ranges(settings: Settings) -> None:
@@ -282,6 +325,17 @@ def _throttle(raw: str, defaults: dict[Priority, Rate | None]) -> dict[Priority,
         return parse_rates(raw, defaults)
     except ValueError as exc:
         raise ConfigError(f"THROTTLE: {exc}") from None
+
+
+def _limit(env: Mapping[str, str], name: str, default: Rate) -> Rate | None:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return parse_limit(raw)
+    except ValueError:
+        raise ConfigError(f"{name} takes RATE:BURST (per second, and most at once; e.g. "
+                          f"50:1000) or 0 for no limit, not {raw[:80]!r}") from None
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -29,7 +29,9 @@ internals, so it is used only with the version it was written against
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket as stdlib_socket
 import time
 from collections import deque
 from importlib.metadata import version
@@ -205,6 +207,17 @@ class LeanSocket(Socket):
         self._more = None
         return self.queue.qsize() > 0
 
+    def abort_transport(self) -> None:
+        """Shut the TCP connection down at once: a writer blocked on a client
+        that reads nothing fails now, the reader ends, and the session closes
+        as for a dropped connection (a close queued behind unread bytes would
+        wait for the ping timeout)."""
+        ws = getattr(self._ws, "_sock", None)
+        sock = getattr(getattr(ws, "handler", None), "socket", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(stdlib_socket.SHUT_RDWR)
+
     def _close_ws(self) -> None:
         ws, self._ws = self._ws, None  # no writer starts after this one
         try:
@@ -318,7 +331,9 @@ class LeanSocketIOServer(socketio.Server):
         message costs nothing more."""
         try:
             return super()._handle_eio_message(eio_sid, data)
-        except (ValueError, TypeError, KeyError, IndexError) as exc:
+        except (ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
+            # RecursionError: JSON nested a few thousand deep (a 6 KB packet),
+            # which left the connection open with no answer and a traceback
             if not _clients_fault(exc):
                 raise
             log.info("%s: malformed Socket.IO packet, closing connection: %s", eio_sid, exc)

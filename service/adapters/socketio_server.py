@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+import gevent
 import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
@@ -14,6 +15,7 @@ from service.adapters.lean_engineio import LeanSocketIOServer, lean_sessions_sup
 from service.domain.connections import SlowConsumer
 
 MAX_FRAME_BYTES = 64 * 1024  # clients only send auth and acks
+STUCK_GRACE_S = 2.0  # a closed client that reads nothing is cut off after this
 
 
 def make_socketio_server(
@@ -21,10 +23,9 @@ def make_socketio_server(
     ping_interval: float,
     ping_timeout: float,
     cors_allowed_origins: str,
-    redis_url: str | None = None,
+    client_manager: socketio.Manager | None = None,
 ) -> socketio.Server:
-    """Nothing connects here: RedisManager connects on first use."""
-    manager = socketio.RedisManager(redis_url) if redis_url else None
+    """Nothing connects here: a RedisManager connects on first use."""
     origins: Any = "*" if cors_allowed_origins == "*" else cors_allowed_origins.split(",")
     # Sessions that park no writer or ping greenlet while idle, and a lighter
     # send queue: about 19 KB less RSS per open connection, measured with
@@ -37,7 +38,7 @@ def make_socketio_server(
         ping_timeout=ping_timeout,
         max_http_buffer_size=MAX_FRAME_BYTES,
         cors_allowed_origins=origins,
-        client_manager=manager,
+        client_manager=client_manager,
         json=wire_json,
         logger=False,
         engineio_logger=False,
@@ -89,7 +90,9 @@ class SocketIOSender:
         queue = socket.queue
         sizes = self._sizes.setdefault(sid, deque())
         queued = self._waiting(queue, sizes)
-        if queued + size > self.max_queued_bytes:
+        # one emit larger than the bound goes when nothing waits (a big batch
+        # to a fast client); what would pile up behind unread bytes does not
+        if queued and queued + size > self.max_queued_bytes:
             raise SlowConsumer(
                 f"{queued} bytes are still waiting to be sent to this client; the bound "
                 f"is {self.max_queued_bytes}", field="connection")
@@ -124,6 +127,10 @@ class SocketIOSender:
                 sizes.popleft()
         return sum(size for _, size in sizes)
 
+    def waiting(self, sid: str) -> int:
+        queue, sizes = self._engineio_queue(sid), self._sizes.get(sid)
+        return self._waiting(queue, sizes) if queue is not None and sizes else 0
+
     def queued_bytes(self) -> tuple[int, int]:
         """Bytes waiting over all connections, and how many connections have
         any. Visits only connections sent to since they last drained."""
@@ -140,7 +147,22 @@ class SocketIOSender:
         return total, len(self._backlogged)
 
     def disconnect(self, sid: str) -> None:
+        """Close with Socket.IO's disconnect. If bytes still wait for a client
+        that does not read them, the disconnect waits behind them: a client
+        that has not read them ``STUCK_GRACE_S`` later is cut off, so its
+        resources go then and not at the ping timeout (and socket.io-client,
+        seeing a dropped transport rather than a server's disconnect,
+        reconnects and catches up at its own pace)."""
+        session = engineio_session(self._sio, sid) if self.waiting(sid) > 0 else None
         self._sio.disconnect(sid)
+        if session is not None and hasattr(session, "abort_transport"):
+            self._sio.start_background_task(self._cut_if_stuck, session)
+
+    @staticmethod
+    def _cut_if_stuck(session: Any) -> None:
+        gevent.sleep(STUCK_GRACE_S)
+        if not session.closed:
+            session.abort_transport()
 
     def release(self, sid: str) -> None:
         self._sizes.pop(sid, None)

@@ -70,3 +70,21 @@ class NotFound(ServiceError):
     """The request names something that does not exist (a recommendation id)."""
 
     code = "not_found"
+
+
+class PresenceUnavailable(ServiceError):
+    """Redis, which holds the cluster's presence, cannot be reached; retry."""
+
+    code = "presence_unavailable"
+
+
+class PublishOnlyNode(ServiceError):
+    """A Socket.IO client reached a node that only publishes (WRITE_ONLY=1)."""
+
+    code = "publish_only_node"
+
+
+class InternalError(ServiceError):
+    """A bug met while serving one client: it is told, and the node goes on."""
+
+    code = "internal_error"

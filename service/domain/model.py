@@ -181,6 +181,7 @@ class Appended:
     notification: Notification
     user_ids: tuple[str, ...] | None  # None: a broadcast, to every stream
     recipients: int  # streams that hold it (for a broadcast: those that existed)
+    origin: str | None = None  # the node that committed it, when not this one
 
     @property
     def offset(self) -> int:

@@ -94,11 +94,14 @@ CATALOGUE: dict[str, Measurement] = {
                 "backpressure: the user's connections get it from the log once the node "
                 "has caught up) or `dropped` (the hand-off "
                 "failed; the entry stays in the log). Per node, the sum of `count` over "
-                "the outcomes equals `notify_publish` `count`."
+                "these outcomes equals `notify_publish` `count`. With several nodes, an "
+                "entry committed on another node and sent here to connections of its "
+                "users counts as `relayed` (users, once each), and nothing else: its "
+                "own node accounted for it."
             ),
             emitted_by="service_layer.delivery.DeliveryHub",
             tags=("outcome",),
-            tag_values={"outcome": ("live", "queued", "deferred", "dropped")},
+            tag_values={"outcome": ("live", "queued", "deferred", "dropped", "relayed")},
             fields={"count": INT},
             kind="summary",
             example_query=(
@@ -293,10 +296,34 @@ CATALOGUE: dict[str, Measurement] = {
             ),
         ),
         Measurement(
+            name="cluster",
+            description=(
+                "Presence and the relay between nodes, every `PRESENCE_INTERVAL` "
+                "(5 s), from each node of a cluster (`REDIS_URL` set): this node's "
+                "`connections` and `users`; the cluster as Redis shows it "
+                "(`cluster_nodes`, `cluster_connections`, and `cluster_users`, where a "
+                "user on two nodes counts once), which every node reports alike; "
+                "`redis_up` (1 or 0); and the entries this node announced "
+                "(`relay_sent`), left to the log follower (`relay_unsent`: Redis was "
+                "down) and received (`relay_received`), as counters since start."
+            ),
+            emitted_by="service_layer.cluster.run_presence",
+            tags=(),
+            fields={"connections": INT, "users": INT, "cluster_nodes": INT,
+                    "cluster_connections": INT, "cluster_users": INT, "redis_up": INT,
+                    "relay_sent": INT, "relay_unsent": INT, "relay_received": INT},
+            example_query=(
+                'SELECT last("cluster_users") FROM "cluster" WHERE $timeFilter '
+                'GROUP BY time($__interval)'
+            ),
+        ),
+        Measurement(
             name="notify_connection",
             description=(
                 "Socket.IO connections opened, closed and refused, with the reason; "
-                "`active` is the node's connection count just after the event."
+                "`active` is the node's connection count just after the event. "
+                "`rate_limited`: refused for too many connection attempts from the "
+                "address or the user, or closed for flooding events."
             ),
             emitted_by="entrypoints.sockets",
             tags=("event", "reason"),
@@ -317,6 +344,8 @@ CATALOGUE: dict[str, Measurement] = {
                     "offset_out_of_range",
                     "connection_limit",
                     "storage_unavailable",
+                    "rate_limited",
+                    "internal_error",
                 ),
             },
             fields={"count": INT, "active": INT},

@@ -18,7 +18,7 @@ class Throttled(ServiceError):
         self.retry_after = retry_after
 
 
-@dataclass
+@dataclass(slots=True)  # one per key, and many keys: half the memory, faster attributes
 class TokenBucket:
     rate: float  # tokens added per second
     burst: float  # most tokens it holds
@@ -51,6 +51,19 @@ class TokenBucket:
             self.tokens -= n
         return wait
 
+    def take_one(self, now: float) -> float:
+        """``take(now, 1)`` in one call: the per-event limits run it on every
+        Socket.IO event, and the three calls of take() cost twice as much."""
+        tokens = self.tokens
+        if now > self.updated:
+            tokens = min(self.burst, tokens + (now - self.updated) * self.rate)
+            self.updated = now
+        if tokens >= 1.0:
+            self.tokens = tokens - 1.0
+            return 0.0
+        self.tokens = tokens
+        return float("inf") if self.burst < 1.0 else (1.0 - tokens) / self.rate
+
     def is_full_at(self, now: float) -> bool:
         """Untouched since long enough to be full again: forgetting it loses nothing."""
         return self.tokens + (now - self.updated) * self.rate >= self.burst
@@ -70,19 +83,24 @@ def parse_rates(raw: str, defaults: dict[Priority, Rate | None]) -> dict[Priorit
     for part in filter(None, (p.strip() for p in raw.split(","))):
         name, _, value = part.partition("=")
         try:
-            priority = Priority(name.strip())
-            if value.strip() == "off":
-                rates[priority] = None
-                continue
-            per_second, burst = (float(v) for v in value.split(":"))
-            if not (0 < per_second <= 1e6 and 1 <= burst <= 1e7):
-                raise ValueError
+            rates[Priority(name.strip())] = parse_rate(value)
         except ValueError:
             raise ValueError(
                 f"throttle takes priority=RATE:BURST or priority=off, comma-separated "
                 f"(e.g. high=500:1000,low=off), not {part!r}") from None
-        rates[priority] = Rate(per_second=per_second, burst=burst)
     return rates
+
+
+def parse_rate(value: str) -> Rate | None:
+    """``RATE:BURST`` (per second, and most at once), or ``off`` for None.
+    ValueError if it is neither, or out of range."""
+    value = value.strip()
+    if value == "off":
+        return None
+    per_second, burst = (float(v) for v in value.split(":"))  # ValueError unless two
+    if not (0 < per_second <= 1e6 and 1 <= burst <= 1e7):  # NaN fails too
+        raise ValueError(f"rate {per_second:g}/s or burst {burst:g} out of range")
+    return Rate(per_second=per_second, burst=burst)
 
 
 def format_rates(rates: dict[Priority, Rate | None]) -> str:

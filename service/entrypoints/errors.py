@@ -17,6 +17,7 @@ from service.domain.errors import (
     NotFound,
     OffsetOutOfRange,
     PayloadTooLarge,
+    PresenceUnavailable,
     ServiceError,
     StorageUnavailable,
     Unauthorized,
@@ -34,6 +35,7 @@ HTTP_STATUS: dict[type[ServiceError], int] = {
     PayloadTooLarge: 413,
     InvalidInput: 422,
     StorageUnavailable: 503,
+    PresenceUnavailable: 503,
     ConnectionLimitReached: 503,
     Throttled: 429,
     Overloaded: 429,
@@ -53,7 +55,7 @@ def to_response(error: ServiceError) -> Response:
     response.status_code = http_status(error)
     if isinstance(error, Unauthorized):
         response.headers["WWW-Authenticate"] = 'Bearer realm="notify"'
-    if isinstance(error, StorageUnavailable):
+    if isinstance(error, StorageUnavailable | PresenceUnavailable):
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     if isinstance(error, Throttled | Overloaded):
         response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))

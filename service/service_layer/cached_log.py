@@ -26,14 +26,18 @@ finished before its invalidation would otherwise be refreshed a second time).
 The head is patched into cached positions on the way out: it changes with
 every publish to anyone and is not part of any user's value.
 
-Invalidation is per node: a write made through another node is not seen
-here (see docs/operations.md, "Query result cache").
+With several nodes, the writes made through the others are reported here
+as they reach this node (``changed_elsewhere``): an entry when the hub takes
+it, in log order, from Redis or, when a message was lost, from the log; acks
+and trims through Redis. A node that only publishes hears nothing, so it
+caches nothing (``cache_reads=False``). See docs/operations.md, "Query
+result cache".
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -90,8 +94,9 @@ class _Versions:
 
 class CachedNotificationLog:
     def __init__(self, inner: NotificationLog, users: TtlLruCache,
-                 shared: TtlLruCache) -> None:
+                 shared: TtlLruCache, *, cache_reads: bool = True) -> None:
         self._inner = inner
+        self.cache_reads = cache_reads
         self.users = users  # the user level: grouped by user id
         self.shared = shared  # the global level
         self._versions = _Versions()
@@ -103,6 +108,8 @@ class CachedNotificationLog:
     # -- reads ----------------------------------------------------------------
     def read(self, user_id: str, after: int, limit: int) -> tuple[list[Notification],
                                                                    StreamPosition]:
+        if not self.cache_reads:
+            return self._inner.read(user_id, after, limit)
         key = ("page", user_id, self._generation, after, limit)
         hit = self.users.get(key, _MISS)
         if hit is not _MISS:
@@ -117,6 +124,8 @@ class CachedNotificationLog:
         return page, position
 
     def unread(self, user_id: str, cap: int = UNREAD_CAP) -> Unread:
+        if not self.cache_reads:
+            return self._inner.unread(user_id, cap)
         key = ("unread", user_id, self._generation, cap)
         hit = self.users.get(key, _MISS)
         if hit is not _MISS:
@@ -130,6 +139,8 @@ class CachedNotificationLog:
         return result
 
     def head(self) -> int:
+        if not self.cache_reads:
+            return self._inner.head()
         head = self.shared.get(_HEAD, _MISS)
         if head is not _MISS:
             return head
@@ -199,6 +210,17 @@ class CachedNotificationLog:
             self._end_writes(users, False)
             self._invalidate(users, False, refresh=False)
 
+    def changed_elsewhere(self, appended: Appended) -> None:
+        """Another node committed this entry: drop what it changed here."""
+        head = self.shared.peek(_HEAD, _MISS)
+        if head is not _MISS:
+            self.shared.put(_HEAD, max(head, appended.offset))
+        self._invalidate(appended.user_ids or (), appended.user_ids is None, refresh=False)
+
+    def acked_elsewhere(self, user_ids: Sequence[str]) -> None:
+        """Another node wrote these users' acks: drop their values."""
+        self._invalidate(user_ids, False, refresh=False)
+
     def invalidate_all(self) -> None:
         """Every user's values are dropped (a trim that cannot say whose)."""
         self._versions.touch_all()
@@ -260,9 +282,11 @@ class InvalidatingTrimmer:
     between two of them is dropped with the rest (the stamps keep a read that
     straddles the end from storing)."""
 
-    def __init__(self, inner: StreamTrimmer, cached: CachedNotificationLog) -> None:
+    def __init__(self, inner: StreamTrimmer, cached: CachedNotificationLog,
+                 tell_others: Callable[[], None] | None = None) -> None:
         self._inner = inner
         self._cached = cached
+        self._tell_others = tell_others  # several nodes: their caches hold the floors too
 
     def trim(self, keep: int, max_age_s: float | None, now: float | None = None) -> TrimResult:
         moved = True  # an exception: some of its transactions may have committed
@@ -273,3 +297,5 @@ class InvalidatingTrimmer:
         finally:
             if moved:
                 self._cached.invalidate_all()
+                if self._tell_others is not None:
+                    self._tell_others()

@@ -2,8 +2,9 @@
 
 Offsets are global: every publish takes the log's next one, and the log has
 no gaps. The hub takes committed entries in that order (``head`` is the last
-one taken), holding back any that arrive early and reading the log for any
-that do not arrive, so every connection sees its stream in order. A
+one taken; service_layer.sequencer holds back any that arrive early and
+reads the log for any that do not), so every connection sees its stream in
+order. A
 connection is *in sync* once its replay from the log has caught up; from then
 on it takes each new entry of its stream live, and remembers the highest
 offset it was sent (``delivered``).
@@ -36,18 +37,20 @@ from service.service_layer.ports import (
     Telemetry,
 )
 from service.service_layer.scheduling import DeadlineScheduler
+from service.service_layer.sequencer import LogSequencer
 
 log = logging.getLogger(__name__)
 
 REPLAY_PAGE = 500
-GAP_WAIT_S = 0.2  # how long an entry handed early waits for the ones before it
-MAX_HELD = 10_000  # entries held back at most; past this the log fills the gap now
+REPLAY_CHUNK_BYTES = 256 * 1024  # a replay page goes out in batches of about this much
+DRAIN_POLL_S = 0.005
 _LIVE, _QUEUED, _DROPPED = (
     (("outcome", "live"),),
     (("outcome", "queued"),),
     (("outcome", "dropped"),),
 )
 _DEFERRED = (("outcome", "deferred"),)
+_RELAYED = (("outcome", "relayed"),)
 _HANDOFF_ERROR = (("reason", "handoff_error"),)
 _DISCONNECTED = (("reason", "disconnected"),)
 RETRY_SECONDS = 1.0
@@ -67,6 +70,7 @@ class DeliveryHub:
         compression: CompressionPolicy | None = None,
         pressure: PressureGate | None = None,
         leaks: LeakTracker | None = None,
+        on_foreign: Callable[[Appended], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._log = log
@@ -87,9 +91,12 @@ class DeliveryHub:
         self._outsiders: dict[str, Connection] = {}  # every other connection
         self.acks = AckBuffer(log, telemetry)
         self._by_user: dict[str, set[str]] = defaultdict(set)
-        self.head: int | None = None  # last offset taken, in order; None until known
-        self._held: dict[int, Appended] = {}  # handed early: offset -> entry
-        self._filling = False  # a greenlet is filling a gap from the log
+        # Several nodes: entries committed elsewhere come through Redis or,
+        # when a message is lost, from the log; each one taken is reported
+        # (the cached log drops what it changed). None: one node.
+        self._on_foreign = on_foreign
+        self.sequence = LogSequencer(log, spawn, self._take, page=replay_page,
+                                     from_log_origin="log" if on_foreign else None)
 
     # -- connections --------------------------------------------------------
     def connect(self, sid: str, user_id: str, last_offset: int | None,
@@ -105,10 +112,10 @@ class DeliveryHub:
         position = self._log.open_stream(user_id)
         # others may have been admitted while the log answered: check again, no I/O after
         self.policy.admit(len(self._connections), len(self._by_user.get(user_id, ())))
-        if self.head is None:
+        if self.sequence.head is None:
             # Entries committed up to here are read by this connection's replay;
             # later ones are handed to deliver() in order.
-            self.head = position.head
+            self.sequence.head = position.head
         acked = max(position.acked, self.acks.pending(user_id) or 0)
         start = acked if last_offset is None else last_offset
         if start > position.head:
@@ -199,6 +206,13 @@ class DeliveryHub:
     def user_count(self) -> int:
         return len(self._by_user)
 
+    def is_connected(self, user_id: str) -> bool:
+        return user_id in self._by_user
+
+    def online_users(self) -> list[str]:
+        """The users with a connection here (a copy: connections come and go)."""
+        return list(self._by_user)
+
     # -- delivery -----------------------------------------------------------
     def deliver(self, appended: Appended) -> None:
         """Hand one freshly committed entry to the local connections of its
@@ -210,24 +224,31 @@ class DeliveryHub:
         offline queue keeps it), ``deferred`` (backpressure holds it back) or
         ``dropped`` (the hand-off failed; the entry stays in the log).
         """
-        if self.head is None:  # nobody has connected yet: the log keeps it
-            self._count(queued=appended.recipients)
-            return
-        offset = appended.offset
-        if offset <= self.head:
-            return  # a gap filled from the log already took it
-        if offset > self.head + 1:
-            self._held[offset] = appended
-            if not self._filling:
-                self._filling = True
-                self._spawn(self._fill_gap)
-            return
-        self._take(appended)
-        while self._held and self.head + 1 in self._held:
-            self._take(self._held.pop(self.head + 1))
+        if not self.sequence.offer(appended) and appended.origin is None:
+            self._count(queued=appended.recipients)  # nobody connected yet: the log keeps it
+
+    def deliver_many(self, entries: list[Appended]) -> None:
+        """Entries another node committed, as its message brought them."""
+        for appended in entries:
+            self.deliver(appended)
+
+    def follow(self, log_head: int) -> None:
+        """The log's head as read just now: entries up to it that were not
+        handed here (another node committed them, and its message was lost)
+        are read from the log."""
+        self.sequence.follow(log_head)
+
+    @property
+    def head(self) -> int | None:
+        """The last offset taken, in order; None until known."""
+        return self.sequence.head
 
     def _take(self, appended: Appended) -> None:
-        self.head = appended.offset
+        if appended.origin is not None:
+            if self._on_foreign is not None:
+                self._on_foreign(appended)  # before it is sent: reads must see it
+            self._relay(appended)
+            return
         notification = appended.notification
         if self.pressure is not None and self.pressure.defers(notification.priority):
             self._defer(appended)
@@ -240,6 +261,23 @@ class DeliveryHub:
             live, dropped = self._hand_off(self._local_users(appended), notification, wait, now)
         self._count(live=live, queued=max(0, appended.recipients - live - dropped),
                     dropped=dropped)
+
+    def _relay(self, appended: Appended) -> None:
+        """An entry another node committed (and counted): send it to the
+        local connections of its users, counted as ``relayed``."""
+        notification = appended.notification
+        if self.pressure is not None and self.pressure.defers(notification.priority):
+            self._defer(appended, count=False)
+            return
+        now = self._clock()
+        wait = self.batching.wait_for(notification.priority)
+        if appended.user_ids is None:
+            live, _dropped = self._take_broadcast(notification, wait, now)
+        else:
+            live, _dropped = self._hand_off(self._local_users(appended), notification, wait,
+                                            now)
+        if live and self._telemetry is not None:
+            self._telemetry.tally(DISPATCHED, _RELAYED).add(live)
 
     def _take_broadcast(self, notification: Notification, wait: float,
                         now: float) -> tuple[int, int]:
@@ -334,32 +372,7 @@ class DeliveryHub:
             tally(DISPATCHED, _DROPPED).add(dropped)
             tally(DROPPED, _HANDOFF_ERROR).add(dropped)
 
-    def _fill_gap(self) -> None:
-        """Entries were handed ahead of one that has not come: wait a moment
-        for it, then read what is missing from the log, which has no gaps."""
-        try:
-            gevent.sleep(0 if len(self._held) >= MAX_HELD else GAP_WAIT_S)
-            while self._held:
-                first_held = min(self._held)
-                if self.head + 1 == first_held:
-                    self.deliver(self._held.pop(first_held))
-                    continue
-                try:
-                    missing = self._log.read_span(self.head, first_held - 1, self._replay_page)
-                except StorageUnavailable as exc:
-                    log.warning("filling a gap after offset %s paused: %s", self.head, exc)
-                    gevent.sleep(RETRY_SECONDS)
-                    continue
-                for appended in missing:
-                    if appended.offset > self.head:
-                        self._take(appended)
-                if len(missing) < self._replay_page:
-                    # the rest below first_held is gone: trimmed, no stream holds it
-                    self.head = max(self.head, first_held - 1)
-        finally:
-            self._filling = False
-
-    def _defer(self, appended: Appended) -> None:
+    def _defer(self, appended: Appended, *, count: bool = True) -> None:
         """Leave the entry in the log; the connections of its recipients stop
         taking live entries and read them back once the pressure is gone
         (``resume_deferred``)."""
@@ -375,7 +388,8 @@ class DeliveryHub:
                     self._deferred.add(sid)
             deferred += took
         self.pressure.deferred += deferred
-        self._count(deferred=deferred, queued=max(0, appended.recipients - deferred))
+        if count:
+            self._count(deferred=deferred, queued=max(0, appended.recipients - deferred))
 
     def resume_deferred(self) -> None:
         """The pressure is gone: send what was held back, from the log, in order."""
@@ -462,11 +476,25 @@ class DeliveryHub:
             fresh = [n for n in page if n.offset > conn.delivered]
             if fresh:
                 conn.delivered = fresh[-1].offset
-                self.outbox.send(conn, fresh, "replay")
+                for chunk in byte_chunks(fresh, REPLAY_CHUNK_BYTES):
+                    if not self._drained(conn):
+                        return  # closed while it read: its disconnect cleaned up
+                    self.outbox.send(conn, chunk, "replay")
             if len(page) < self._replay_page and not conn.has_pending:
                 conn.catching_up = False  # no yield since the read: nothing missed
                 self._try_join(conn)
                 return
+
+    def _drained(self, conn: Connection) -> bool:
+        """Wait until what was sent to the connection has been written to its
+        socket: a replay goes at the client's pace, never piling up past the
+        send-queue bound (what a client missed may be far larger). False if
+        the connection went meanwhile."""
+        while self._sender.waiting(conn.sid) > 0:
+            if self._connections.get(conn.sid) is not conn:
+                return False
+            gevent.sleep(DRAIN_POLL_S)
+        return self._connections.get(conn.sid) is conn
 
     # -- acknowledgements ---------------------------------------------------
     def ack(self, sid: str, offset: int) -> None:
@@ -489,3 +517,20 @@ class DeliveryHub:
             peer = self._connections.get(other)
             if peer is not None and peer.acked < offset:
                 peer.acked = offset
+
+
+def byte_chunks(items: list[Notification], max_bytes: int) -> list[list[Notification]]:
+    """Consecutive runs of about ``max_bytes`` of JSON each (at least one entry)."""
+    chunks: list[list[Notification]] = []
+    current: list[Notification] = []
+    size = 0
+    for item in items:
+        length = len(item.wire_json)
+        if current and size + length > max_bytes:
+            chunks.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += length
+    if current:
+        chunks.append(current)
+    return chunks

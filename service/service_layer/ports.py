@@ -145,6 +145,9 @@ class Sender(Protocol):
     def send(self, sid: str, event: str, data: Any) -> None:
         """Queue an event for one connection without waiting for the network."""
 
+    def waiting(self, sid: str) -> int:
+        """Bytes sent to this connection and not yet written to its socket."""
+
     def disconnect(self, sid: str) -> None:
         """Close one connection (its disconnect handler runs as for any other)."""
 

@@ -121,6 +121,9 @@ class RecordingSender:
             if s == sid and event == "notifications"
         ]
 
+    def waiting(self, sid: str) -> int:
+        return 0  # every send is written at once
+
     def disconnect(self, sid: str) -> None:
         self.closed.append(sid)
 

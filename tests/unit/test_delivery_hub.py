@@ -326,3 +326,35 @@ def test_an_ack_counts_the_entries_it_covers_not_the_offsets(parts):
     hub.ack("s1", 7)
     hub.acks.flush()
     assert telemetry.records[-1] == ("notify_ack", {}, {"count": 2, "acks": 1})
+
+
+def test_a_replay_larger_than_the_send_queue_goes_in_chunks_at_the_clients_pace():
+    from service.service_layer.delivery import REPLAY_CHUNK_BYTES
+
+    class PacedSender(RecordingSender):
+        """Its socket takes two looks to write each batch."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.looks = 0
+
+        def waiting(self, sid: str) -> int:
+            if self.looks < 2 * len(self.sent):
+                self.looks += 1
+                return 1
+            return 0
+
+    log, sender, spawn = InMemoryNotificationLog(), PacedSender(), ManualSpawner()
+    hub = DeliveryHub(log, sender, None, spawn)
+    big = "x" * 30_000
+    for i in range(20):  # 600 KB: more than two chunks
+        request = PublishRequest.from_body({"user_id": "alice", "category": "c",
+                                            "payload": {"i": i, "text": big}})
+        log.append(request, f"m{i}", utcnow())
+    hub.connect("s1", "alice", last_offset=0)
+    spawn.run_all()
+    batches = sender.batches("s1")
+    assert [n["offset"] for b in batches for n in b] == list(range(1, 21))
+    assert len(batches) == 3 and all(len(json.dumps(b)) <= REPLAY_CHUNK_BYTES + 31_000
+                                     for b in batches)
+    assert sender.looks == 2 * (len(batches) - 1), "each batch waited for the one before"

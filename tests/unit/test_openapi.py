@@ -119,7 +119,8 @@ def test_each_operation_names_its_token_and_documents_the_refusal():
         assert len(tokens) == 1, f"{method} {path} takes exactly one kind of token"
         assert "401" in op["responses"], f"{method} {path} does not document its 401"
         expected = "adminToken" if not path.startswith(("/api/v1/notifications",
-                                                         "/api/v1/users/")) else "publishToken"
+                                                         "/api/v1/users/", "/api/v1/presence"
+                                                         )) else "publishToken"
         assert tokens == {expected}, f"{method} {path} takes the {expected}"
         assert op["operationId"] and op["summary"] and op["tags"]
     ids = [op["operationId"] for _, _, op in operations(document)]

@@ -82,6 +82,8 @@ ERROR_CODES: list[tuple[int, str, str]] = [
     (503, "storage_unavailable", "the notification log (for trends and the optimization "
      "report: InfluxDB) cannot be reached; retry after `Retry-After` seconds. Nothing was "
      "stored"),
+    (503, "presence_unavailable", "presence routes with `REDIS_URL` set: Redis, which holds "
+     "every node's report, cannot be reached; retry after `Retry-After` seconds"),
 ]
 
 ERROR_SCHEMA: dict[str, Any] = {
@@ -128,6 +130,9 @@ ERROR_RESPONSES: dict[str, tuple[int, str, tuple[str, ...], dict[str, Any]]] = {
     "StorageUnavailable": (503, "the notification log (or InfluxDB, where the route reads "
                                 "it) cannot be reached; retry after `Retry-After` seconds",
                            ("storage_unavailable",), {"Retry-After": RETRY_AFTER}),
+    "PresenceUnavailable": (503, "Redis cannot be reached; retry after `Retry-After` "
+                                 "seconds", ("presence_unavailable",),
+                            {"Retry-After": RETRY_AFTER}),
 }
 
 

@@ -103,6 +103,35 @@ Served through the [query cache](operations.md#query-result-cache), exact \
 for writes made through the same node. Acks reach the log in batches every \
 500 ms, so a count falls that long after a client acks."""
 
+PRESENCE_DESCRIPTION = """\
+Online users and open connections, per node and in total. With `REDIS_URL` \
+set (`source: redis`), every node reports to Redis every `PRESENCE_INTERVAL` \
+(5 s), and `users` counts each user once however many nodes they are \
+connected to; a node that stops reporting leaves the answer three intervals \
+later. Without it (`source: local`), the answer is this node's. A 503 \
+(`presence_unavailable`) while Redis does not answer."""
+
+PRESENCE: dict[str, Any] = {
+    "type": "object",
+    "required": ["node", "connections", "users", "source", "nodes"],
+    "properties": {
+        "node": {"type": "string", "description": "the node that answered"},
+        "connections": {"type": "integer", "minimum": 0,
+                        "description": "open Socket.IO connections, all nodes"},
+        "users": {"type": "integer", "minimum": 0,
+                  "description": "distinct users connected, all nodes"},
+        "source": {"type": "string", "enum": ["redis", "local"]},
+        "nodes": {"type": "array", "items": {
+            "type": "object", "required": ["node", "connections", "users", "updated_at"],
+            "properties": {
+                "node": {"type": "string"},
+                "connections": {"type": "integer", "minimum": 0},
+                "users": {"type": "integer", "minimum": 0},
+                "updated_at": {"type": "number",
+                               "description": "Unix time of the node's last report"}}}},
+    },
+}
+
 HEALTHZ: dict[str, Any] = {
     "type": "object",
     "required": ["status"],
@@ -160,6 +189,43 @@ PATHS: dict[str, Any] = {
             **errors("Unauthorized", "InvalidInput", "StorageUnavailable"),
         },
     }},
+    "/api/v1/presence": {"get": {
+        "operationId": "getPresence", "tags": ["Publish"], "security": PUBLISH,
+        "summary": "Who is online: per node and in total",
+        "description": PRESENCE_DESCRIPTION,
+        "responses": {
+            "200": answer("the cluster's presence", ref("Presence"), {
+                "node": "web-1-8000", "connections": 5012, "users": 4980,
+                "source": "redis", "nodes": [
+                    {"node": "web-1-8000", "connections": 2507, "users": 2490,
+                     "updated_at": 1795811880.551},
+                    {"node": "web-2-8000", "connections": 2505, "users": 2491,
+                     "updated_at": 1795811878.102}]}),
+            **errors("Unauthorized", "PresenceUnavailable"),
+        },
+    }},
+    "/api/v1/users/{user_id}/presence": {"get": {
+        "operationId": "getUserPresence", "tags": ["Publish"], "security": PUBLISH,
+        "summary": "Is this user online, and on which nodes",
+        "description": "This node's part is current; other nodes' as they last reported "
+                       "(every `PRESENCE_INTERVAL`, 5 s).",
+        "parameters": [{"name": "user_id", "in": "path", "required": True,
+                        "schema": ref("UserId"),
+                        "description": "the user; a malformed one is a 422 "
+                                       "(`field: user_id`)"}],
+        "responses": {
+            "200": answer("the user's presence", {
+                "type": "object", "required": ["user_id", "online", "nodes"],
+                "properties": {
+                    "user_id": ref("UserId"),
+                    "online": {"type": "boolean",
+                               "description": "connected to at least one node"},
+                    "nodes": {"type": "array", "items": {"type": "string"},
+                              "description": "the nodes the user is connected to"},
+                }}, {"user_id": "alice", "online": True, "nodes": ["web-2-8000"]}),
+            **errors("Unauthorized", "InvalidInput", "PresenceUnavailable"),
+        },
+    }},
     "/healthz": {"get": {
         "operationId": "healthz", "tags": ["Public"], "security": PUBLIC,
         "summary": "Is this node serving?",
@@ -202,4 +268,5 @@ SCHEMAS: dict[str, Any] = {
     "PublishRequest": PUBLISH_REQUEST,
     "PublishAnswer": PUBLISH_ANSWER,
     "Healthz": HEALTHZ,
+    "Presence": PRESENCE,
 }

@@ -1,0 +1,106 @@
+"""Committed entries, handed on in log order.
+
+Offsets are global and the log has no gaps, so "in order" is simply each
+offset after the one before. Entries come from this node's commits, from
+other nodes' messages, or not at all (a lost message); one that comes early
+waits for those before it, at most ``GAP_WAIT_S``, and then what is missing
+is read from the log. The log follower (several nodes) says how far the log
+has gone, so what no message brought is read too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+
+import gevent
+
+from service.domain.errors import StorageUnavailable
+from service.domain.model import Appended
+from service.service_layer.ports import NotificationLog, Spawner
+
+log = logging.getLogger(__name__)
+
+GAP_WAIT_S = 0.2  # how long an entry handed early waits for the ones before it
+MAX_HELD = 10_000  # entries held back at most; past this the log fills the gap now
+RETRY_SECONDS = 1.0
+
+
+class LogSequencer:
+    def __init__(self, log: NotificationLog, spawn: Spawner, take: Callable[[Appended], None],
+                 *, page: int, from_log_origin: str | None = None) -> None:
+        self._log = log
+        self._spawn = spawn
+        self._take = take  # called once per entry, in offset order, after ``head`` moved
+        self._page = page
+        # several nodes: an entry read from the log was (most likely) not committed here
+        self._from_log_origin = from_log_origin
+        self.head: int | None = None  # last offset taken; None until known
+        self._held: dict[int, Appended] = {}  # handed early: offset -> entry
+        self._filling = False  # a greenlet is filling a gap from the log
+        self._fill_to = 0  # the log's head as last read: what a fill must reach
+
+    def offer(self, appended: Appended) -> bool:
+        """Take the entry now, or hold it for those before it. False when the
+        head is not known yet (nobody connected, no follower): the log keeps it."""
+        if self.head is None:
+            return False
+        offset = appended.offset
+        if offset <= self.head:
+            return True  # a gap filled from the log already took it
+        if offset > self.head + 1:
+            self._held[offset] = appended
+            self._start_filling()
+            return True
+        self._advance(appended)
+        while self._held and self.head + 1 in self._held:
+            self._advance(self._held.pop(self.head + 1))
+        return True
+
+    def follow(self, log_head: int) -> None:
+        """The log's head as read just now: what is up to it and was not
+        handed here is read from the log, after a moment in which it may
+        still come."""
+        if self.head is None:
+            self.head = log_head  # what is committed up to here, replays read
+            return
+        if log_head <= self.head:
+            return
+        self._fill_to = max(self._fill_to, log_head)
+        self._start_filling()
+
+    def _advance(self, appended: Appended) -> None:
+        self.head = appended.offset
+        self._take(appended)
+
+    def _start_filling(self) -> None:
+        if not self._filling:
+            self._filling = True
+            self._spawn(self._fill_gap)
+
+    def _fill_gap(self) -> None:
+        """Wait a moment for what is missing, then read it from the log."""
+        try:
+            gevent.sleep(0 if len(self._held) >= MAX_HELD else GAP_WAIT_S)
+            while self._held or self._fill_to > self.head:
+                first_held = min(self._held) if self._held else self._fill_to + 1
+                if self.head + 1 == first_held:
+                    self.offer(self._held.pop(first_held))
+                    continue
+                try:
+                    missing = self._log.read_span(self.head, first_held - 1, self._page)
+                except StorageUnavailable as exc:
+                    log.warning("filling a gap after offset %s paused: %s", self.head, exc)
+                    gevent.sleep(RETRY_SECONDS)
+                    continue
+                for appended in missing:
+                    if appended.offset > self.head:
+                        if self._from_log_origin is not None:
+                            appended = replace(appended, origin=self._from_log_origin)
+                        self._advance(appended)
+                if len(missing) < self._page:
+                    # the rest below first_held is gone: trimmed, no stream holds it
+                    self.head = max(self.head, first_held - 1)
+        finally:
+            self._filling = False
