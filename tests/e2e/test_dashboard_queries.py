@@ -61,6 +61,7 @@ _REGRESSIONS = "the change-point job needs hours of buckets to find a lasting sh
 _TRENDS = "the trends job needs 5 one-minute rollup buckets of a metric"
 _RATE_OF_COUNTER = ("the rate of a cumulative counter needs two buckets; a short run may "
                     "fill a single one")
+_ONE_NODE = "one node, no REDIS_URL: only the nodes of a cluster write the cluster measurement"
 NO_DATA: dict[tuple[str, str, str, str], str] = {
     ("notify-overview", "annotation Regressions", "*", "*"): _REGRESSIONS,
     ("notify-optimization", "annotation Regressions", "*", "*"): _REGRESSIONS,
@@ -77,6 +78,10 @@ NO_DATA: dict[tuple[str, str, str, str], str] = {
     ("notify-resources", "Ping/pong health", "B", "*"):
         "no client misses a pong: clients answer pings, and a pong is late only after "
         "PING_INTERVAL + PING_TIMEOUT (33 s)",
+    **{("notify-resources", title, "*", "*"): _ONE_NODE
+       for title in ("Cluster now", "Connections and users per node", "Redis up per node",
+                     "Relay: entries sent and received per second",
+                     "Relay: entries left to the log follower")},
     **{(uid, title, "*", resolution): _RATE_OF_COUNTER
        for uid, title in (("notify-overview", "Telemetry pipeline"),
                           ("notify-telemetry", "Records per second"),

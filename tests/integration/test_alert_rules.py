@@ -639,10 +639,56 @@ def test_component_critical_with_no_verdict_is_no_data(influx):
     assert evaluate(rule("NotifyComponentCritical"), influx).state == "NoData"
 
 
+def cluster_points(node, redis_up, newest_ago=2, oldest_ago=300, now=None):
+    """A node's presence reports every 5 s; ``redis_up(ago)`` says 1 or 0."""
+    return [point("cluster", {}, {"connections": 3, "users": 2, "redis_up": redis_up(ago),
+                                  "relay_sent": 0, "relay_unsent": 0, "relay_received": 0},
+                  ago, node=node, now=now)
+            for ago in every(oldest_ago, newest_ago, 5)]
+
+
+@influx_test
+def test_redis_down_fires_for_a_node_whose_reports_said_down_for_a_minute(influx):
+    now = time.time()
+    write(influx, [
+        *cluster_points("a", lambda ago: 1, now=now),
+        *cluster_points("b", lambda ago: 0 if ago < 90 else 1, now=now),  # down 90 s
+        *cluster_points("c", lambda ago: 0 if ago < 40 else 1, now=now),  # down 40 s: not yet
+        *cluster_points("d", lambda ago: 1 if ago < 30 else 0, now=now),  # back 30 s ago
+        # one failed report among good ones is not an outage
+        *cluster_points("e", lambda ago: 0 if ago == 22 else 1, now=now),
+        # started with Redis away: down for 90 s fires, for 40 s not yet
+        *cluster_points("f", lambda ago: 0, oldest_ago=90, now=now),
+        *cluster_points("g", lambda ago: 0, oldest_ago=40, now=now),
+    ])
+    outcome = evaluate(rule("NotifyRedisDown"), influx)
+    assert outcome.instances == {labels(node="a"): "Normal", labels(node="b"): "Alerting",
+                                 labels(node="c"): "Normal", labels(node="d"): "Normal",
+                                 labels(node="e"): "Normal", labels(node="f"): "Alerting"}
+
+
+@influx_test
+def test_redis_down_on_a_single_node_without_redis_is_ok(influx):
+    # a node without REDIS_URL writes no cluster points, only its other telemetry
+    write(influx, samples("a", "serve", newest_ago=2, oldest_ago=300))
+    outcome = evaluate(rule("NotifyRedisDown"), influx)
+    assert outcome.state == "Normal" and outcome.instances == {}
+
+
+@influx_test
+def test_redis_down_forgets_an_outage_older_than_a_minute(influx):
+    now = time.time()
+    # a node that stopped reporting (its outage is NotifyNodeSilent's, not this rule's)
+    write(influx, cluster_points("a", lambda ago: 0, newest_ago=120, now=now))
+    outcome = evaluate(rule("NotifyRedisDown"), influx)
+    assert outcome.state == "Normal" and outcome.instances == {}
+
+
 def test_every_rule_has_a_behaviour_test_here():
     tested = {
         "NotifyDeliveryP99High", "NotifyDeliveryDrops", "NotifyCacheHitRateLow",
         "NotifyMemoryCritical", "NotifyTelemetryDropping", "NotifyTelemetrySpoolGrowing",
         "NotifyRegressionDetected", "NotifyNodeSilent", "NotifyComponentCritical",
+        "NotifyRedisDown",
     }
     assert set(load_rules()) == tested
