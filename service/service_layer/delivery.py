@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 REPLAY_PAGE = 500
 REPLAY_CHUNK_BYTES = 256 * 1024  # a replay page goes out in batches of about this much
 DRAIN_POLL_S = 0.005
+REPLAY_STALL_S = 3.0  # a replay waits this long at most for a client that reads nothing
 _LIVE, _QUEUED, _DROPPED = (
     (("outcome", "live"),),
     (("outcome", "queued"),),
@@ -488,10 +489,18 @@ class DeliveryHub:
     def _drained(self, conn: Connection) -> bool:
         """Wait until what was sent to the connection has been written to its
         socket: a replay goes at the client's pace, never piling up past the
-        send-queue bound (what a client missed may be far larger). False if
-        the connection went meanwhile."""
-        while self._sender.waiting(conn.sid) > 0:
+        send-queue bound (what a client missed may be far larger). A client
+        that reads nothing for ``REPLAY_STALL_S`` is closed as a slow
+        consumer. False if the connection went meanwhile."""
+        least, moved_at = None, self._clock()
+        while (waiting := self._sender.waiting(conn.sid)) > 0:
             if self._connections.get(conn.sid) is not conn:
+                return False
+            now = self._clock()
+            if least is None or waiting < least:
+                least, moved_at = waiting, now  # it reads: wait on
+            elif now - moved_at > REPLAY_STALL_S:
+                self.outbox.close_slow(conn, 0)
                 return False
             gevent.sleep(DRAIN_POLL_S)
         return self._connections.get(conn.sid) is conn

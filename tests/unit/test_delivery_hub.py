@@ -358,3 +358,30 @@ def test_a_replay_larger_than_the_send_queue_goes_in_chunks_at_the_clients_pace(
     assert len(batches) == 3 and all(len(json.dumps(b)) <= REPLAY_CHUNK_BYTES + 31_000
                                      for b in batches)
     assert sender.looks == 2 * (len(batches) - 1), "each batch waited for the one before"
+
+
+def test_a_replay_to_a_client_that_reads_nothing_closes_it_as_a_slow_consumer():
+    from service.service_layer.delivery import REPLAY_STALL_S
+
+    class Clock:
+        now = 0.0
+
+        def __call__(self) -> float:
+            self.now += 0.5  # each look at the clock is half a second later
+            return self.now
+
+    class StuckSender(RecordingSender):
+        def waiting(self, sid: str) -> int:
+            return 100_000 if self.sent else 0  # the first batch is never read
+
+    log, sender, spawn = InMemoryNotificationLog(), StuckSender(), ManualSpawner()
+    hub = DeliveryHub(log, sender, None, spawn, clock=Clock())
+    for i in range(20):
+        request = PublishRequest.from_body({"user_id": "alice", "category": "c",
+                                            "payload": {"i": i, "text": "x" * 30_000}})
+        log.append(request, f"m{i}", utcnow())
+    hub.connect("s1", "alice", last_offset=0)
+    spawn.run_all()
+    assert len(sender.batches("s1")) == 1, "nothing more while the first is unread"
+    assert sender.closed == ["s1"], f"closed after {REPLAY_STALL_S} s without progress"
+    assert hub.disconnect("s1").close_reason == "slow_consumer"
