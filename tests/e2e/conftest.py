@@ -61,6 +61,14 @@ class RunningServer:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def rss_bytes(self) -> int:
+        """The serving process's resident memory, from the kernel."""
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
+
 
 def start_server(env_overrides: dict, tmp_path: Path) -> RunningServer:
     port = int(env_overrides.get("PORT") or free_port())

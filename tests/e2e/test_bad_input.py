@@ -310,7 +310,7 @@ def refusal(ws: websocket.WebSocket, within: float = 5.0) -> str | dict | None:
 def test_malformed_and_oversized_frames_close_only_their_connection(server, js_client):
     bystander = Bystander(server, js_client)
     token = server.token("mallory")
-    before = rss_bytes(server)
+    before = server.rss_bytes()
     connected = [  # after Socket.IO's connect
         ("text", b'42["ack",{"offset":1}]\xff\xfe'), ("binary", b"\x00"), ("text", b"\x00"),
         ("text", b"44{}"), ("text", b"42null"), ("text", b"42[]"), ("text", b"42[1]"),
@@ -363,7 +363,7 @@ def test_malformed_and_oversized_frames_close_only_their_connection(server, js_c
     assert time.monotonic() - started < 2.0
     sending.join(timeout=30)
     assert refusal(big) == "closed"
-    grown = rss_bytes(server) - before
+    grown = server.rss_bytes() - before
     assert grown < 16 << 20, f"RSS grew {grown >> 20} MB"
     log = server.log_text()
     assert "Traceback" not in log, log[log.find("Traceback") - 300:log.find("Traceback") + 2000]
@@ -374,14 +374,6 @@ def suppress_send(ws: websocket.WebSocket, data: str) -> None:
         ws.send(data)
     except (websocket.WebSocketException, OSError):
         pass  # the node closed it part way: as it should
-
-
-def rss_bytes(server) -> int:
-    with open(f"/proc/{server.process.pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 # -- the publish API, fuzzed -------------------------------------------------------------
@@ -479,11 +471,11 @@ def test_the_publish_api_answers_any_body_with_202_or_a_4xx_naming_the_field(ser
         for i in range(100):  # warm-up: pools, caches and buffers at their working size
             check_answer(b"{}", post(json.dumps({**GOOD, "payload": {"i": i}}).encode(),
                                      "application/json"))
-        before = rss_bytes(server)
+        before = server.rss_bytes()
         started = time.monotonic()
         fuzz()
         took = time.monotonic() - started
-        grown = rss_bytes(server) - before
+        grown = server.rss_bytes() - before
         assert server.process.poll() is None
         assert grown < 32 << 20, f"RSS grew {grown >> 20} MB over the fuzzing"
         offset = server.publish({**GOOD, "user_id": "zoe"})["offset"]

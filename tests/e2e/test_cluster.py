@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, text
 
 from tests.conftest import unique
 from tests.e2e.conftest import start_server, stop_server
+from tests.e2e.test_telemetry_durability import wait_until
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -49,15 +50,6 @@ def drain(client) -> None:
             client.seen.append(client.events.get_nowait())
         except queue.Empty:
             return
-
-
-def wait_until(predicate, timeout: float = 15.0, step: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(step)
-    raise AssertionError("timed out")
 
 
 def received_offsets(client) -> list[int]:

@@ -37,15 +37,6 @@ def offsets(notifications: list[dict]) -> list[int]:
     return [n["offset"] for n in notifications]
 
 
-def rss_bytes(server) -> int:
-    """The serving process's resident memory, from the kernel."""
-    with open(f"/proc/{server.process.pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
 def metrics(server) -> dict:
     return server.request("GET", "/admin/api/performance/metrics",
                           token=server.env["ADMIN_TOKEN"]).json()
@@ -332,7 +323,7 @@ def test_the_node_keeps_a_bounded_amount_for_a_client_that_never_acks(
         # warm-up: pools, caches and buffers at their working size
         publish_concurrently(server, "max", 50, b=BLOB)
         assert len(js_received(silent, 50)) == 50
-        before = rss_bytes(server)
+        before = server.rss_bytes()
         publish_concurrently(server, "max", 200, start=50, b=BLOB)
         assert offsets(js_received(silent, 250)) == list(range(1, 251))
 
@@ -341,7 +332,7 @@ def test_the_node_keeps_a_bounded_amount_for_a_client_that_never_acks(
                 return conn.execute(select(func.count()).select_from(recipients)
                                     .where(recipients.c.user_id == "max")).scalar()
         wait_until(lambda: kept() <= 20, timeout=10)
-        grown = rss_bytes(server) - before
+        grown = server.rss_bytes() - before
         # measured: 1-2 MB, whatever was sent (the same after 25 MB)
         assert grown < 6 << 20, f"RSS grew {grown >> 20} MB for 12 MB sent and never acked"
         assert not any(e["event"] in ("disconnect", "ack") for e in silent.seen)
