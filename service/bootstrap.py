@@ -132,6 +132,12 @@ class App:
         for what the relay lost, and report presence."""
         if self.cluster is None:
             return
+        if not self.sio.manager_initialized:
+            # python-socketio starts the manager (its Redis listener) at the
+            # first client; a node must hear the others' writes before that,
+            # or what its cache holds of them goes stale
+            self.sio.manager_initialized = True
+            self.sio.manager.initialize()
         self.sio.start_background_task(self.cluster.run_announcer)
         if self.settings.write_only:
             return

@@ -123,6 +123,24 @@ def test_presence_counts_users_per_node_and_in_total(nodes, js_client, influx):
     assert presence_of(b)["users"] == 2
 
 
+def test_a_node_with_no_client_hears_the_others_writes_and_its_cache_follows(nodes, js_client):
+    a, b = nodes(LOG_FOLLOW_INTERVAL="60"), nodes(LOG_FOLLOW_INTERVAL="60")
+    user = unique("u")
+
+    def unread_on_b() -> int:
+        return b.request("GET", f"/api/v1/users/{user}/unread",
+                         token=b.env["PUBLISH_TOKEN"]).json()["unread"]
+
+    client = js_client(a.url, a.token(user), "--no-ack", "--timeout-ms", "30000")
+    client.wait_for("connect")
+    offsets = [a.publish({"user_id": user, "category": "t"})["offset"] for _ in range(3)]
+    wait_until(lambda: received_offsets(client) == offsets, timeout=10)
+    wait_until(lambda: unread_on_b() == 3, timeout=10)  # now cached on b
+    assert unread_on_b() == 3
+    a.publish({"user_id": user, "category": "t"})  # through a: b's cache hears of it
+    wait_until(lambda: unread_on_b() == 4, timeout=5)
+
+
 def presence_of(node) -> dict:
     return node.request("GET", "/api/v1/presence", token=node.env["PUBLISH_TOKEN"]).json()
 
