@@ -102,7 +102,6 @@ class App:
     presence: RedisPresence | None = None  # a cluster node that delivers
     log_head: Callable[[], int] | None = None  # the log's head, uncached
 
-
     def start_background(self) -> None:
         # changes appended by other nodes (LISTEN/NOTIFY, or a poll on SQLite)
         self.control_log.start(self.sio.start_background_task)
