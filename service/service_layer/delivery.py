@@ -245,14 +245,14 @@ class DeliveryHub:
         return self.sequence.head
 
     def _take(self, appended: Appended) -> None:
-        if appended.origin is not None:
-            if self._on_foreign is not None:
-                self._on_foreign(appended)  # before it is sent: reads must see it
-            self._relay(appended)
-            return
+        # An entry another node committed is counted there; here only what
+        # was sent of it, as ``relayed``.
+        foreign = appended.origin is not None
+        if foreign and self._on_foreign is not None:
+            self._on_foreign(appended)  # before it is sent: reads must see it
         notification = appended.notification
         if self.pressure is not None and self.pressure.defers(notification.priority):
-            self._defer(appended)
+            self._defer(appended, count=not foreign)
             return
         now = self._clock()  # one reading for the whole hand-off, not one per connection
         wait = self.batching.wait_for(notification.priority)  # once, not per connection
@@ -260,24 +260,10 @@ class DeliveryHub:
             live, dropped = self._take_broadcast(notification, wait, now)
         else:
             live, dropped = self._hand_off(self._local_users(appended), notification, wait, now)
-        self._count(live=live, queued=max(0, appended.recipients - live - dropped),
-                    dropped=dropped)
-
-    def _relay(self, appended: Appended) -> None:
-        """An entry another node committed (and counted): send it to the
-        local connections of its users, counted as ``relayed``."""
-        notification = appended.notification
-        if self.pressure is not None and self.pressure.defers(notification.priority):
-            self._defer(appended, count=False)
-            return
-        now = self._clock()
-        wait = self.batching.wait_for(notification.priority)
-        if appended.user_ids is None:
-            live, _dropped = self._take_broadcast(notification, wait, now)
-        else:
-            live, _dropped = self._hand_off(self._local_users(appended), notification, wait,
-                                            now)
-        if live and self._telemetry is not None:
+        if not foreign:
+            self._count(live=live, queued=max(0, appended.recipients - live - dropped),
+                        dropped=dropped)
+        elif live and self._telemetry is not None:
             self._telemetry.tally(DISPATCHED, _RELAYED).add(live)
 
     def _take_broadcast(self, notification: Notification, wait: float,
