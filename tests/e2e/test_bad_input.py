@@ -91,13 +91,19 @@ def test_bad_connections_are_refused_with_a_reason(server, js_client, auth, erro
     assert refused["message"] and refused["data"]["detail"]
 
 
-def test_bad_events_get_errors_and_the_connection_keeps_working(server):
+def recording_client(server, user: str) -> tuple[socketio.Client, list, list]:
+    """A connected python-socketio client, and the errors and notifications it gets."""
     errors, received = [], []
     client = socketio.Client(reconnection=False)
     client.on("error", errors.append)
     client.on("notifications", received.extend)
-    client.connect(server.url, auth={"token": server.token("frank")}, transports=["websocket"],
+    client.connect(server.url, auth={"token": server.token(user)}, transports=["websocket"],
                    wait_timeout=5)
+    return client, errors, received
+
+
+def test_bad_events_get_errors_and_the_connection_keeps_working(server):
+    client, errors, received = recording_client(server, "frank")
     try:
         assert client.call("ack", {"offset": 5}, timeout=5)["error"] == "offset_out_of_range"
         assert client.call("ack", {"offset": "five"}, timeout=5)["field"] == "offset"
@@ -245,12 +251,7 @@ def test_bad_connects_are_refused_with_a_reason_while_another_client_is_served(s
 
 def test_bad_events_get_an_error_while_another_client_is_served(server, js_client):
     bystander = Bystander(server, js_client)
-    errors, received = [], []
-    client = socketio.Client(reconnection=False)
-    client.on("error", errors.append)
-    client.on("notifications", received.extend)
-    client.connect(server.url, auth={"token": server.token("fred")}, transports=["websocket"],
-                   wait_timeout=5)
+    client, errors, received = recording_client(server, "fred")
     try:
         first = server.publish({**GOOD, "user_id": "fred"})["offset"]
         server.publish({**GOOD, "user_id": "someone-else"})  # an offset fred never gets
