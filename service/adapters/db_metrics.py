@@ -4,6 +4,13 @@ Every statement is timed, but only a summary per operation is emitted, every
 sampling interval: one point per operation rather than one per statement
 keeps telemetry cheap at high publish rates.
 
+The timing wraps the dialect's own ``do_execute``/``do_executemany``/
+``do_execute_no_params`` (SQLAlchemy's dialect events), not the
+``before``/``after_cursor_execute`` pair: any connection-level listener
+sends every statement down SQLAlchemy's slower, event-dispatching path,
+measured at about 5 µs a statement on SQLite (11 → 16 µs for ``SELECT 1``),
+against 0.5 µs for the dialect events.
+
 A statement slower than ``slow_ms`` is also counted under its *shape*: its
 text with every literal, number and parameter placeholder replaced by ``?``
 and lists folded, so that one shape stands for all its executions and no
@@ -15,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +35,7 @@ _OPERATIONS = ("select", "insert", "update", "delete")
 _TOKENS = re.compile(r"[()]|[A-Za-z_]+")
 SHAPE_MAX_CHARS = 240
 MAX_SLOW_SHAPES = 50  # per interval; beyond, slow statements are counted as shape "other"
+MAX_KNOWN_STATEMENTS = 512  # statement texts whose operation is remembered
 _LITERALS = re.compile(
     r"'(?:[^']|'')*'"  # a string literal
     r"|\$\w*\$.*?\$\w*\$"  # a dollar-quoted string
@@ -96,23 +105,51 @@ class QueryStats:
         self.slow_ms = slow_ms
         self._summaries: dict[str, _Summary] = {}
         self._slow: dict[str, _SlowShape] = {}  # shape id -> what the slow ones of it took
+        self._operations: dict[str, str] = {}  # statement text -> its operation
         self.slow_total = 0  # since start, for the status page and tests
         self.last_interval: dict[str, dict[str, float]] = {}  # per operation, for /metrics
-        event.listen(engine, "before_cursor_execute", self._before)
-        event.listen(engine, "after_cursor_execute", self._after)
+        dialect = engine.dialect
+        # each runs the dialect's own method, timed, and returns True: "done"
+        event.listen(engine, "do_execute", self._timed(dialect.do_execute))
+        event.listen(engine, "do_executemany", self._timed(dialect.do_executemany))
+        event.listen(engine, "do_execute_no_params", self._timed_no_params(
+            dialect.do_execute_no_params))
 
-    def _before(self, _conn: Any, _cursor: Any, _statement: str, _params: Any,
-                context: Any, _many: bool) -> None:
-        if context is not None:
-            context._notify_started = time.perf_counter()
+    def _timed(self, execute: Callable[..., Any]) -> Callable[..., bool]:
+        clock, record = time.perf_counter, self._record
 
-    def _after(self, _conn: Any, cursor: Any, statement: str, _params: Any,
-               context: Any, _many: bool) -> None:
-        started = getattr(context, "_notify_started", None)
-        if started is None:
-            return
-        elapsed_ms = (time.perf_counter() - started) * 1000.0
-        summary = self._summaries.setdefault(operation_of(statement), _Summary())
+        def timed(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+            started = clock()
+            execute(cursor, statement, parameters, context)
+            record(cursor, statement, (clock() - started) * 1000.0)
+            return True
+        return timed
+
+    def _timed_no_params(self, execute: Callable[..., Any]) -> Callable[..., bool]:
+        clock, record = time.perf_counter, self._record
+
+        def timed(cursor: Any, statement: str, context: Any) -> bool:
+            started = clock()
+            execute(cursor, statement, context)
+            record(cursor, statement, (clock() - started) * 1000.0)
+            return True
+        return timed
+
+    def _operation(self, statement: str) -> str:
+        """``operation_of``, remembered: the same few statement texts come
+        back all the time (SQLAlchemy caches their compiled form)."""
+        operation = self._operations.get(statement)
+        if operation is None:
+            if len(self._operations) >= MAX_KNOWN_STATEMENTS:
+                self._operations.clear()
+            operation = self._operations[statement] = operation_of(statement)
+        return operation
+
+    def _record(self, cursor: Any, statement: str, elapsed_ms: float) -> None:
+        operation = self._operation(statement)
+        summary = self._summaries.get(operation)
+        if summary is None:
+            summary = self._summaries[operation] = _Summary()
         summary.add(elapsed_ms)
         rowcount = getattr(cursor, "rowcount", -1)
         if rowcount and rowcount > 0:

@@ -3,7 +3,7 @@
 import threading
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import exc, text
 
 from service.adapters.database import make_engine
 from service.adapters.db_metrics import QueryStats
@@ -28,6 +28,25 @@ def test_a_slow_statement_is_recorded_by_shape_without_its_values(engine):
     assert stats.slow_total == 2
     selects = [f for m, t, f in telemetry.records if m == "db_query" and t["operation"] == "select"]
     assert selects[0]["slow"] == 2 and selects[0]["count"] == 3
+
+
+def test_every_way_of_executing_is_timed_and_errors_still_reach_the_caller(engine):
+    stats = QueryStats(engine, slow_ms=10_000)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE timed_probe (n INTEGER PRIMARY KEY)")  # no params
+        conn.execute(text("INSERT INTO timed_probe (n) VALUES (:n)"),
+                     [{"n": 1}, {"n": 2}, {"n": 3}])  # executemany
+        conn.execute(text("UPDATE timed_probe SET n = n + 10 WHERE n > :n"), {"n": 1})
+    with pytest.raises(exc.IntegrityError), engine.begin() as conn:
+        conn.execute(text("INSERT INTO timed_probe (n) VALUES (:n)"), {"n": 12})
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE timed_probe")
+    telemetry = RecordingTelemetry()
+    stats.emit(telemetry)
+    counted = {t["operation"]: f for m, t, f in telemetry.records if m == "db_query"}
+    assert counted["update"]["count"] == 1 and counted["update"]["rows"] == 2
+    assert counted["insert"]["count"] >= 1 and counted["insert"]["rows"] >= 3
+    assert counted["other"]["count"] >= 2  # CREATE and DROP, sent without parameters
 
 
 def test_pool_waits_are_measured_when_the_pool_is_exhausted(pg_url):
