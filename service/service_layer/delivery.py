@@ -1,4 +1,5 @@
-"""Live delivery and replay, per connection, in offset order without duplicates.
+"""Live delivery, per connection, in offset order without duplicates (what a
+connection missed is replayed first: service_layer.replay).
 
 Offsets are global: every publish takes the log's next one, and the log has
 no gaps. The hub takes committed entries in that order (``head`` is the last
@@ -22,7 +23,7 @@ import gevent
 from service.domain.batching import BatchPolicy, BatchQueue
 from service.domain.compression import CompressionPolicy
 from service.domain.connections import ConnectionPolicy
-from service.domain.errors import OffsetOutOfRange, StorageUnavailable
+from service.domain.errors import OffsetOutOfRange
 from service.domain.model import Appended, Notification
 from service.domain.telemetry import DISPATCHED, DROPPED
 from service.service_layer.acks import AckBuffer
@@ -36,15 +37,12 @@ from service.service_layer.ports import (
     Spawner,
     Telemetry,
 )
+from service.service_layer.replay import REPLAY_PAGE, Replayer
 from service.service_layer.scheduling import DeadlineScheduler
 from service.service_layer.sequencer import LogSequencer
 
 log = logging.getLogger(__name__)
 
-REPLAY_PAGE = 500
-REPLAY_CHUNK_BYTES = 256 * 1024  # a replay page goes out in batches of about this much
-DRAIN_POLL_S = 0.005
-REPLAY_STALL_S = 3.0  # a replay waits this long at most for a client that reads nothing
 _LIVE, _QUEUED, _DROPPED = (
     (("outcome", "live"),),
     (("outcome", "queued"),),
@@ -54,7 +52,6 @@ _DEFERRED = (("outcome", "deferred"),)
 _RELAYED = (("outcome", "relayed"),)
 _HANDOFF_ERROR = (("reason", "handoff_error"),)
 _DISCONNECTED = (("reason", "disconnected"),)
-RETRY_SECONDS = 1.0
 
 
 class DeliveryHub:
@@ -78,7 +75,6 @@ class DeliveryHub:
         self._sender = sender
         self._telemetry = telemetry  # None: measure nothing (benchmarks compare against it)
         self._spawn = spawn
-        self._replay_page = replay_page
         self.policy = policy or ConnectionPolicy()
         self.batching = batching or BatchPolicy()
         self.outbox = Outbox(sender, telemetry, compression or CompressionPolicy(), clock)
@@ -98,6 +94,9 @@ class DeliveryHub:
         self._on_foreign = on_foreign
         self.sequence = LogSequencer(log, spawn, self._take, page=replay_page,
                                      from_log_origin="log" if on_foreign else None)
+        self.replay = Replayer(log, sender, self.outbox, page=replay_page, clock=clock,
+                               is_current=lambda conn: self._connections.get(conn.sid) is conn,
+                               send_queued=self._send_queued, caught_up=self._try_join)
 
     # -- connections --------------------------------------------------------
     def connect(self, sid: str, user_id: str, last_offset: int | None,
@@ -137,7 +136,7 @@ class DeliveryHub:
         self._outsiders[sid] = conn
         self._by_user[user_id].add(sid)
         self.leaks.track("connection", conn)
-        self._spawn(self._catch_up, conn)
+        self._spawn(self.replay.catch_up, conn)
         return conn
 
     def retune(self, *, batching: BatchPolicy, policy: ConnectionPolicy,
@@ -388,7 +387,7 @@ class DeliveryHub:
             conn.deferred = False
             if not conn.catching_up:
                 conn.catching_up = True
-                self._spawn(self._catch_up, conn)
+                self._spawn(self.replay.catch_up, conn)
 
     def _offer(self, conn: Connection, notification: Notification, wait: float,
                now: float) -> bool:
@@ -404,7 +403,7 @@ class DeliveryHub:
             conn.deferred = False
             self._deferred.discard(conn.sid)
             conn.catching_up = True
-            self._spawn(self._catch_up, conn)
+            self._spawn(self.replay.catch_up, conn)
             return False
         if notification.offset <= conn.delivered:
             return False
@@ -439,58 +438,6 @@ class DeliveryHub:
                      trigger: str) -> None:
         self.outbox.send(conn, [n for n, _ in batch], "live", batch, trigger)
 
-    def _catch_up(self, conn: Connection) -> None:
-        """Send everything after conn.delivered from the log, page by page.
-
-        Entries offered live meanwhile only set ``has_pending``: they are
-        already committed, so the next read finds them.
-        """
-        while self._connections.get(conn.sid) is conn:
-            conn.has_pending = False
-            try:
-                page, position = self._log.read(conn.user_id, conn.delivered, self._replay_page)
-            except StorageUnavailable as exc:
-                log.warning("replay for %s paused: %s", conn.sid, exc)
-                gevent.sleep(RETRY_SECONDS)
-                continue
-            if self._connections.get(conn.sid) is not conn:
-                return
-            for batch in conn.queue.take_all():  # what waits is older than the page
-                self._send_queued(conn, batch, "catch_up")
-            if position.lost and position.trimmed > conn.delivered:
-                # the offline-queue bounds removed entries it never received
-                self.outbox.tell_reload(conn, position.trimmed, position.epoch)
-            fresh = [n for n in page if n.offset > conn.delivered]
-            if fresh:
-                conn.delivered = fresh[-1].offset
-                for chunk in byte_chunks(fresh, REPLAY_CHUNK_BYTES):
-                    if not self._drained(conn):
-                        return  # closed while it read: its disconnect cleaned up
-                    self.outbox.send(conn, chunk, "replay")
-            if len(page) < self._replay_page and not conn.has_pending:
-                conn.catching_up = False  # no yield since the read: nothing missed
-                self._try_join(conn)
-                return
-
-    def _drained(self, conn: Connection) -> bool:
-        """Wait until what was sent to the connection has been written to its
-        socket: a replay goes at the client's pace, never piling up past the
-        send-queue bound (what a client missed may be far larger). A client
-        that reads nothing for ``REPLAY_STALL_S`` is closed as a slow
-        consumer. False if the connection went meanwhile."""
-        least, moved_at = None, self._clock()
-        while (waiting := self._sender.waiting(conn.sid)) > 0:
-            if self._connections.get(conn.sid) is not conn:
-                return False
-            now = self._clock()
-            if least is None or waiting < least:
-                least, moved_at = waiting, now  # it reads: wait on
-            elif now - moved_at > REPLAY_STALL_S:
-                self.outbox.close_slow(conn, 0)
-                return False
-            gevent.sleep(DRAIN_POLL_S)
-        return self._connections.get(conn.sid) is conn
-
     # -- acknowledgements ---------------------------------------------------
     def ack(self, sid: str, offset: int) -> None:
         """Accept an ack from a connection; the log gets it with the next batch."""
@@ -512,20 +459,3 @@ class DeliveryHub:
             peer = self._connections.get(other)
             if peer is not None and peer.acked < offset:
                 peer.acked = offset
-
-
-def byte_chunks(items: list[Notification], max_bytes: int) -> list[list[Notification]]:
-    """Consecutive runs of about ``max_bytes`` of JSON each (at least one entry)."""
-    chunks: list[list[Notification]] = []
-    current: list[Notification] = []
-    size = 0
-    for item in items:
-        length = len(item.wire_json)
-        if current and size + length > max_bytes:
-            chunks.append(current)
-            current, size = [], 0
-        current.append(item)
-        size += length
-    if current:
-        chunks.append(current)
-    return chunks

@@ -237,7 +237,7 @@ def test_a_trim_while_connected_is_found_at_the_next_read(parts):
     hub._connections["s1"].catching_up = True  # as when the client fell behind
     append(log, n=5)
     log.trim("alice", 5)
-    hub._spawn(hub._catch_up, hub._connections["s1"])
+    hub._spawn(hub.replay.catch_up, hub._connections["s1"])
     spawn.run_all()
     reloads = [data for _, event, data in sender.sent if event == "reload"]
     assert reloads == [{"reason": "trimmed", "epoch": 2, "first_offset": 6}]
@@ -329,7 +329,7 @@ def test_an_ack_counts_the_entries_it_covers_not_the_offsets(parts):
 
 
 def test_a_replay_larger_than_the_send_queue_goes_in_chunks_at_the_clients_pace():
-    from service.service_layer.delivery import REPLAY_CHUNK_BYTES
+    from service.service_layer.replay import REPLAY_CHUNK_BYTES
 
     class PacedSender(RecordingSender):
         """Its socket takes two looks to write each batch."""
@@ -361,7 +361,7 @@ def test_a_replay_larger_than_the_send_queue_goes_in_chunks_at_the_clients_pace(
 
 
 def test_a_replay_to_a_client_that_reads_nothing_closes_it_as_a_slow_consumer():
-    from service.service_layer.delivery import REPLAY_STALL_S
+    from service.service_layer.replay import REPLAY_STALL_S
 
     class Clock:
         now = 0.0
