@@ -328,9 +328,8 @@ class DeliveryHub:
 
     def _flush_cohort(self, batch: list[tuple[Notification, float]], trigger: str) -> None:
         cohort = self.cohort
-        for conn in cohort.recipients(batch):
-            if conn.sid in cohort:  # sending to one may have closed another
-                self._send_queued(conn, batch, trigger)
+        self.outbox.send_shared(cohort.recipients(batch), batch, trigger,
+                                still=lambda conn: conn.sid in cohort)
         if not cohort.queue.items:  # nothing shared waits: who caught up may join
             for conn in tuple(self._outsiders.values()):
                 self._try_join(conn)

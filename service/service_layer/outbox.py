@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from operator import attrgetter
 
@@ -95,16 +95,52 @@ class Outbox:
         """Send one batch; ``queued`` holds its entries' queueing times (live)."""
         text, deflated, oldest = self._encode(items, conn.accepts_deflate)
         data: RawJSON | bytes = deflated or text
+        if self._put(conn, items, data) and self._telemetry is not None:
+            self._measure(items, len(text), len(data), _TAGS[mode, trigger], queued, oldest)
+
+    def send_shared(
+        self,
+        conns: Iterable[Connection],
+        queued: list[tuple[Notification, float]],
+        trigger: str,
+        still: Callable[[Connection], bool],
+    ) -> None:
+        """One live batch to many connections (a cohort's flush), to each
+        that is ``still`` there when its turn comes: encoded once, and
+        measured once for all of them, weighted by how many it reached.
+        Measured per connection, the same figures worked out again for each
+        one were most of telemetry's cost of delivery."""
+        items = [n for n, _ in queued]
+        waited_until = self._clock()
+        first_sent = 0.0
+        copies = wire_bytes = 0
+        text, oldest = RawJSON(""), 0.0
+        for conn in conns:
+            if not still(conn):  # sending to one may have closed another
+                continue
+            text, deflated, oldest = self._encode(items, conn.accepts_deflate)
+            data: RawJSON | bytes = deflated or text
+            if self._put(conn, items, data):
+                if not copies:
+                    first_sent = time.time()
+                copies += 1
+                wire_bytes += len(data)
+        if copies and self._telemetry is not None:
+            self._measure(items, len(text), wire_bytes, _TAGS["live", trigger], queued, oldest,
+                          copies=copies, first_sent=first_sent, waited_until=waited_until)
+
+    def _put(self, conn: Connection, items: list[Notification], data: RawJSON | bytes) -> bool:
+        """Hand the batch to the connection's send queue, and remember it
+        for counting acks. False if the client was too slow to take it."""
         try:
             self._sender.send(conn.sid, "notifications", data)
         except SlowConsumer:
             self.close_slow(conn, len(items))
-            return
+            return False
         conn.take_acked(conn.acked)  # forget batches acked on another connection of the user
         conn.sent.append((items[-1].offset, len(items)))
         self.sent_total += len(items)
-        if self._telemetry is not None:
-            self._measure(items, len(text), len(data), _TAGS[mode, trigger], queued, oldest)
+        return True
 
     def _encode(self, items: list[Notification], accepts_deflate: bool) -> tuple[
             RawJSON, bytes | None, float]:
@@ -128,23 +164,38 @@ class Outbox:
             encoded[1] = deflate(text)
         return text, encoded[1], encoded[2]
 
-    def _measure(self, items: list[Notification], size: int, wire_size: int,
+    def _measure(self, items: list[Notification], size: int, wire_bytes: int,
                  tags: tuple[tuple[str, str], ...],
-                 queued: list[tuple[Notification, float]] | None, oldest: float) -> None:
-        """Count the batch; maxima exactly, per-entry histograms when asked."""
+                 queued: list[tuple[Notification, float]] | None, oldest: float, *,
+                 copies: int = 1, first_sent: float | None = None,
+                 waited_until: float | None = None) -> None:
+        """Count the batch, sent ``copies`` times (``wire_bytes`` in all);
+        maxima exactly, per-entry histograms when asked. A shared batch's
+        latencies are taken at its first send and at its last, half the
+        copies each: the two ends of the spread its sends took."""
         now = time.time()
         summary = self._telemetry.tally(DELIVERED, tags)
         latency_max = (now - oldest) * 1000.0
+        n = len(items)
         if queued is None:
-            summary.add(len(items), 1, size, wire_size, peak=latency_max)
+            summary.add(n * copies, copies, size * copies, wire_bytes, peak=latency_max)
         else:
-            clock = self._clock()
+            clock = self._clock() if waited_until is None else waited_until
             wait_max = (clock - queued[0][1]) * 1000.0  # the queue is in arrival order
-            summary.add(len(items), 1, size, wire_size, peak=latency_max, peak2=wait_max)
+            summary.add(n * copies, copies, size * copies, wire_bytes, peak=latency_max,
+                        peak2=wait_max)
         if summary.wants_detail():
-            summary.observe("latency_ms", [(now - n.created_ts) * 1000.0 for n in items])
+            if first_sent is None or copies == 1:
+                summary.observe("latency_ms", [(now - i.created_ts) * 1000.0 for i in items],
+                                copies)
+            else:
+                early = copies // 2
+                summary.observe("latency_ms",
+                                [(first_sent - i.created_ts) * 1000.0 for i in items], early)
+                summary.observe("latency_ms", [(now - i.created_ts) * 1000.0 for i in items],
+                                copies - early)
             if queued is not None:
-                summary.observe("wait_ms", [(clock - at) * 1000.0 for _, at in queued])
+                summary.observe("wait_ms", [(clock - at) * 1000.0 for _, at in queued], copies)
 
     def close_slow(self, conn: Connection, unsent: int) -> None:
         """The client does not read: close it before it eats the node's memory.

@@ -114,8 +114,9 @@ class Summary(Protocol):
     def wants_detail(self) -> bool:
         """Whether to ``observe`` this call's per-entry values."""
 
-    def observe(self, name: str, values: Sequence[float]) -> None:
-        """Add per-entry values to this interval's histogram of ``name``."""
+    def observe(self, name: str, values: Sequence[float], copies: int = 1) -> None:
+        """Add per-entry values to this interval's histogram of ``name``,
+        each standing for ``copies`` deliveries."""
 
 
 class Telemetry(Protocol):

@@ -79,13 +79,14 @@ class Summary:
         Chosen at random, not every n-th: a periodic load must not alias."""
         return self._stride == 1 or _random() * self._stride < 1.0
 
-    def observe(self, name: str, values: Sequence[float]) -> None:
-        """Add per-entry values, weighted by the current sampling stride."""
+    def observe(self, name: str, values: Sequence[float], copies: int = 1) -> None:
+        """Add per-entry values, each standing for ``copies`` (the same batch
+        sent to that many connections), weighted by the sampling stride."""
         try:
             histogram = self.histograms.get(name)
             if histogram is None:
                 histogram = self.histograms[name] = Histogram()
-            histogram.extend(values, self._stride)
+            histogram.extend(values, self._stride * copies)
             if histogram.count >= DETAIL_FULL * self._stride:
                 self._stride *= 2
         except Exception:  # the hot path must never raise into its caller

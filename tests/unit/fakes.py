@@ -149,8 +149,9 @@ class _RecordingSummary:
     def wants_detail(self) -> bool:
         return True
 
-    def observe(self, name: str, values: Any) -> None:
-        self.owner.observed.append((self.spec.measurement, self.tags, name, list(values)))
+    def observe(self, name: str, values: Any, copies: int = 1) -> None:
+        self.owner.observed.append((self.spec.measurement, self.tags, name,
+                                    list(values) * copies))
 
 
 class RecordingTelemetry:

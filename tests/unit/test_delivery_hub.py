@@ -303,6 +303,25 @@ def test_a_broadcast_batch_is_encoded_once_for_every_connection_that_takes_it(pa
     assert ("notify_dispatch", {"outcome": "live"}, {"count": 3}) in telemetry.records
 
 
+def test_a_shared_batch_is_measured_once_for_all_its_connections_and_adds_up(parts):
+    log, sender, telemetry, spawn, hub = parts
+    for user in ("ann", "bob", "cy", "dee"):
+        hub.connect(user, user, None)
+    spawn.run_all()
+    deliver(hub, broadcast(log, 3))
+    sent = sum(len(sender.offsets(u)) for u in ("ann", "bob", "cy", "dee"))
+    deliveries = [f for m, t, f in telemetry.records
+                  if m == "notify_delivery" and t["mode"] == "live"]
+    assert len(deliveries) == 3  # one per shared batch, not one per connection and batch
+    assert sum(f["count"] for f in deliveries) == 12 == sent  # 3 broadcasts x 4 connections
+    assert all(f["batches"] == 4 for f in deliveries)
+    latencies = [v for m, _, name, values in telemetry.observed
+                 if m == "notify_delivery" and name == "latency_ms" for v in values]
+    waits = [v for m, _, name, values in telemetry.observed
+             if m == "notify_delivery" and name == "wait_ms" for v in values]
+    assert len(latencies) == len(waits) == 12  # each entry once per connection it reached
+
+
 def test_a_new_stream_holds_the_broadcasts_after_it_began_only(parts):
     log, sender, telemetry, spawn, hub = parts
     deliver(hub, broadcast(log, 2))  # before anyone connected: in no stream
