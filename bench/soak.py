@@ -18,18 +18,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import random
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
-from pathlib import Path
 
 import gevent
 import gevent.event
@@ -37,8 +33,16 @@ import gevent.pool
 import urllib3
 
 from bench import storage
-from bench.harness import ROOT, SECRETS, ServeProcess, proc_cpu_seconds, stop_process
-from bench.loadgen import percentile, self_cpu_seconds
+from bench.harness import SECRETS, ServeProcess, proc_cpu_seconds
+from bench.loadgen import self_cpu_seconds
+from bench.soak_procs import (
+    Clients,
+    log_lines,
+    log_tail,
+    node_connections,
+    rss_mb,
+    start_node,
+)
 from bench.soak_setup import (
     NODES,
     REDIS_URL,
@@ -49,109 +53,8 @@ from bench.soak_setup import (
     raise_fd_limit,
     scratch_database,
 )
-from bench.soak_stats import Tally, clock, delivered_ratio, render_progress, rss_growth_mb_per_h
+from bench.soak_stats import Tally, clock, delivered_ratio, render_progress, summarize
 from service.adapters.influx import InfluxClient, InfluxSettings
-from service.adapters.tokens import UserTokens
-
-SOAK_JS = ROOT / "clients" / "js" / "soak.mjs"
-
-
-def die_with_parent() -> None:
-    """preexec_fn: the child gets SIGTERM when this process dies, even by SIGKILL."""
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-# -- processes ----------------------------------------------------------------
-class Clients:
-    """One clients/js/soak.mjs process: some users, all on one node."""
-
-    def __init__(self, url: str, node: int, users: list[int], tally: Tally,
-                 args: argparse.Namespace) -> None:
-        issuer = UserTokens(SECRETS["USER_TOKEN_SECRET"], 24 * 3600)
-        with tempfile.NamedTemporaryFile("w", suffix=".tokens", delete=False) as handle:
-            handle.write("\n".join(issuer.issue(f"soak{u}") for u in users))
-        self.tokens_file, self.node, self.users, self.tally = handle.name, node, users, tally
-        self.last: dict = {}
-        self.failed_users: list[int] = []
-        self.was_ready = False
-        self.ready, self.done = gevent.event.Event(), gevent.event.Event()
-        self.process = subprocess.Popen(
-            ["node", str(SOAK_JS), url, handle.name, "--node", str(node),
-             "--window", str(args.window), "--give-up-ms", str(int(args.give_up_s * 1000))],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=die_with_parent)
-        self._reader = gevent.spawn(self._read)
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            event = json.loads(line)
-            self.tally.add(event.pop("hist_t"), event.pop("hist_b"))
-            self.last = event
-            if event["event"] == "ready":
-                self.failed_users = [self.users[i] for i in event["failed_users"]]
-                self.was_ready = True
-                self.ready.set()
-        self.ready.set()  # exited: wake whoever waits, who checks `last`
-        self.done.set()
-
-    def close(self, timeout: float = 30) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            self.process.stdin.write("close\n")
-            self.process.stdin.flush()
-        self.done.wait(timeout)
-        stop_process(self.process, timeout=5)
-        self._reader.kill(block=False)
-        with contextlib.suppress(OSError):
-            os.unlink(self.tokens_file)
-
-
-def start_node(name: str, env: dict[str, str]) -> ServeProcess:
-    """``python -m service serve``, healthy; or stopped, and an error raised."""
-    node = ServeProcess({**env, "NODE_ID": f"soak-{name}"})
-    try:
-        with open(node.dir / "serve.log", "wb") as out:
-            node.process = subprocess.Popen(
-                [sys.executable, "-m", "service", "serve"], cwd=ROOT, env=node.env,
-                stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
-        deadline = time.monotonic() + 60
-        while not healthy(node):
-            if node.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"node {name} did not start:\n{log_tail(node)}")
-            gevent.sleep(0.2)
-    except BaseException:
-        node.__exit__()
-        raise
-    return node
-
-
-def healthy(node: ServeProcess) -> bool:
-    try:
-        return node.http.request("GET", f"{node.url}/healthz", timeout=2).status == 200
-    except urllib3.exceptions.HTTPError:
-        return False
-
-
-def log_lines(node: ServeProcess) -> list[str]:
-    path = node.dir / "serve.log"
-    return path.read_text(errors="replace").splitlines() if path.exists() else []
-
-
-def log_tail(node: ServeProcess, lines: int = 30) -> str:
-    return "\n".join(log_lines(node)[-lines:])
-
-
-def node_connections(node: ServeProcess) -> int | None:
-    """How many connections the node itself counts (its metrics route)."""
-    try:
-        return node.metrics().get("connections")
-    except (urllib3.exceptions.HTTPError, ValueError):
-        return None
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 class Publisher:
@@ -377,77 +280,6 @@ def soak(args: argparse.Namespace, env: dict[str, str], stack: contextlib.ExitSt
         "publish_s": publish_s, "drain_s": drain_s, "connect_s": connect_s, "seen": seen,
         "cores": dict(zip([f"node_{n}" for n in NODES] + ["loadgen"], cores, strict=True)),
         "reasons": dict(reasons), "logged": logged, "procs": len(clients)})
-
-
-def summarize(args: argparse.Namespace, monitor: Monitor, publisher: Publisher, final: dict,
-              run: dict) -> dict:
-    expected, hist = sum(publisher.expected.values()), monitor.tally.hist
-    rss = {name: {"growth_mb_per_h": rss_growth_mb_per_h(samples, args.warmup),
-                  "first_mb": round(samples[0][1], 1) if samples else None,
-                  "last_mb": round(samples[-1][1], 1) if samples else None,
-                  "samples_fitted": sum(t >= args.warmup for t, _ in samples)}
-           for name, samples in monitor.rss.items()}
-    growths = [r["growth_mb_per_h"] for r in rss.values() if r["growth_mb_per_h"] is not None]
-    errors = {"publish_http": publisher.errors["publish_http"],
-              "publish_exception": publisher.errors["publish_exception"],
-              "connect": final["connect_errors"], "disconnect": final["disconnects"],
-              "duplicate_delivery": final["duplicates"]}
-    local = final["received"] - final["received_cross"]
-    answers = [round(ms, 1) for ms in sorted(publisher.answer_ms)]
-    return {
-        "connections": final["connected"],
-        "connections_min": monitor.open_min,
-        "connections_target": args.connections,
-        "delivered_ratio": delivered_ratio(final["received"], expected),
-        "delivered": final["received"],
-        "expected": expected,
-        "delivered_ratio_local": delivered_ratio(local, publisher.expected["local"]),
-        "delivered_ratio_cross": delivered_ratio(final["received_cross"],
-                                                 publisher.expected["cross"]),
-        "p50_ms": percentile(hist, 0.50),
-        "p99_ms": percentile(hist, 0.99),
-        "max_ms": percentile(hist, 1.0),
-        "p99_ms_targeted": percentile(monitor.tally.by_kind["targeted"], 0.99),
-        "p99_ms_broadcast": percentile(monitor.tally.by_kind["broadcast"], 0.99),
-        "p50_ms_broadcast": percentile(monitor.tally.by_kind["broadcast"], 0.5),
-        "p99_ms_by_minute": [percentile(h, 0.99) for _, h in
-                             sorted(monitor.tally.per_minute.items())],
-        "rss_growth_mb_per_h": max(growths) if growths else None,
-        "rss_by_node": rss,
-        "errors": errors,
-        "errors_total": sum(errors.values()),
-        "error_samples": (publisher.samples + [e for c in monitor.clients
-                                               for e in c.last.get("errors", {})])[:8],
-        "disconnect_reasons": run["reasons"],
-        "out_of_order": final["out_of_order"],
-        "node_log_errors": {name: len(lines) for name, lines in run["logged"].items()},
-        "node_log_samples": [line[:200] for ls in run["logged"].values() for line in ls][:4],
-        "node_connections_seen": run["seen"],
-        "nodes": len(NODES),
-        "duration_s": round(run["publish_s"], 1),
-        "drain_s": round(run["drain_s"], 1),
-        "connect_s": round(run["connect_s"], 1),
-        "published": sum(publisher.published.values()),
-        "published_broadcasts": publisher.published["broadcast"],
-        "publish_attempts": publisher.attempts,
-        "publish_rate": args.rate,
-        "publish_rate_achieved": round(publisher.attempts / run["publish_s"], 1),
-        "publish_lag_max_s": round(publisher.lag_max_s, 2),
-        "publish_answer_p50_ms": answers[len(answers) // 2] if answers else None,
-        "publish_answer_p99_ms": answers[int(len(answers) * 0.99)] if answers else None,
-        "cross_node_share": round(publisher.expected["cross"] / expected, 3) if expected else None,
-        "cpu_cores": run["cores"],
-        "loadgen_procs": run["procs"],
-        "loadgen_rss_mb": final["rss_mb"],
-        "fd_limit": args.fd_limit,
-        "targets": {"delivered_ratio": "== 1", "errors_total": "== 0",
-                    "connections": f">= {args.connections}"},
-        "notes": (
-            f"two `serve` nodes ({args.level}), one scratch PostgreSQL database, Redis channel "
-            f"{args.channel}; {args.rate:g} publishes/s to both nodes in turn, each to a random "
-            f"user, every {args.broadcast_every}th to all; RSS slope fitted after "
-            f"{args.warmup:g} s of publishing; docs/benchmarks.md#soak has the rest"),
-    }
 
 
 def run(argv: list[str]) -> dict:

@@ -1,13 +1,18 @@
-"""The soak benchmark's arithmetic and its progress line: no I/O, tested in
-tests/unit/test_bench_soak.py."""
+"""The soak benchmark's arithmetic, its progress line and its summary: no
+I/O, tested in tests/unit/test_bench_soak.py."""
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections import deque
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from bench.loadgen import percentile
+
+if TYPE_CHECKING:
+    from bench.soak import Monitor, Publisher
 
 
 def lsq_slope(points: Sequence[tuple[float, float]]) -> float | None:
@@ -82,3 +87,76 @@ class Tally:
         for part in self.recent:
             merge_hist(merged, part)
         return percentile(merged, 0.99)
+
+
+def summarize(args: argparse.Namespace, monitor: Monitor, publisher: Publisher, final: dict,
+              run: dict) -> dict:
+    """The benchmark's JSON: what the clients received against what the
+    accepted publishes owe them, latencies, RSS slopes, errors and context."""
+    expected, hist = sum(publisher.expected.values()), monitor.tally.hist
+    rss = {name: {"growth_mb_per_h": rss_growth_mb_per_h(samples, args.warmup),
+                  "first_mb": round(samples[0][1], 1) if samples else None,
+                  "last_mb": round(samples[-1][1], 1) if samples else None,
+                  "samples_fitted": sum(t >= args.warmup for t, _ in samples)}
+           for name, samples in monitor.rss.items()}
+    growths = [r["growth_mb_per_h"] for r in rss.values() if r["growth_mb_per_h"] is not None]
+    errors = {"publish_http": publisher.errors["publish_http"],
+              "publish_exception": publisher.errors["publish_exception"],
+              "connect": final["connect_errors"], "disconnect": final["disconnects"],
+              "duplicate_delivery": final["duplicates"]}
+    local = final["received"] - final["received_cross"]
+    answers = [round(ms, 1) for ms in sorted(publisher.answer_ms)]
+    return {
+        "connections": final["connected"],
+        "connections_min": monitor.open_min,
+        "connections_target": args.connections,
+        "delivered_ratio": delivered_ratio(final["received"], expected),
+        "delivered": final["received"],
+        "expected": expected,
+        "delivered_ratio_local": delivered_ratio(local, publisher.expected["local"]),
+        "delivered_ratio_cross": delivered_ratio(final["received_cross"],
+                                                 publisher.expected["cross"]),
+        "p50_ms": percentile(hist, 0.50),
+        "p99_ms": percentile(hist, 0.99),
+        "max_ms": percentile(hist, 1.0),
+        "p99_ms_targeted": percentile(monitor.tally.by_kind["targeted"], 0.99),
+        "p99_ms_broadcast": percentile(monitor.tally.by_kind["broadcast"], 0.99),
+        "p50_ms_broadcast": percentile(monitor.tally.by_kind["broadcast"], 0.5),
+        "p99_ms_by_minute": [percentile(h, 0.99) for _, h in
+                             sorted(monitor.tally.per_minute.items())],
+        "rss_growth_mb_per_h": max(growths) if growths else None,
+        "rss_by_node": rss,
+        "errors": errors,
+        "errors_total": sum(errors.values()),
+        "error_samples": (publisher.samples + [e for c in monitor.clients
+                                               for e in c.last.get("errors", {})])[:8],
+        "disconnect_reasons": run["reasons"],
+        "out_of_order": final["out_of_order"],
+        "node_log_errors": {name: len(lines) for name, lines in run["logged"].items()},
+        "node_log_samples": [line[:200] for ls in run["logged"].values() for line in ls][:4],
+        "node_connections_seen": run["seen"],
+        "nodes": len(monitor.nodes),
+        "duration_s": round(run["publish_s"], 1),
+        "drain_s": round(run["drain_s"], 1),
+        "connect_s": round(run["connect_s"], 1),
+        "published": sum(publisher.published.values()),
+        "published_broadcasts": publisher.published["broadcast"],
+        "publish_attempts": publisher.attempts,
+        "publish_rate": args.rate,
+        "publish_rate_achieved": round(publisher.attempts / run["publish_s"], 1),
+        "publish_lag_max_s": round(publisher.lag_max_s, 2),
+        "publish_answer_p50_ms": answers[len(answers) // 2] if answers else None,
+        "publish_answer_p99_ms": answers[int(len(answers) * 0.99)] if answers else None,
+        "cross_node_share": round(publisher.expected["cross"] / expected, 3) if expected else None,
+        "cpu_cores": run["cores"],
+        "loadgen_procs": run["procs"],
+        "loadgen_rss_mb": final["rss_mb"],
+        "fd_limit": args.fd_limit,
+        "targets": {"delivered_ratio": "== 1", "errors_total": "== 0",
+                    "connections": f">= {args.connections}"},
+        "notes": (
+            f"two `serve` nodes ({args.level}), one scratch PostgreSQL database, Redis channel "
+            f"{args.channel}; {args.rate:g} publishes/s to both nodes in turn, each to a random "
+            f"user, every {args.broadcast_every}th to all; RSS slope fitted after "
+            f"{args.warmup:g} s of publishing; docs/benchmarks.md#soak has the rest"),
+    }
