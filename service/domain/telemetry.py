@@ -126,7 +126,10 @@ CATALOGUE: dict[str, Measurement] = {
                 "`replay` (a page read back from the log). "
                 "Counts and maxima are exact. Percentiles use every batch until 1,024 "
                 "entries in an interval, then a random half, quarter... of the batches, "
-                "weighted, so their cost stays flat at any rate (a few % of sampling error)."
+                "weighted, so their cost stays flat at any rate (a few % of sampling error). "
+                "A batch of broadcasts shared by the connections in step is measured once "
+                "for all of them: its latencies as of its first send and its last, half "
+                "the connections each."
             ),
             emitted_by="service_layer.delivery.DeliveryHub",
             tags=("mode", "trigger"),
