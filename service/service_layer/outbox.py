@@ -1,6 +1,6 @@
-"""Sending batches to one connection: encode once, compress if the client
-asked, bound the send queue, and measure. The hub decides *what* to send;
-this decides *how*."""
+"""Sending batches to a connection, or one batch to the connections in
+step: encode once, compress if the client asked, bound the send queue, and
+measure. The hub decides *what* to send; this decides *how*."""
 
 from __future__ import annotations
 
