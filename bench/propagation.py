@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import deque
 from typing import Any
 
@@ -77,15 +76,6 @@ def plan(count: int) -> list[tuple[int, float]]:
     """(index of the node that takes the PUT, the value it sets) per change:
     the nodes in turn, and values that differ from the previous change's."""
     return [(i % 2, VALUES[i % len(VALUES)]) for i in range(count)]
-
-
-class ScratchDatabase(storage.ScratchDatabase):
-    """A fresh PostgreSQL database named for this bench, dropped on exit."""
-
-    def __init__(self, admin_url: str) -> None:
-        super().__init__(admin_url)
-        self.name = f"bench_propagation_{uuid.uuid4().hex[:8]}"
-        self.url = admin_url.rsplit("/", 1)[0] + f"/{self.name}"
 
 
 class Node:
@@ -247,7 +237,7 @@ def run(argv: list[str]) -> dict:
     if args.changes < 1 or args.warmup < 0:
         parser.error("--changes must be at least 1 and --warmup at least 0")
     samples: dict[str, list[dict[str, float]]] = {"a": [], "b": []}
-    with ScratchDatabase(args.admin_url) as url:
+    with storage.ScratchDatabase(args.admin_url, prefix="bench_propagation") as url:
         # nothing listens on a just-freed port: telemetry goes to each node's spool
         env = {"DATABASE_URL": url, "INFLUX_URL": f"http://127.0.0.1:{free_port()}"}
         with Node("a", env) as a, Node("b", env) as b:

@@ -51,7 +51,6 @@ from bench.soak_setup import (
     log,
     quietly,
     raise_fd_limit,
-    scratch_database,
 )
 from bench.soak_stats import Tally, clock, delivered_ratio, render_progress, summarize
 from service.adapters.influx import InfluxClient, InfluxSettings
@@ -321,7 +320,8 @@ def run(argv: list[str]) -> dict:
         with contextlib.ExitStack() as stack:
             stack.callback(quietly, lambda: drop_influx(influx))
             stack.callback(quietly, lambda: drop_redis_keys(args.channel))
-            database_url = stack.enter_context(scratch_database(args.admin_url))
+            database_url = stack.enter_context(
+                storage.ScratchDatabase(args.admin_url, prefix="bench_soak"))
             log(f"soak: scratch database {database_url.rsplit('/', 1)[1]}, InfluxDB database "
                 f"{influx.settings.database}, Redis channel {args.channel}")
             env = {"DATABASE_URL": database_url, "REDIS_URL": REDIS_URL,

@@ -1,5 +1,6 @@
-"""The soak benchmark's set-up and clean-up: the open-files limit, a scratch
-PostgreSQL database, and what a run leaves in InfluxDB and Redis."""
+"""The soak benchmark's set-up and clean-up: the open-files limit, and what
+a run leaves in InfluxDB and Redis (its scratch PostgreSQL database is
+bench.storage.ScratchDatabase)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,9 @@ import argparse
 import contextlib
 import resource
 import sys
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import gevent
 import redis
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.pool import NullPool
 
 from service.adapters.influx import InfluxClient
 
@@ -39,30 +35,6 @@ def raise_fd_limit(args: argparse.Namespace) -> dict:
         raise SystemExit(f"open-files limit {now} (hard {hard}) is too low for {per_node} "
                          "connections a node")
     return {"soft_before": soft, "soft": now, "hard": hard}
-
-
-@contextlib.contextmanager
-def scratch_database(admin_url: str) -> Iterator[str]:
-    """A fresh PostgreSQL database, dropped on exit: each statement on a new
-    connection, retried, as a long run may outlive the server's connections
-    (a restart of PostgreSQL during a run was seen here)."""
-    name = f"bench_soak_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        for attempt in range(5):
-            try:
-                with admin.connect() as conn:
-                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                break
-            except SQLAlchemyError as exc:
-                if attempt == 4:
-                    log(f"soak: could not drop database {name}, drop it by hand: {exc}")
-                gevent.sleep(2.0)
-        admin.dispose()
 
 
 def quietly(action: Callable[[], object]) -> None:

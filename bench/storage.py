@@ -34,6 +34,8 @@ import uuid
 import gevent
 from psycogreen.gevent import patch_psycopg
 from sqlalchemy import create_engine, event, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 from bench.telemetry import paired_median
 from service.adapters.database import make_engine
@@ -66,11 +68,16 @@ def workload(count: int, users: int, seed: int) -> list[PublishRequest]:
 
 
 class ScratchDatabase:
-    """A fresh PostgreSQL database, dropped on exit."""
+    """A fresh PostgreSQL database named for its benchmark, dropped on exit:
+    each statement on a new connection, the drop retried, as a long run may
+    outlive the server's connections (a restart of PostgreSQL during a soak
+    was seen here). A drop that still fails is told, not raised."""
 
-    def __init__(self, admin_url: str) -> None:
-        self.admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        self.name = f"bench_storage_{uuid.uuid4().hex[:8]}"
+    DROP_ATTEMPTS = 5
+
+    def __init__(self, admin_url: str, prefix: str = "bench_storage") -> None:
+        self.admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+        self.name = f"{prefix}_{uuid.uuid4().hex[:8]}"
         self.url = admin_url.rsplit("/", 1)[0] + f"/{self.name}"
 
     def __enter__(self) -> str:
@@ -79,8 +86,16 @@ class ScratchDatabase:
         return self.url
 
     def __exit__(self, *exc: object) -> None:
-        with self.admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        for attempt in range(1, self.DROP_ATTEMPTS + 1):
+            try:
+                with self.admin.connect() as conn:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+                break
+            except SQLAlchemyError as exc:
+                if attempt == self.DROP_ATTEMPTS:
+                    log(f"could not drop database {self.name}, drop it by hand: {exc}")
+                else:
+                    gevent.sleep(2.0)
         self.admin.dispose()
 
 
