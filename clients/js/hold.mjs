@@ -16,20 +16,15 @@
 // Each carries: connected (open now), opened (ever), failed, disconnects (open
 // connections that closed), pings_min / pings_total (Engine.IO pings seen per
 // open connection, the health check), errors and disconnect reasons (samples).
-import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { io } from "socket.io-client";
+import { parseArgs, print, readTokens } from "./cli.mjs";
 
-const [url, tokensFile, ...rest] = process.argv.slice(2);
-const opt = (name, fallback) => {
-  const i = rest.indexOf(name);
-  return i >= 0 ? rest[i + 1] : fallback;
-};
+const { positional: [url, tokensFile], opt, flag } = parseArgs(process.argv.slice(2), 2);
 const windowSize = Number(opt("--window", "32"));
 const statusMs = Number(opt("--status-ms", "1000"));
 const localAddress = opt("--local-address", undefined);
-const tokens = readFileSync(tokensFile, "utf8").split("\n").filter(Boolean);
-const print = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+const tokens = readTokens(tokensFile);
 
 const started = Date.now();
 let next = 0;

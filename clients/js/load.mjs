@@ -20,21 +20,16 @@
 // --idle-ms ends the run early once nothing has arrived for that long after
 // the first receipt: a server that dropped clients shows up as a shortfall
 // in seconds, not at the timeout.
-import { readFileSync } from "node:fs";
 import { io } from "socket.io-client";
+import { parseArgs, print, readTokens } from "./cli.mjs";
 
-const [url, tokensFile, ...rest] = process.argv.slice(2);
-const opt = (name, fallback) => {
-  const i = rest.indexOf(name);
-  return i >= 0 ? rest[i + 1] : fallback;
-};
+const { positional: [url, tokensFile], opt, flag } = parseArgs(process.argv.slice(2), 2);
 const expectTotal = Number(opt("--expect-total", "0"));
 const timeoutMs = Number(opt("--timeout-ms", "120000"));
 const latencyFrom = opt("--latency-from", "created");
-const wantHist = rest.includes("--hist");
+const wantHist = flag("--hist");
 const idleMs = Number(opt("--idle-ms", "0"));
-const tokens = readFileSync(tokensFile, "utf8").split("\n").filter(Boolean);
-const print = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+const tokens = readTokens(tokensFile);
 const cpuMs = () => {
   const { user, system } = process.cpuUsage();
   return (user + system) / 1000;

@@ -12,21 +12,17 @@
 // notifications, or at the timeout (exit 0; the caller checks the count).
 import { inflateSync } from "node:zlib";
 import { io } from "socket.io-client";
+import { parseArgs, print } from "./cli.mjs";
 
-const [url, token, ...rest] = process.argv.slice(2);
-const opt = (name, fallback) => {
-  const i = rest.indexOf(name);
-  return i >= 0 ? rest[i + 1] : fallback;
-};
+const { positional: [url, token], opt, flag } = parseArgs(process.argv.slice(2), 2);
 const lastOffset = opt("--last-offset");
 const expect = Number(opt("--expect", "0"));
 const timeoutMs = Number(opt("--timeout-ms", "10000"));
-const ack = !rest.includes("--no-ack");
-const print = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+const ack = !flag("--no-ack");
 
 let auth = { token };
 if (lastOffset !== undefined) auth.last_offset = Number(lastOffset);
-if (rest.includes("--compression")) auth.compression = "deflate";
+if (flag("--compression")) auth.compression = "deflate";
 if (opt("--auth-json") !== undefined) auth = JSON.parse(opt("--auth-json"));
 
 // With auth.compression = "deflate", a large batch arrives as binary: the

@@ -26,22 +26,17 @@
 // loopback only) counted per bucket, a quarter of a millisecond wide below
 // 100 ms and 1 % wide above; each key is its bucket's upper bound in ms. "done" comes after "close" on stdin, or when stdin ends
 // (the parent is gone), and the process exits.
-import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { io } from "socket.io-client";
+import { parseArgs, print, readTokens } from "./cli.mjs";
 
-const [url, tokensFile, ...rest] = process.argv.slice(2);
-const opt = (name, fallback) => {
-  const i = rest.indexOf(name);
-  return i >= 0 ? rest[i + 1] : fallback;
-};
+const { positional: [url, tokensFile], opt, flag } = parseArgs(process.argv.slice(2), 2);
 const windowSize = Number(opt("--window", "32"));
 const statusMs = Number(opt("--status-ms", "1000"));
 const nodeIndex = Number(opt("--node", "-1"));
 const giveUpMs = Number(opt("--give-up-ms", "60000"));
-const tokens = readFileSync(tokensFile, "utf8").split("\n").filter(Boolean);
+const tokens = readTokens(tokensFile);
 const n = tokens.length;
-const print = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 
 const RING = 32; // the offsets each user received last, to tell a duplicate from a late one
 const maxOffset = new Float64Array(n);
