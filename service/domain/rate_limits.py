@@ -9,9 +9,12 @@ before the token is verified, so a flood of forged tokens is refused at the
 price of a dictionary look-up.
 
 Each limiter keeps one token bucket per key in an LRU of at most
-``max_keys``: a bucket untouched long enough to be full again is forgotten
-(that changes nothing), and only when more keys than that are busy at once
-does the least recently used one go, and come back with a full burst.
+``max_keys``. When a new key needs room, buckets untouched long enough to be
+full again are forgotten first (that changes nothing), and only when more
+keys than that are busy at once does the least recently used one go, and
+come back with a full burst. Buckets are kept until room is needed: dropped
+as soon as they were full, the bucket of every client acking a few times a
+second was made anew on each ack.
 """
 
 from __future__ import annotations
@@ -89,6 +92,8 @@ class KeyedLimiter:
 
     def _make_room(self, now: float) -> None:
         buckets = self._buckets
+        if len(buckets) < self.max_keys:
+            return
         # The least recently used are the likeliest to be full again: drop
         # those first (amortised: each key is dropped once per insertion).
         while buckets and next(iter(buckets.values())).is_full_at(now):
@@ -98,6 +103,12 @@ class KeyedLimiter:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._buckets
+
+    def bucket(self, key: str) -> TokenBucket | None:
+        return self._buckets.get(key)
 
 
 def limiter(rate: Rate | None, max_keys: int, clock: Callable[[], float]) -> KeyedLimiter | None:

@@ -84,7 +84,7 @@ def test_a_refused_key_is_told_how_long_to_wait_and_that_is_enough():
     assert limiter.allow("a") is None
 
 
-def test_idle_keys_are_forgotten_and_the_busy_one_kept():
+def test_idle_keys_are_forgotten_when_room_is_needed_and_the_busy_one_kept():
     clock = Clock()
     limiter = KeyedLimiter(1, 2, max_keys=3, clock=clock)
     limiter.allow("idle")
@@ -92,7 +92,33 @@ def test_idle_keys_are_forgotten_and_the_busy_one_kept():
     limiter.allow("busy")
     limiter.allow("busy")
     limiter.allow("new")
-    assert len(limiter) == 2
+    assert len(limiter) == 3  # kept while there is room
+    limiter.allow("x")  # no room: the full one goes, not a busy one
+    assert len(limiter) == 3
+    assert "idle" not in limiter and "new" in limiter
+    assert limiter.allow("busy") is not None  # still remembered as spent
+
+
+def test_a_key_that_keeps_coming_back_keeps_its_bucket():
+    clock = Clock()
+    limiter = KeyedLimiter(1000, 1000, max_keys=10, clock=clock)
+    limiter.allow("a")
+    bucket = limiter.bucket("a")
+    for key in "bcdef":
+        clock.now += 1.0  # every bucket full again by now
+        limiter.allow(key)
+        limiter.allow("a")
+    assert limiter.bucket("a") is bucket  # not made anew on each event
+
+
+def test_idle_keys_are_forgotten_before_a_busy_one_is_evicted():
+    clock = Clock()
+    limiter = KeyedLimiter(1, 2, max_keys=3, clock=clock)
+    limiter.allow("idle")
+    clock.now += 10
+    limiter.allow("busy")
+    limiter.allow("busy")
+    limiter.allow("new")
     limiter.allow("x")
     assert limiter.allow("busy") is not None  # spent, and now the most recently used
     limiter.allow("y")  # over max_keys: the least recently used ("new") goes
