@@ -2,13 +2,17 @@
 TCP_NODELAY a keep-alive client waits for its own delayed ACK (~40 ms). And
 the frames a client sends: bounded before they are read."""
 
+import logging
 import os
+import random
 import socket
 from types import SimpleNamespace
 
 import pytest
-from geventwebsocket.exceptions import FrameTooLargeException
-from geventwebsocket.websocket import Header
+from geventwebsocket.exceptions import FrameTooLargeException, WebSocketError
+from geventwebsocket.websocket import Header, WebSocket
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.entrypoints.server import LeanWebSocketHandler, _unmask, _WebSocket
 
@@ -58,9 +62,12 @@ def _masked(payload: bytes, mask: bytes) -> bytes:
     return bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
+_HANDLER = SimpleNamespace(logger=logging.getLogger(__name__))
+
+
 def _websocket(data: bytes) -> tuple[_WebSocket, _Stream]:
     stream = _Stream(data)
-    return _WebSocket({}, stream, SimpleNamespace()), stream
+    return _WebSocket({}, stream, _HANDLER), stream
 
 
 def test_a_client_frame_is_unmasked_as_gevent_websocket_would():
@@ -89,3 +96,48 @@ def test_continuation_frames_are_bounded_together():
         ws.read_message()
     ws, _ = _websocket(_client_frame(part[:100], fin=False) + _client_frame(part[:100], opcode=0))
     assert ws.read_message() == "x" * 200
+
+
+# lengths around each of the header's three length encodings (7, 16, 64 bits)
+_LENGTHS = (st.integers(0, 300) | st.sampled_from([125, 126, 127, 65_535, 65_536])
+            | st.integers(60_000, 65_536))
+_FRAGMENTS = st.lists(st.builds(lambda n, seed: random.Random(seed).randbytes(n),
+                                _LENGTHS, st.integers(0, 1000)), min_size=1, max_size=3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(messages=st.lists(st.tuples(_FRAGMENTS, st.booleans(), st.booleans(), st.booleans()),
+                         min_size=1, max_size=4))
+def test_frames_read_as_gevent_websocket_reads_them(messages):
+    """Any sequence of messages a client may send (fragmented or not, text or
+    binary, masked or not, with a ping between fragments), at any length
+    encoding, reads as gevent-websocket's own reader reads it."""
+    wire = b""
+    for fragments, binary, masked, ping in messages:
+        if sum(map(len, fragments)) > 65_536:
+            fragments = fragments[:1]
+        if not binary:
+            fragments = [b"a" * len(f) for f in fragments]  # valid UTF-8
+        for i, part in enumerate(fragments):
+            last = i == len(fragments) - 1
+            opcode = 0 if i else (2 if binary else 1)
+            mask = b"\x0a\x0b\x0c\x0d" if masked else b""
+            wire += Header.encode_header(last, opcode, mask, len(part), 0) + (
+                _masked(part, mask) if masked else part)
+            if ping and not last:
+                wire += Header.encode_header(True, 9, mask, 3, 0) + (
+                    _masked(b"hey", mask) if masked else b"hey")
+    ours, _ = _websocket(wire)
+    theirs = WebSocket({}, _Stream(wire), _HANDLER)
+    for _ in messages:
+        assert ours.read_message() == theirs.read_message()
+    with pytest.raises(WebSocketError):  # nothing left: both see the end
+        ours.read_message()
+
+
+def test_a_close_frame_ends_the_messages():
+    mask = b"\x01\x02\x03\x04"
+    close = Header.encode_header(True, 8, mask, 2, 0) + _masked(b"\x03\xe8", mask)
+    ws, _ = _websocket(_client_frame(b"hi") + close)
+    assert ws.read_message() == "hi"
+    assert ws.read_message() is None
