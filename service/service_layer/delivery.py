@@ -272,17 +272,20 @@ class DeliveryHub:
         the shared batch lets outsiders that caught up join, and they must
         have had this entry already). Live counts users, once each."""
         cohort = self.cohort
-        outside: dict[str, set[str]] = {}
-        for sid, conn in self._outsiders.items():
-            outside.setdefault(conn.user_id, set()).add(sid)
-        members_users = set(cohort.users)
-        live, dropped = self._hand_off(
-            [(u, sids) for u, sids in outside.items() if u not in members_users],
-            notification, wait, now)
-        for user_id, sids in outside.items():  # a user also in the cohort: counted there
-            if user_id in members_users:
+        live = dropped = 0
+        users_in_step = len(cohort.users)  # hand-offs below may take some out
+        if self._outsiders:
+            outside: dict[str, set[str]] = {}
+            for sid, conn in self._outsiders.items():
+                outside.setdefault(conn.user_id, set()).add(sid)
+            # a user also in the cohort is counted there; decided before any hand-off
+            also_members = [(u, sids) for u, sids in outside.items() if u in cohort.users]
+            live, dropped = self._hand_off(
+                [(u, sids) for u, sids in outside.items() if u not in cohort.users],
+                notification, wait, now)
+            for user_id, sids in also_members:
                 self._hand_off([(user_id, sids)], notification, wait, now)
-        live += len(members_users)
+        live += users_in_step
         if cohort.members:
             scheduled = cohort.queue.deadline
             for batch in cohort.add(notification, wait, now):

@@ -114,12 +114,16 @@ class Outbox:
         waited_until = self._clock()
         first_sent = 0.0
         copies = wire_bytes = 0
-        text, oldest = RawJSON(""), 0.0
+        text, _, oldest = self._encode(items, False)
+        compressed: bytes | None = None  # for the connections that asked, made once
         for conn in conns:
             if not still(conn):  # sending to one may have closed another
                 continue
-            text, deflated, oldest = self._encode(items, conn.accepts_deflate)
-            data: RawJSON | bytes = deflated or text
+            data: RawJSON | bytes = text
+            if conn.accepts_deflate:
+                if compressed is None:
+                    compressed = self._encode(items, True)[1] or b""
+                data = compressed or text
             if self._put(conn, items, data):
                 if not copies:
                     first_sent = time.time()
