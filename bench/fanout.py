@@ -33,7 +33,7 @@ from bench.loadgen import (
     percentile,
     self_cpu_seconds,
 )
-from bench.telemetry import paired_median
+from bench.telemetry import UNTHROTTLED, paired_median
 from service.adapters.influx import InfluxClient, InfluxSettings
 from service.domain.levels import LEVELS
 
@@ -50,8 +50,10 @@ def open_server(side: str, args: argparse.Namespace) -> Iterator[ServeProcess | 
         with NodePeer() as peer:
             yield peer
             return
+    # The publish throttle (200 broadcasts/s, burst 400, at balanced) would
+    # cut a burst short: this measures delivery, not the throttle.
     env = {"OPTIMIZATION_LEVEL": args.level, "TELEMETRY_ENABLED": "1",
-           "INFLUX_DB": args.influx_db}
+           "INFLUX_DB": args.influx.settings.database, **UNTHROTTLED}
     if side == "unbatched":
         env["BATCH_SIZE"] = "1"
     with ServeProcess(env) as server:
@@ -88,15 +90,37 @@ def measure(side: str, args: argparse.Namespace, broadcasts: int,
             done = receivers.wait_done()
             server_cpu = server.cpu_seconds() - server_cpu
             own_cpu = self_cpu_seconds() - own_cpu
+            sent = (server_latency(args.influx, server.env["NODE_ID"])
+                    if paced_per_s and isinstance(server, ServeProcess) else None)
         finally:
             receivers.kill()
     elapsed = max(done["last_receipt_ms"] / 1000.0 - started, 1e-3)
     return {"rate": done["received"] / elapsed, "received": done["received"],
-            "mean_batch": done["received"] / max(done["batches"], 1),
+            "mean_batch": done["received"] / max(done["batches"], 1), "frames": done["batches"],
             "expected": receivers.expected, "elapsed_s": elapsed, "publish_s": publish_s,
             "server_cpu_s": server_cpu, "receivers_cpu_s": done["cpu_s"],
             "publisher_cpu_s": own_cpu, "hist": done["hist"], "errors": done["errors"],
-            "late": publisher.late, "publish_errors": publisher.failed}
+            "late": publisher.late, "publish_errors": publisher.failed, "server_side": sent}
+
+
+def server_latency(influx: InfluxClient, node_id: str) -> dict | None:
+    """What the server itself measured of the paced run, from its telemetry
+    in InfluxDB: publish (``created_at``) to the send of each entry, and the
+    time entries waited in their batch, as per-second p99s (median and worst
+    second). The receivers' share of the latency is what lies beyond."""
+    gevent.sleep(2.5)  # the telemetry writer's last interval reaches InfluxDB
+    rows = influx.query(
+        'SELECT percentile("latency_ms_p99", 50), max("latency_ms_p99"), '
+        'percentile("latency_ms_p50", 50), percentile("wait_ms_p99", 50), '
+        'max("wait_ms_p99") FROM "notify_delivery" '
+        f"WHERE \"node\" = '{node_id}' AND \"mode\" = 'live'")
+    series = rows[0].get("series") if rows else None
+    if not series:
+        return None
+    values = series[0]["values"][0][1:]
+    keys = ("p99_ms_median_second", "p99_ms_worst_second", "p50_ms_median_second",
+            "wait_p99_ms_median_second", "wait_p99_ms_worst_second")
+    return {k: round(v, 1) for k, v in zip(keys, values, strict=True) if v is not None}
 
 
 def describe(side: str, m: dict) -> str:
@@ -141,7 +165,7 @@ def run(argv: list[str]) -> dict:
     client = InfluxClient(InfluxSettings(url=url, database=f"bench_{uuid.uuid4().hex[:8]}"))
     if not client.ping():
         raise SystemExit(f"InfluxDB does not answer at {url}: run scripts/influxdb.sh start")
-    args.influx_db = client.settings.database
+    args.influx = client
     try:
         runs = throughput_rounds(args)
         ours_rate = statistics.median(m["rate"] for m in runs["ours"])
@@ -196,6 +220,11 @@ def summarize(args: argparse.Namespace, runs: dict[str, list[dict]], latency: di
         "node_peer_p50_ms": percentile(peer_latency["hist"], 0.50),
         "node_peer_p99_ms": percentile(peer_latency["hist"], 0.99),
         "latency_at_per_s": round(latency["rate"]),
+        # the same paced run as the server measured it (publish to send, from
+        # its telemetry), and what each frame cost the receivers meanwhile
+        "latency_server_side": latency["server_side"],
+        "latency_receiver_us_per_frame": round(
+            latency["receivers_cpu_s"] * 1e6 / max(latency["frames"], 1), 1),
         "latency_late_publishes": latency["late"] + peer_latency["late"],
         # server CPU per delivery, peer / ours: immune to the machine's speed
         # and to the receivers competing with the server for the two cores
