@@ -11,7 +11,8 @@ from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
 from service.adapters import wire_json
-from service.adapters.lean_engineio import LeanSocketIOServer, lean_sessions_supported
+from service.adapters.lean_engineio import lean_sessions_supported
+from service.adapters.lean_socketio import LeanSocketIOServer
 from service.domain.connections import SlowConsumer
 
 MAX_FRAME_BYTES = 64 * 1024  # clients only send auth and acks

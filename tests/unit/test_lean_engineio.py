@@ -1,7 +1,8 @@
-"""The lean Engine.IO session's two shortcuts, each against what it
-replaces: a frame written from the caller when nothing waits (on a real
-socket whose buffer fills, so part of the frames are queued), and an ack
-read without the packet decoder (against python-socketio's own path)."""
+"""Two shortcuts of the lean sessions, each against what it replaces: a
+frame written from the caller when nothing waits (``lean_engineio``, on a
+real socket whose buffer fills, so part of the frames are queued), and an
+ack read without the packet decoder (``lean_socketio``, against
+python-socketio's own path)."""
 
 import socket
 from types import SimpleNamespace
@@ -124,3 +125,11 @@ def test_an_ack_that_asks_for_a_reply_takes_the_general_path():
     assert sio._handled_as_ack("eio1", '2["ack",{"offset":5}]')
     assert not sio._handled_as_ack("eio2", '2["ack",{"offset":5}]')  # not connected to "/"
     assert len(calls) == 1
+
+
+def test_a_message_while_a_binary_event_waits_for_its_attachment_is_that_attachment():
+    sio, _sid, calls, _closed = _acks_server()
+    # a binary ack event announced with one attachment, then a text message
+    sio._handle_eio_message("eio1", '51-["ack",{"_placeholder":true,"num":0}]')
+    sio._handle_eio_message("eio1", '2["ack",{"offset":5}]')
+    assert calls and calls[0][1] == '2["ack",{"offset":5}]'  # the attachment, not an ack of 5
