@@ -167,6 +167,8 @@ class LeanSocket(Socket):
         ws = self._ws._sock
         if ws.closed:
             return False
+        if not self.check_ping_timeout():  # as Engine.IO's send: the client is gone, closed now
+            return True
         frame = _frame(pkt)
         try:
             sent = ws.handler.socket.send(frame, 0, 0.0)  # timeout 0: never waits

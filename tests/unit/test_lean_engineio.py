@@ -5,10 +5,12 @@ ack read without the packet decoder (``lean_socketio``, against
 python-socketio's own path)."""
 
 import socket
+import time
 from types import SimpleNamespace
 
 import gevent
 import gevent.socket
+import pytest
 from engineio import packet
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -21,7 +23,8 @@ def _session(sock: gevent.socket.socket) -> LeanSocket:
     server = LeanEngineIOServer(async_mode="gevent", logger=False)
     session = LeanSocket(server, "sid1")
     # the attributes of gevent-websocket's WebSocket that the writer uses
-    session._ws = SimpleNamespace(_sock=SimpleNamespace(closed=False,
+    session._ws = SimpleNamespace(close=lambda: None,
+                                  _sock=SimpleNamespace(closed=False,
                                                         handler=SimpleNamespace(socket=sock)))
     return session
 
@@ -77,6 +80,21 @@ def test_no_frame_is_written_while_the_writer_is_part_way_through_another():
     session.send(packet.Packet(packet.MESSAGE, data="after"))
     reader = gevent.spawn(_read_frames, client, 2, first)
     assert reader.get(timeout=10) == ["4" + big, "4after"]
+    ours.close()
+    client.close()
+
+
+def test_a_send_to_a_client_past_its_pong_timeout_closes_it_as_engineio_does():
+    ours, client = gevent.socket.socketpair()
+    session = _session(ours)
+    session.last_ping = time.time() - 3 * session.server.ping_timeout  # never answered
+    session.send(packet.Packet(packet.MESSAGE, data="late"))
+    assert session.closed
+    gevent.sleep(0.05)  # the writer has closed the WebSocket, and sent nothing
+    assert session._ws is None
+    client.settimeout(0.0)
+    with pytest.raises(BlockingIOError):  # nothing came
+        client.recv(100)
     ours.close()
     client.close()
 
