@@ -20,7 +20,7 @@ import { createInterface } from "node:readline";
 import { io } from "socket.io-client";
 import { parseArgs, print, readTokens } from "./cli.mjs";
 
-const { positional: [url, tokensFile], opt, flag } = parseArgs(process.argv.slice(2), 2);
+const { positional: [url, tokensFile], opt } = parseArgs(process.argv.slice(2), 2);
 const windowSize = Number(opt("--window", "32"));
 const statusMs = Number(opt("--status-ms", "1000"));
 const localAddress = opt("--local-address", undefined);

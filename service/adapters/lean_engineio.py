@@ -180,7 +180,7 @@ class LeanSocket(Socket):
             queue.put_count += 1  # put and taken at once, for SocketIOSender's count
             queue.taken += 1
             return True
-        self.queue.put(_Rest(frame[sent:]) if sent else pkt)
+        queue.put(_Rest(frame[sent:]) if sent else pkt)
         self._kick_writer()
         return True
 

@@ -115,15 +115,14 @@ class Outbox:
         first_sent = 0.0
         copies = wire_bytes = 0
         text, _, oldest = self._encode(items, False)
-        compressed: bytes | None = None  # for the connections that asked, made once
+        # what a connection gets, by whether it takes compressed batches: made once
+        encodings: dict[bool, RawJSON | bytes] = {False: text}
         for conn in conns:
             if not still(conn):  # sending to one may have closed another
                 continue
-            data: RawJSON | bytes = text
-            if conn.accepts_deflate:
-                if compressed is None:
-                    compressed = self._encode(items, True)[1] or b""
-                data = compressed or text
+            data = encodings.get(conn.accepts_deflate)
+            if data is None:
+                data = encodings[True] = self._encode(items, True)[1] or text
             if self._put(conn, items, data):
                 if not copies:
                     first_sent = time.time()

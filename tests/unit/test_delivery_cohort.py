@@ -155,3 +155,27 @@ def test_each_batch_says_what_sent_it():
 
     assert (batches("replay"), batches("size"), batches("timeout"),
             batches("immediate")) == (1, 2, 1, 2)
+
+
+def test_a_shared_batch_goes_compressed_only_to_the_members_that_asked():
+    import json
+    import zlib
+
+    from service.domain.compression import CompressionPolicy
+
+    log, sender, spawn, clock = (InMemoryNotificationLog(), RecordingSender(), ManualSpawner(),
+                                 Clock())
+    hub = DeliveryHub(log, sender, None, spawn, clock=clock,
+                      batching=BatchPolicy(max_size=4, max_wait_s=0.05),
+                      compression=CompressionPolicy(min_bytes=500))
+    for sid, deflate in (("p1", False), ("z1", True), ("p2", False), ("z2", True)):
+        hub.connect(sid, sid, last_offset=None, accepts_deflate=deflate)
+    spawn.run_all()
+    assert len(hub.cohort.members) == 4
+    for i in range(4):  # a full shared batch, over 500 bytes
+        publish(log, hub, {"broadcast": True, "payload": {"text": "x" * 200, "i": i}})
+    sent = {sid: data for sid, event, data in sender.sent if event == "notifications"}
+    assert isinstance(sent["p1"], str) and isinstance(sent["z1"], bytes)
+    assert sent["p1"] is sent["p2"] and sent["z1"] is sent["z2"]  # each made once
+    assert json.loads(zlib.decompress(sent["z1"])) == json.loads(sent["p1"])
+    assert [n["offset"] for n in json.loads(sent["p1"])] == [1, 2, 3, 4]

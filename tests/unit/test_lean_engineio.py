@@ -19,6 +19,17 @@ from service.adapters.lean_engineio import LeanEngineIOServer, LeanSocket
 from service.adapters.socketio_server import make_socketio_server
 
 
+@pytest.fixture
+def pair():
+    """A connected socket pair with small buffers, so that a few frames fill them."""
+    ours, client = gevent.socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    yield ours, client
+    ours.close()
+    client.close()
+
+
 def _session(sock: gevent.socket.socket) -> LeanSocket:
     server = LeanEngineIOServer(async_mode="gevent", logger=False)
     session = LeanSocket(server, "sid1")
@@ -49,10 +60,8 @@ def _read_frames(sock: gevent.socket.socket, count: int, buffer: bytes = b"") ->
     return messages
 
 
-def test_frames_written_from_the_caller_and_by_the_writer_arrive_whole_and_in_order():
-    ours, client = gevent.socket.socketpair()
-    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+def test_frames_written_from_the_caller_and_by_the_writer_arrive_whole_and_in_order(pair):
+    ours, client = pair
     session = _session(ours)
     sent = [f"{i:04d}" + "x" * (i * 397 % 20_000) for i in range(200)]
     for text in sent:
@@ -63,14 +72,10 @@ def test_frames_written_from_the_caller_and_by_the_writer_arrive_whole_and_in_or
     reader = gevent.spawn(_read_frames, client, len(sent))
     assert reader.get(timeout=10) == ["4" + text for text in sent]
     assert queue.taken == queue.put_count  # every packet counted out as it left
-    ours.close()
-    client.close()
 
 
-def test_no_frame_is_written_while_the_writer_is_part_way_through_another():
-    ours, client = gevent.socket.socketpair()
-    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+def test_no_frame_is_written_while_the_writer_is_part_way_through_another(pair):
+    ours, client = pair
     session = _session(ours)
     big = "b" * 300_000
     session.send(packet.Packet(packet.MESSAGE, data=big))  # the kernel takes a part
@@ -80,12 +85,10 @@ def test_no_frame_is_written_while_the_writer_is_part_way_through_another():
     session.send(packet.Packet(packet.MESSAGE, data="after"))
     reader = gevent.spawn(_read_frames, client, 2, first)
     assert reader.get(timeout=10) == ["4" + big, "4after"]
-    ours.close()
-    client.close()
 
 
-def test_a_send_to_a_client_past_its_pong_timeout_closes_it_as_engineio_does():
-    ours, client = gevent.socket.socketpair()
+def test_a_send_to_a_client_past_its_pong_timeout_closes_it_as_engineio_does(pair):
+    ours, client = pair
     session = _session(ours)
     session.last_ping = time.time() - 3 * session.server.ping_timeout  # never answered
     session.send(packet.Packet(packet.MESSAGE, data="late"))
@@ -95,8 +98,6 @@ def test_a_send_to_a_client_past_its_pong_timeout_closes_it_as_engineio_does():
     client.settimeout(0.0)
     with pytest.raises(BlockingIOError):  # nothing came
         client.recv(100)
-    ours.close()
-    client.close()
 
 
 def _acks_server():
