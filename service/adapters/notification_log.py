@@ -17,6 +17,7 @@ The tables are named ``log_*``: the earlier per-user-offset schema
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -49,9 +50,11 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from service.adapters.database import create_tables
 from service.adapters.log_append import append_postgres, append_sqlite, prepare
-from service.domain.errors import StorageUnavailable
+from service.domain.errors import StorageBusy, StorageUnavailable, new_error_id
 from service.domain.model import Appended, Notification, Priority, PublishRequest
 from service.service_layer.ports import UNREAD_CAP, Draft, StreamPosition, Unread
+
+log = logging.getLogger(__name__)
 
 metadata = MetaData()
 
@@ -117,15 +120,27 @@ def create_schema(engine: Engine) -> None:
 
 @contextmanager
 def storage_errors() -> Iterator[None]:
+    """The database's failures as the service's own errors. Their text (the
+    driver's and the pool's words) goes to this node's log once, under an
+    id that the error carries to the client: never to the client itself."""
     try:
         yield
-    except (OperationalError, PoolTimeout) as exc:
-        raise StorageUnavailable(
-            f"the notification log is unavailable: {exc.orig if hasattr(exc, 'orig') else exc}"
-        ) from exc
+    except PoolTimeout as exc:
+        error_id = new_error_id()
+        log.warning("database pool exhausted [%s]: %s", error_id, exc)
+        raise StorageBusy("every connection to the notification log is in use; retry",
+                          error_id=error_id) from exc
+    except OperationalError as exc:
+        error_id = new_error_id()
+        log.warning("notification log unavailable [%s]: %s", error_id, exc.orig)
+        raise StorageUnavailable("the notification log is unavailable; retry",
+                                 error_id=error_id) from exc
     except DBAPIError as exc:
         if exc.connection_invalidated:
-            raise StorageUnavailable("the database connection was lost") from exc
+            error_id = new_error_id()
+            log.warning("database connection lost [%s]: %s", error_id, exc.orig)
+            raise StorageUnavailable("the database connection was lost; retry",
+                                     error_id=error_id) from exc
         raise
 
 

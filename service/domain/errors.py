@@ -7,21 +7,33 @@ knows about HTTP.
 
 from __future__ import annotations
 
+import uuid
+
+
+def new_error_id() -> str:
+    """An id for one failure: the answer carries it, and the one log line
+    that holds the failure's own text names it. Clients never see that text."""
+    return uuid.uuid4().hex[:12]
+
 
 class ServiceError(Exception):
     """Base class: every error the service raises on purpose."""
 
     code = "error"
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    def __init__(self, message: str, *, field: str | None = None,
+                 error_id: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        self.error_id = error_id
 
     def to_dict(self) -> dict:
         body = {"error": self.code, "detail": self.message}
         if self.field is not None:
             body["field"] = self.field
+        if self.error_id is not None:
+            body["error_id"] = self.error_id
         return body
 
 
@@ -57,6 +69,23 @@ class StorageUnavailable(ServiceError):
     """The notification log cannot be reached; the caller may retry."""
 
     code = "storage_unavailable"
+    retry_after = 1.0
+
+
+class StorageBusy(StorageUnavailable):
+    """Every database connection of the pool is in use and none came free
+    in time: the database is fine, this node is busy; retry after
+    ``retry_after`` seconds."""
+
+    code = "storage_busy"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0,
+                 error_id: str | None = None) -> None:
+        super().__init__(message, error_id=error_id)
+        self.retry_after = retry_after
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "retry_after": self.retry_after}
 
 
 class ConflictError(ServiceError):

@@ -12,6 +12,7 @@ from service.domain.backpressure import Overloaded
 from service.domain.connections import ConnectionLimitReached
 from service.domain.errors import (
     ConflictError,
+    InternalError,
     InvalidInput,
     MalformedRequest,
     NotFound,
@@ -21,6 +22,7 @@ from service.domain.errors import (
     ServiceError,
     StorageUnavailable,
     Unauthorized,
+    new_error_id,
 )
 from service.domain.throttle import Throttled
 
@@ -35,6 +37,7 @@ HTTP_STATUS: dict[type[ServiceError], int] = {
     PayloadTooLarge: 413,
     InvalidInput: 422,
     StorageUnavailable: 503,
+    InternalError: 500,
     PresenceUnavailable: 503,
     ConnectionLimitReached: 503,
     Throttled: 429,
@@ -55,9 +58,9 @@ def to_response(error: ServiceError) -> Response:
     response.status_code = http_status(error)
     if isinstance(error, Unauthorized):
         response.headers["WWW-Authenticate"] = 'Bearer realm="notify"'
-    if isinstance(error, StorageUnavailable | PresenceUnavailable):
+    if isinstance(error, PresenceUnavailable):
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-    if isinstance(error, Throttled | Overloaded):
+    if isinstance(error, Throttled | Overloaded | StorageUnavailable):
         response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
     return response
 
@@ -93,7 +96,9 @@ def register_http_errors(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
-        log.exception("unhandled error: %s", error)
-        response = jsonify({"error": "internal_error", "detail": "internal server error"})
+        error_id = new_error_id()
+        log.exception("unhandled error [%s]: %s", error_id, error)
+        response = jsonify({"error": "internal_error", "detail": "internal server error",
+                            "error_id": error_id})
         response.status_code = 500
         return response

@@ -44,8 +44,12 @@ def json_body(max_bytes: int | None = None) -> Any:
     except RecursionError:
         raise MalformedRequest(f"the body is nested more than {MAX_JSON_DEPTH} levels deep",
                                field="body") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedRequest(f"the body is not valid JSON: {exc}", field="body") from None
+    except json.JSONDecodeError as exc:  # where, not the parser's own words
+        raise MalformedRequest(f"the body is not valid JSON (line {exc.lineno}, column "
+                               f"{exc.colno})", field="body") from None
+    except (ValueError, UnicodeDecodeError):
+        raise MalformedRequest("the body is not valid JSON (UTF-8 text expected)",
+                               field="body") from None
     if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH:
         _check_depth(value)
     if _SURROGATE_ESCAPE.search(raw):

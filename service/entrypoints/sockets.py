@@ -24,7 +24,7 @@ import socketio
 from service.adapters.socketio_server import engineio_session
 from service.adapters.tokens import UserTokens
 from service.domain.compression import parse_scheme
-from service.domain.errors import InternalError, InvalidInput, ServiceError
+from service.domain.errors import InternalError, InvalidInput, ServiceError, new_error_id
 from service.domain.model import parse_offset
 from service.domain.rate_limits import RateLimited, SocketRateLimits, address_key
 from service.entrypoints.errors import socket_error
@@ -79,9 +79,11 @@ def register_socket_handlers(
                 exc.message, socket_error(exc)
             ) from None
         except Exception:  # a bug: the client gets an answer, the node goes on
-            log.exception("opening connection %s failed", sid)
+            error_id = new_error_id()
+            log.exception("opening connection %s failed [%s]", sid, error_id)
             hub.disconnect(sid)  # whatever was registered goes with it
-            error = InternalError("the server failed to open this connection; retry")
+            error = InternalError("the server failed to open this connection; retry",
+                                  error_id=error_id)
             record("refused", error.code)
             raise socketio.exceptions.ConnectionRefusedError(
                 error.message, socket_error(error)) from None

@@ -81,7 +81,12 @@ ERROR_CODES: list[tuple[int, str, str]] = [
      "never throttled (`field: priority`)"),
     (503, "storage_unavailable", "the notification log (for trends and the optimization "
      "report: InfluxDB) cannot be reached; retry after `Retry-After` seconds. Nothing was "
-     "stored"),
+     "stored. `error_id` names the node's log line that says why"),
+    (503, "storage_busy", "every database connection of this node is in use and none came "
+     "free within the pool's timeout (a connect storm, a slow database): retry after "
+     "`Retry-After` seconds (also `retry_after` in the body). Nothing was stored"),
+    (500, "internal_error", "a bug: the answer carries `error_id`, which names the node's "
+     "log line that holds the failure; the failure's own text is never sent"),
     (503, "presence_unavailable", "presence routes with `REDIS_URL` set: Redis, which holds "
      "every node's report, cannot be reached; retry after `Retry-After` seconds"),
 ]
@@ -98,6 +103,11 @@ ERROR_SCHEMA: dict[str, Any] = {
                                                     "people"},
         "field": {"type": "string", "description": "the body field, query parameter or "
                                                    "header at fault (`body`: the whole body)"},
+        "error_id": {"type": "string", "description": "for failures of the node or of what "
+                     "it depends on: the id under which the node logged what happened (the "
+                     "answer never carries that text)"},
+        "retry_after": {"type": "number", "description": "`storage_busy`: seconds to wait "
+                        "before retrying, as `Retry-After`"},
     },
     "example": {"error": "invalid_input", "detail": "category is required",
                 "field": "category"},
@@ -129,7 +139,8 @@ ERROR_RESPONSES: dict[str, tuple[int, str, tuple[str, ...], dict[str, Any]]] = {
                         ("throttled", "overloaded"), {"Retry-After": RETRY_AFTER}),
     "StorageUnavailable": (503, "the notification log (or InfluxDB, where the route reads "
                                 "it) cannot be reached; retry after `Retry-After` seconds",
-                           ("storage_unavailable",), {"Retry-After": RETRY_AFTER}),
+                           ("storage_unavailable", "storage_busy"),
+                           {"Retry-After": RETRY_AFTER}),
     "PresenceUnavailable": (503, "Redis cannot be reached; retry after `Retry-After` "
                                  "seconds", ("presence_unavailable",),
                             {"Retry-After": RETRY_AFTER}),
