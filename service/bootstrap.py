@@ -312,7 +312,8 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
     writes = WriteBatcher(notification_log, delivery_sink(hub, cluster),
                           telemetry,
                           max_batch=settings.write_batch_size,
-                          window_s=settings.write_batch_window_ms / 1000.0)
+                          window_s=settings.write_batch_window_ms / 1000.0,
+                          spawn=sio.start_background_task)
     handler = functools.partial(publish, append=writes.append, telemetry=telemetry, admit=admit)
     publishers = BearerAuth("publish", settings.publish_credentials())
     flask_app.register_blueprint(publish_blueprint(handler, publishers))

@@ -1,20 +1,16 @@
-"""Group commit: publishes that arrive together are appended in one transaction.
+"""Group commit for publishes (``service_layer.grouping``): publishes that
+arrive together are appended in one transaction, and each publisher is
+answered as soon as its batch is committed, so a 202 never precedes
+durability and never waits for fan-out. A failed commit fails every publish
+of its batch, and none of them was stored (one transaction). Past
+``max_waiting`` waiting publishes, a publish is refused at once (429).
 
-Leader and followers, as databases do it for their own log: a publish that
-finds no commit in flight leads. It takes what is waiting (up to
-``max_batch``, itself among it), appends it with one commit, hands the
-entries to live delivery in offset order, and answers the others. Publishes
-that come while a commit is in flight wait as followers; when the leader is
-done, the first of them leads the next batch. So a lone publish is committed
-at once, in its own greenlet (no hand-off to another greenlet, which under
-load would queue it behind every ready connection), and batches grow only
-when commits overlap publishes: with PostgreSQL, whose round trips yield to
-other greenlets. ``window_s`` > 0 makes a leader wait that long for company.
-
-A publisher is answered only after its batch is committed, so a 202 never
-precedes durability. A failed commit fails every publish of its batch, and
-none of them was stored (one transaction). Waiting publishes are bounded:
-past ``max_waiting`` a publish is refused at once (429).
+The committed entries go to live delivery in commit (offset) order, from a
+greenlet of their own that yields between entries: sending frames to
+thousands of connections never holds up accepting and committing the next
+publishes. That hand-off is bounded: while ``max_undelivered`` entries wait
+for it, the next commit waits too, and publishers pile up to
+``max_waiting``, then are refused.
 """
 
 from __future__ import annotations
@@ -29,31 +25,15 @@ import gevent
 from gevent.event import Event
 
 from service.domain.backpressure import Overloaded
-from service.domain.errors import ServiceError, StorageUnavailable
+from service.domain.errors import StorageUnavailable, new_error_id
 from service.domain.model import Appended, PublishRequest
 from service.domain.telemetry import WRITE_BATCHES
-from service.service_layer.ports import Draft, NotificationLog, Telemetry
+from service.service_layer.grouping import GroupRunner
+from service.service_layer.ports import Draft, NotificationLog, Spawner, Telemetry
 
 log = logging.getLogger(__name__)
 
 _NO_TAGS = ()
-
-
-class _Waiter:
-    """One publish waiting: for its batch to commit, or for its turn to lead."""
-
-    __slots__ = ("draft", "appended", "error", "done", "turn")
-
-    def __init__(self, draft: Draft) -> None:
-        self.draft = draft
-        self.appended: Appended | None = None
-        self.error: Exception | None = None
-        self.done = False
-        self.turn = Event()
-
-    def finish(self, appended: Appended | None, error: Exception | None = None) -> None:
-        self.appended, self.error, self.done = appended, error, True
-        self.turn.set()
 
 
 class WriteBatcher:
@@ -66,88 +46,116 @@ class WriteBatcher:
         max_batch: int = 50,
         window_s: float = 0.0,
         max_waiting: int = 10_000,
+        max_undelivered: int = 5_000,
+        spawn: Spawner = gevent.spawn,
     ) -> None:
         self._log = notification_log
-        self._deliver = deliver
         self._telemetry = telemetry
-        self.max_batch = max_batch  # may change at run time, as the level does
-        self.window_s = window_s
-        self.max_waiting = max_waiting
-        self._waiting: deque[_Waiter] = deque()
+        self._delivery = InOrderDelivery(deliver, spawn, max_undelivered)
         # one commit in flight: a second one, prepared meanwhile, measured no
         # faster (the head row's lock serialises them in the database anyway)
-        self._leading = False
+        self._group: GroupRunner[Draft, Appended] = GroupRunner(
+            self._commit, max_batch=max_batch, window_s=window_s, max_waiting=max_waiting,
+            refuse=lambda waiting: Overloaded(
+                f"{waiting} publishes are waiting to be stored; retry shortly",
+                retry_after=1.0),
+            failed=lambda exc: StorageUnavailable("the notification log failed; retry",
+                                                  error_id=new_error_id()))
+
+    # tunable at run time, as the level changes
+    max_batch = property(lambda self: self._group.max_batch,
+                         lambda self, v: setattr(self._group, "max_batch", v))
+    window_s = property(lambda self: self._group.window_s,
+                        lambda self, v: setattr(self._group, "window_s", v))
+    max_waiting = property(lambda self: self._group.max_waiting,
+                           lambda self, v: setattr(self._group, "max_waiting", v))
 
     @property
     def waiting(self) -> int:
-        return len(self._waiting)
+        return self._group.waiting
+
+    @property
+    def undelivered(self) -> int:
+        """Committed entries not yet handed to live delivery."""
+        return self._delivery.backlog
 
     def append(self, request: PublishRequest, message_id: str,
                created_at: datetime) -> Appended:
         """Append one publish with whatever else is waiting; return once it is
         committed. Raises what the commit raised."""
-        if len(self._waiting) >= self.max_waiting:
-            raise Overloaded(
-                f"{len(self._waiting)} publishes are waiting to be stored; retry shortly",
-                retry_after=1.0)
-        me = _Waiter((request, message_id, created_at))
-        self._waiting.append(me)
-        try:
-            while not me.done:
-                if self._leading:
-                    me.turn.wait()  # its batch committed, or its turn to lead
-                    me.turn.clear()
-                    continue
-                self._lead(me)
-        except BaseException:  # killed while waiting: leave the line, pass the turn on
-            if me in self._waiting:  # not taken into a batch: it is not stored
-                self._waiting.remove(me)
-            if not self._leading and self._waiting:
-                self._waiting[0].turn.set()
-            raise
-        if me.error is not None:
-            raise me.error
-        return me.appended
+        return self._group.call((request, message_id, created_at))
 
-    def _lead(self, me: _Waiter) -> None:
-        """Commit batches from the head of the line until ``me`` is in one;
-        then wake the next in line, if any, to lead."""
-        self._leading = True
-        batch: list[_Waiter] = []
-        try:
-            while not me.done:
-                if self.window_s and len(self._waiting) < self.max_batch:
-                    gevent.sleep(self.window_s)  # company for a lone publish
-                batch = [self._waiting.popleft()
-                         for _ in range(min(self.max_batch, len(self._waiting)))]
-                self._commit(batch)
-        finally:
-            for waiter in batch:  # this greenlet was killed mid-commit: say so, never hang
-                if not waiter.done:
-                    waiter.finish(None, StorageUnavailable("the commit was interrupted"))
-            self._leading = False
-            if self._waiting:
-                self._waiting[0].turn.set()
+    def wait_delivered(self, timeout: float | None = None) -> bool:
+        """Until every committed entry has been handed to live delivery."""
+        return self._delivery.wait_empty(timeout)
 
-    def _commit(self, batch: list[_Waiter]) -> None:
+    def _commit(self, drafts: list[Draft]) -> list[Appended]:
+        self._delivery.wait_below_bound()
         started = time.perf_counter()
-        try:
-            appended = self._log.append_many([w.draft for w in batch])
-        except ServiceError as exc:
-            for waiter in batch:
-                waiter.finish(None, exc)
-            return
-        except Exception as exc:  # a bug must not hang every publisher
-            log.exception("appending a batch of %d failed", len(batch))
-            error = StorageUnavailable(f"the notification log failed: {type(exc).__name__}")
-            for waiter in batch:
-                waiter.finish(None, error)
-            return
+        appended = self._log.append_many(drafts)
         duration_ms = (time.perf_counter() - started) * 1000.0
-        for entry in appended:  # in offset order: the hub needs no gap filling for these
-            self._deliver(entry)
-        for waiter, entry in zip(batch, appended, strict=True):
-            waiter.finish(entry)
+        self._delivery.put(appended)  # in offset order: the hub needs no gap filling
         if self._telemetry is not None:
             self._telemetry.tally(WRITE_BATCHES, _NO_TAGS).add(
-                len(batch), 1, duration_ms, peak=len(batch), peak2=duration_ms)
+                len(drafts), 1, duration_ms, peak=len(drafts), peak2=duration_ms)
+        return appended
+
+
+class InOrderDelivery:
+    """Entries handed on one by one, in the order put, by one greenlet at a
+    time that yields after each: the publishers whose entries they are were
+    answered already."""
+
+    def __init__(self, deliver: Callable[[Appended], None], spawn: Spawner,
+                 bound: int) -> None:
+        self._deliver = deliver
+        self._spawn = spawn
+        self._bound = bound
+        self._queue: deque[Appended] = deque()
+        self._running = False
+        self._emptied = Event()
+        self._emptied.set()
+        self._below = Event()
+        self._below.set()
+
+    @property
+    def backlog(self) -> int:
+        return len(self._queue)
+
+    def put(self, entries: list[Appended]) -> None:
+        if not entries:
+            return
+        self._queue.extend(entries)
+        self._emptied.clear()
+        if len(self._queue) >= self._bound:
+            self._below.clear()
+        if not self._running:
+            self._running = True
+            self._spawn(self._drain)
+
+    def wait_below_bound(self) -> None:
+        self._below.wait()
+
+    def wait_empty(self, timeout: float | None = None) -> bool:
+        return self._emptied.wait(timeout)
+
+    def _drain(self) -> None:
+        queue = self._queue
+        try:
+            while queue:
+                entry = queue.popleft()
+                try:
+                    self._deliver(entry)
+                except Exception:  # committed: the log keeps it, a replay repairs this
+                    log.exception("handing entry %d to live delivery failed", entry.offset)
+                if len(queue) < self._bound:
+                    self._below.set()
+                gevent.sleep(0)  # publishes waiting to be read or committed go first
+        finally:
+            self._running = False
+            if queue:  # killed mid-way: another greenlet takes the rest
+                self._running = True
+                self._spawn(self._drain)
+            else:
+                self._below.set()
+                self._emptied.set()

@@ -40,6 +40,7 @@ def test_many_publishers_at_once_are_committed_together_without_gaps(notificatio
     gevent.joinall(greenlets, raise_error=True)
     assert [a.offset for a in notification_log.read_span(0, 10_000, 10_000)] == list(
         range(1, 1001))
+    assert batcher.wait_delivered(timeout=10)
     assert delivered == list(range(1, 1001))  # handed to the hub in offset order
     _check_streams(notification_log, USERS, returned)
     batches = telemetry.total("db_write_batch", "batches")

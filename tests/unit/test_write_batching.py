@@ -3,6 +3,7 @@ hub is handed entries in offset order, and a failed commit fails its whole
 batch and nothing else."""
 
 import gevent
+import gevent.event
 import pytest
 
 from service.domain.backpressure import Overloaded
@@ -38,6 +39,7 @@ def test_concurrent_publishes_share_commits_and_reach_the_hub_in_offset_order():
     batcher = WriteBatcher(log, lambda a: delivered.append(a.offset), telemetry, max_batch=8)
     publishers = [gevent.spawn(batcher.append, *draft(f"u{i}")) for i in range(40)]
     gevent.joinall(publishers, raise_error=True)
+    assert batcher.wait_delivered(timeout=2)
     offsets = [g.value.offset for g in publishers]
     assert sorted(offsets) == list(range(1, 41))
     # each publisher was answered with its own entry
@@ -62,6 +64,7 @@ def test_a_failed_commit_fails_its_whole_batch_and_stores_nothing_of_it():
     log.failing = 1
     publishers = [gevent.spawn(batcher.append, *draft(f"u{i}")) for i in range(7)]
     gevent.joinall(publishers)
+    assert batcher.wait_delivered(timeout=2)
     # u0 led alone and failed; u1-u3 and u4-u6 gathered behind it and went through
     assert isinstance(publishers[0].exception, StorageUnavailable)
     assert [g.value.offset for g in publishers[1:]] == [1, 2, 3, 4, 5, 6]
@@ -121,13 +124,17 @@ def test_a_leader_killed_mid_commit_fails_its_batch_and_the_line_moves_on():
 
 
 def test_a_publisher_killed_while_waiting_passes_its_turn_on():
-    log, waiting = CountingLog(), {}
+    waiting = {}
 
-    def deliver(appended):  # during ann's commit: bob's caller goes away
-        if appended.offset == 1:
-            waiting["bob"].kill(block=False)  # lands once ann has handed him the turn
+    class KillingLog(CountingLog):
+        def append_many(self, drafts):  # during ann's commit: bob's caller goes away
+            result = super().append_many(drafts)
+            if result[0].offset == 1:
+                waiting["bob"].kill(block=False)  # lands once ann has handed him the turn
+            return result
 
-    batcher = WriteBatcher(log, deliver, max_batch=1)
+    log = KillingLog()
+    batcher = WriteBatcher(log, lambda a: None, max_batch=1)
     leader = gevent.spawn(batcher.append, *draft("ann"))
     gevent.sleep(0)  # ann leads, her commit in flight
     waiting["bob"] = gevent.spawn(batcher.append, *draft("bob"))
@@ -136,3 +143,39 @@ def test_a_publisher_killed_while_waiting_passes_its_turn_on():
     assert cyd.ready(), "cyd was left waiting"
     assert leader.value.offset == 1 and cyd.value.offset == 2  # bob was not stored
     assert batcher.waiting == 0 and log.head() == 2
+
+
+def test_a_publisher_is_answered_before_its_entry_is_fanned_out():
+    """Fan-out runs in a greenlet of its own: however long it takes, the
+    publisher's answer (and the next commit) do not wait for it."""
+    log, delivered, order = CountingLog(), [], []
+
+    def slow_fan_out(appended):
+        gevent.sleep(0.2)  # sending to thousands of connections
+        delivered.append(appended.offset)
+        order.append(("delivered", appended.offset))
+
+    batcher = WriteBatcher(log, slow_fan_out)
+    first = batcher.append(*draft("ann"))
+    order.append(("answered", first.offset))
+    second = batcher.append(*draft("bob"))
+    order.append(("answered", second.offset))
+    assert order == [("answered", 1), ("answered", 2)] and delivered == []
+    assert batcher.wait_delivered(timeout=2)
+    assert delivered == [1, 2]  # still in offset order
+
+
+def test_commits_wait_while_too_many_entries_wait_for_fan_out():
+    """The hand-off to fan-out is bounded: past it, commits wait for it."""
+    log, release = CountingLog(), gevent.event.Event()
+    batcher = WriteBatcher(log, lambda a: release.wait(), max_undelivered=2)
+    batcher.append(*draft("u0"))  # being fanned out, stuck
+    batcher.append(*draft("u1"))
+    batcher.append(*draft("u2"))  # u1 and u2 wait for it: the bound
+    assert batcher.undelivered == 2
+    fourth = gevent.spawn(batcher.append, *draft("u3"))
+    gevent.sleep(0.05)
+    assert not fourth.ready() and log.head() == 3  # not even committed yet
+    release.set()
+    assert fourth.get(timeout=2).offset == 4
+    assert batcher.wait_delivered(timeout=2)
