@@ -128,6 +128,9 @@ class MemoryLog:
     def open_stream(self, user_id):  # noqa: ANN201
         return StreamPosition(head=self.last, acked=0)
 
+    def open_streams(self, user_ids):  # noqa: ANN201
+        return {u: self.open_stream(u) for u in user_ids}
+
     def ack_many(self, acks):  # noqa: ANN201
         return 0
 

@@ -280,6 +280,7 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
                                            max_wait_s=settings.batch_timeout_ms / 1000.0),
                       compression=CompressionPolicy(min_bytes=settings.compression_min_bytes),
                       pressure=backpressure, leaks=LeakTracker(grace_s=leak_grace),
+                      replay_reads_at_once=max(1, settings.db_pool.size // 2),
                       on_foreign=notification_log.changed_elsewhere if cluster else None)
     backpressure.on_release = hub.resume_deferred
     if cluster is not None:

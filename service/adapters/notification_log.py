@@ -153,12 +153,19 @@ def _notification(row: Row) -> Notification:
                         row.payload, _from_us(row.created_at_us))
 
 
-_OPEN_STREAM_POSTGRES = text("""
-WITH created AS (
+# The head row is locked first, as an append locks it before it inserts the
+# streams its publish begins: a stream inserted here first while an append to
+# the same new user waited on it, holding the head, would deadlock the two.
+_OPEN_STREAMS_POSTGRES = text("""
+WITH h AS (SELECT head FROM log_head WHERE id = 1 FOR UPDATE),
+created AS (
   INSERT INTO log_streams (user_id, since, acked, trimmed, epoch)
-  SELECT :user_id, head, head, head, 1 FROM log_head WHERE id = 1
+  SELECT t.u, h.head, h.head, h.head, 1
+  FROM h, unnest(CAST(:users AS varchar[])) WITH ORDINALITY AS t(u, n)
+  ORDER BY t.n
   ON CONFLICT DO NOTHING RETURNING user_id)
-UPDATE log_head SET streams = streams + 1 WHERE id = 1 AND EXISTS (SELECT 1 FROM created)
+UPDATE log_head SET streams = streams + (SELECT count(*) FROM created)
+WHERE id = 1 AND EXISTS (SELECT 1 FROM created)
 """)
 
 
@@ -205,6 +212,13 @@ class SqlNotificationLog:
         ).on_conflict_do_nothing()
         self._count_streams = update(log_head).where(log_head.c.id == 1).values(
             streams=log_head.c.streams + bindparam("created", type_=BigInteger))
+        # the head, and each named stream that exists (a user without one: a row of nulls)
+        self._read_positions = (
+            select(log_head.c.head, streams.c.user_id, streams.c.since, streams.c.acked,
+                   streams.c.trimmed, streams.c.epoch)
+            .select_from(log_head.outerjoin(
+                streams, streams.c.user_id.in_(bindparam("users", expanding=True))))
+            .where(log_head.c.id == 1))
 
     def append(self, request: PublishRequest, message_id: str, created_at: datetime) -> Appended:
         return self.append_many([(request, message_id, created_at)])[0]
@@ -252,7 +266,7 @@ class SqlNotificationLog:
                  .order_by(entries.c.log_offset).limit(limit))
         with storage_errors(), self._engine.connect() as conn:
             rows = conn.execute(query).all()
-            position = self._position(conn, user_id)
+            position = self._positions(conn, [user_id])[user_id]
         return [_notification(r) for r in rows], position
 
     def read_span(self, after: int, upto: int, limit: int = 500) -> list[Appended]:
@@ -285,33 +299,44 @@ class SqlNotificationLog:
             return conn.execute(select(log_head.c.head)).scalar_one()
 
     def open_stream(self, user_id: str) -> StreamPosition:
-        """A new stream begins at the log's head: earlier broadcasts are not its."""
-        if self._postgres:  # created and counted in one statement, committed as it ends
-            with storage_errors(), self._autocommit.connect() as conn:
-                conn.execute(_OPEN_STREAM_POSTGRES, {"user_id": user_id})
-                position = self._position(conn, user_id)
-            self._remember_streams((user_id,))
-            return position
-        with storage_errors(), self._engine.begin() as conn:
-            if conn.execute(self._open_stream, {"user_id": user_id}).rowcount:
-                conn.execute(self._count_streams, {"created": 1})
-            position = self._position(conn, user_id)
-        self._remember_streams((user_id,))
-        return position
+        return self.open_streams([user_id])[user_id]
 
-    @staticmethod
-    def _position(conn: Connection, user_id: str) -> StreamPosition:
-        row = conn.execute(
-            select(log_head.c.head, streams.c.since, streams.c.acked, streams.c.trimmed,
-                   streams.c.epoch)
-            .select_from(log_head.outerjoin(streams, streams.c.user_id == user_id))
-            .where(log_head.c.id == 1)
-        ).one()
-        if row.since is None:  # no such stream: it would begin here
-            return StreamPosition(head=row.head, acked=row.head, trimmed=row.head,
-                                  since=row.head)
-        return StreamPosition(head=row.head, acked=row.acked, trimmed=row.trimmed,
-                              epoch=row.epoch, since=row.since)
+    def open_streams(self, user_ids: Sequence[str]) -> dict[str, StreamPosition]:
+        """Streams begin at the log's head (earlier broadcasts are not theirs):
+        those not known to exist are created, and counted, in one statement;
+        then every position is read in one more, with the head, as one
+        snapshot. A storm of connections costs two statements per batch."""
+        users = sorted(set(user_ids))  # one lock order for every node's inserts
+        new = [u for u in users if u not in self._known_streams]
+        with storage_errors():
+            if self._postgres:  # each statement commits as it ends: no row stays locked
+                with self._autocommit.connect() as conn:
+                    if new:
+                        conn.execute(_OPEN_STREAMS_POSTGRES, {"users": new})
+                    positions = self._positions(conn, users)
+            else:
+                with self._engine.begin() as conn:
+                    if new:
+                        created = conn.execute(self._open_stream,
+                                               [{"user_id": u} for u in new]).rowcount
+                        if created > 0:
+                            conn.execute(self._count_streams, {"created": created})
+                    positions = self._positions(conn, users)
+        self._remember_streams(new)
+        return positions
+
+    def _positions(self, conn: Connection, users: list[str]) -> dict[str, StreamPosition]:
+        head = None
+        found: dict[str, StreamPosition] = {}
+        for row in conn.execute(self._read_positions, {"users": users}):
+            head = row.head
+            if row.user_id is not None:
+                found[row.user_id] = StreamPosition(head=row.head, acked=row.acked,
+                                                    trimmed=row.trimmed, epoch=row.epoch,
+                                                    since=row.since)
+        # no such stream (a read-only look): it would begin at the head
+        begins = StreamPosition(head=head, acked=head, trimmed=head, since=head)
+        return {u: found.get(u, begins) for u in users}
 
     def ack_many(self, acks: Mapping[str, int]) -> int:
         """Acks only move forward and never past the head, with streams

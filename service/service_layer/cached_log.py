@@ -189,17 +189,23 @@ class CachedNotificationLog:
         return appended
 
     def open_stream(self, user_id: str) -> StreamPosition:
-        self._begin_writes((user_id,), False)
+        return self.open_streams((user_id,))[user_id]
+
+    def open_streams(self, user_ids: Sequence[str]) -> dict[str, StreamPosition]:
+        users = tuple(user_ids)
+        self._begin_writes(users, False)
         try:
-            position = self._inner.open_stream(user_id)
+            positions = self._inner.open_streams(users)
         except BaseException:
-            self._end_writes((user_id,), False)
-            self._invalidate((user_id,), False, refresh=False)
+            self._end_writes(users, False)
+            self._invalidate(users, False, refresh=False)
             raise
-        self._end_writes((user_id,), False)
-        if position.since == position.head:  # created just now (or nothing since): drop
-            self._invalidate((user_id,), False, refresh=False)
-        return position
+        self._end_writes(users, False)
+        # created just now (or nothing since): what was cached of them goes
+        begun = [u for u, p in positions.items() if p.since == p.head]
+        if begun:
+            self._invalidate(begun, False, refresh=False)
+        return positions
 
     def ack_many(self, acks: Mapping[str, int]) -> int:
         users = tuple(acks)

@@ -15,19 +15,26 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
+from typing import Any
 
 import gevent
 
 from service.domain.batching import BatchPolicy, BatchQueue
 from service.domain.compression import CompressionPolicy
 from service.domain.connections import ConnectionPolicy
-from service.domain.errors import OffsetOutOfRange
+from service.domain.errors import (
+    OffsetOutOfRange,
+    StorageBusy,
+    StorageUnavailable,
+    new_error_id,
+)
 from service.domain.model import Appended, Notification
 from service.domain.telemetry import DISPATCHED, DROPPED
 from service.service_layer.acks import AckBuffer
 from service.service_layer.cohort import Cohort
+from service.service_layer.grouping import GroupRunner
 from service.service_layer.leaks import LeakTracker
 from service.service_layer.outbox import Connection, Outbox
 from service.service_layer.ports import (
@@ -35,9 +42,10 @@ from service.service_layer.ports import (
     PressureGate,
     Sender,
     Spawner,
+    StreamPosition,
     Telemetry,
 )
-from service.service_layer.replay import REPLAY_PAGE, Replayer
+from service.service_layer.replay import REPLAY_PAGE, REPLAY_READS_AT_ONCE, Replayer
 from service.service_layer.scheduling import DeadlineScheduler
 from service.service_layer.sequencer import LogSequencer
 
@@ -53,6 +61,15 @@ _RELAYED = (("outcome", "relayed"),)
 _HANDOFF_ERROR = (("reason", "handoff_error"),)
 _DISCONNECTED = (("reason", "disconnected"),)
 
+# Streams opened together: one statement for up to OPEN_BATCH connections. A
+# leader waits OPEN_WINDOW_S for company, since SQLite's I/O never yields
+# (nobody could join otherwise); a connect waits OPEN_WAIT_S at most for a
+# free database connection, then is refused with a retry_after.
+OPEN_BATCH = 500
+OPEN_WINDOW_S = 0.002
+OPEN_MAX_WAITING = 20_000
+OPEN_WAIT_S = 10.0
+
 
 class DeliveryHub:
     def __init__(
@@ -63,6 +80,7 @@ class DeliveryHub:
         spawn: Spawner,
         *,
         replay_page: int = REPLAY_PAGE,
+        replay_reads_at_once: int = REPLAY_READS_AT_ONCE,
         policy: ConnectionPolicy | None = None,
         batching: BatchPolicy | None = None,
         compression: CompressionPolicy | None = None,
@@ -70,6 +88,7 @@ class DeliveryHub:
         leaks: LeakTracker | None = None,
         on_foreign: Callable[[Appended], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        pause: Callable[[], None] | None = None,
     ) -> None:
         self._log = log
         self._sender = sender
@@ -77,7 +96,8 @@ class DeliveryHub:
         self._spawn = spawn
         self.policy = policy or ConnectionPolicy()
         self.batching = batching or BatchPolicy()
-        self.outbox = Outbox(sender, telemetry, compression or CompressionPolicy(), clock)
+        self.outbox = Outbox(sender, telemetry, compression or CompressionPolicy(), clock,
+                             **({"pause": pause} if pause is not None else {}))
         self.pressure = pressure
         self.leaks = leaks or LeakTracker()
         self._deferred: set[str] = set()  # connections with entries held back by pressure
@@ -87,14 +107,26 @@ class DeliveryHub:
         self.cohort = Cohort(self.batching)  # in sync: broadcasts from one shared batch
         self._outsiders: dict[str, Connection] = {}  # every other connection
         self.acks = AckBuffer(log, telemetry)
+        self._opener: GroupRunner[str, StreamPosition] = GroupRunner(
+            self._open_batch, max_batch=OPEN_BATCH, window_s=OPEN_WINDOW_S,
+            max_waiting=OPEN_MAX_WAITING,
+            refuse=lambda waiting: StorageBusy(
+                f"{waiting} connections are being opened; retry", retry_after=1.0),
+            failed=lambda exc: StorageUnavailable(
+                "the notification log failed; retry", error_id=new_error_id()))
         self._by_user: dict[str, set[str]] = defaultdict(set)
         # Several nodes: entries committed elsewhere come through Redis or,
         # when a message is lost, from the log; each one taken is reported
         # (the cached log drops what it changed). None: one node.
         self._on_foreign = on_foreign
-        self.sequence = LogSequencer(log, spawn, self._take, page=replay_page,
+        # Fan-out work, one piece at a time in the order asked (``_serially``)
+        self._fan_out: deque[tuple[Callable[..., None], tuple]] = deque()
+        self._fanning = False
+        self._taken: int | None = None  # the last entry whose fan-out began
+        self.sequence = LogSequencer(log, spawn, self._take_in_turn, page=replay_page,
                                      from_log_origin="log" if on_foreign else None)
         self.replay = Replayer(log, sender, self.outbox, page=replay_page, clock=clock,
+                               reads_at_once=replay_reads_at_once,
                                is_current=lambda conn: self._connections.get(conn.sid) is conn,
                                send_queued=self._send_queued, caught_up=self._try_join)
 
@@ -109,7 +141,7 @@ class DeliveryHub:
         if self.pressure is not None:
             self.pressure.admit_connection()
         self.policy.admit(len(self._connections), len(self._by_user.get(user_id, ())))
-        position = self._log.open_stream(user_id)
+        position = self._open_stream(user_id)
         # others may have been admitted while the log answered: check again, no I/O after
         self.policy.admit(len(self._connections), len(self._by_user.get(user_id, ())))
         if self.sequence.head is None:
@@ -136,8 +168,34 @@ class DeliveryHub:
         self._outsiders[sid] = conn
         self._by_user[user_id].add(sid)
         self.leaks.track("connection", conn)
-        self._spawn(self.replay.catch_up, conn)
+        if conn.delivered >= position.head >= self.sequence.head:
+            # Nothing committed is owed (a new user, or one who had it all),
+            # and nothing taken since was missed: in sync now, with no read.
+            # What was committed and is not taken yet comes live; _offer skips
+            # what is not past ``delivered``.
+            conn.catching_up = False
+            self._try_join(conn)
+        else:
+            self._spawn(self.replay.catch_up, conn)
         return conn
+
+    def _open_stream(self, user_id: str) -> StreamPosition:
+        """The user's stream, opened with those of the connections arriving
+        at the same moment (one statement for all: a reconnect storm after a
+        restart is thousands at once). A pool with no connection free waits
+        within ``OPEN_WAIT_S``, then the client is told when to retry."""
+        deadline = self._clock() + OPEN_WAIT_S
+        while True:
+            try:
+                return self._opener.call(user_id)
+            except StorageBusy:
+                if self._clock() >= deadline:
+                    raise
+                gevent.sleep(0.05)
+
+    def _open_batch(self, user_ids: list[str]) -> list[StreamPosition]:
+        positions = self._log.open_streams(user_ids)
+        return [positions[u] for u in user_ids]
 
     def retune(self, *, batching: BatchPolicy, policy: ConnectionPolicy,
                compression: CompressionPolicy) -> None:
@@ -246,6 +304,7 @@ class DeliveryHub:
     def _take(self, appended: Appended) -> None:
         # An entry another node committed is counted there; here only what
         # was sent of it, as ``relayed``.
+        self._taken = appended.offset
         foreign = appended.origin is not None
         if foreign and self._on_foreign is not None:
             self._on_foreign(appended)  # before it is sent: reads must see it
@@ -325,7 +384,10 @@ class DeliveryHub:
                 self.batch_timers.schedule(conn.queue.deadline, conn.sid)
 
     def _try_join(self, conn: Connection) -> None:
-        if self._connections.get(conn.sid) is conn and self.cohort.can_join(conn):
+        # a connection that was sent (or owes nothing) past what the hub has
+        # taken would get those entries again from the shared batch: it waits
+        if (self._connections.get(conn.sid) is conn and self.cohort.can_join(conn)
+                and conn.delivered <= self.taken_head):
             self._outsiders.pop(conn.sid, None)
             self.cohort.join(conn)
 
@@ -420,8 +482,42 @@ class DeliveryHub:
             self.batch_timers.schedule(queue.deadline, conn.sid)
         return True
 
+    def _serially(self, work: Callable[..., None], *args: Any) -> None:
+        """Run a piece of fan-out now, or after the one in progress.
+
+        A shared batch goes out in slices that yield to the loop (publishes
+        are read and committed in between), so a piece may be under way in
+        another greenlet: what comes meanwhile (the next entry, a batch
+        deadline) waits its turn rather than overtaking it, which could send
+        a connection a later batch before an earlier one."""
+        self._fan_out.append((work, args))
+        if self._fanning:
+            return
+        self._fanning = True
+        try:
+            while self._fan_out:
+                work, args = self._fan_out.popleft()
+                try:
+                    work(*args)
+                except Exception:  # committed entries stay in the log: a replay repairs
+                    log.exception("fan-out of %s failed", getattr(work, "__name__", work))
+        finally:
+            self._fanning = False
+
+    def _take_in_turn(self, appended: Appended) -> None:
+        self._serially(self._take, appended)
+
+    @property
+    def taken_head(self) -> int:
+        """The last offset whose fan-out began (the sequencer's head may be
+        ahead of it while a fan-out is in progress)."""
+        return self._taken if self._taken is not None else (self.sequence.head or 0)
+
     def flush_due(self, sid: str, now: float) -> None:
         """A batch deadline came: send what is due on that connection."""
+        self._serially(self._flush_due, sid, now)
+
+    def _flush_due(self, sid: str, now: float) -> None:
         if sid == Cohort.TIMER_KEY:
             for batch in self.cohort.queue.due(now):
                 self._flush_cohort(batch, "timeout")

@@ -91,6 +91,10 @@ class NotificationLog(Protocol):
     def open_stream(self, user_id: str) -> StreamPosition:
         """Create the user's stream if needed and return where it stands."""
 
+    def open_streams(self, user_ids: Sequence[str]) -> dict[str, StreamPosition]:
+        """``open_stream`` for several users at once, in one or two
+        statements: where each stream stands, by user id."""
+
     def ack_many(self, acks: Mapping[str, int]) -> int:
         """Record the highest acknowledged offset of each user, in one
         transaction; return how many streams moved."""

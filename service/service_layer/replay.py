@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 import gevent
+from gevent.lock import BoundedSemaphore
 
 from service.domain.errors import StorageUnavailable
 from service.domain.model import Notification
@@ -30,6 +31,7 @@ REPLAY_CHUNK_BYTES = 256 * 1024  # a replay page goes out in batches of about th
 DRAIN_POLL_S = 0.005
 REPLAY_STALL_S = 3.0  # a replay waits this long at most for a client that reads nothing
 RETRY_SECONDS = 1.0  # after a failed read, while the database is unavailable
+REPLAY_READS_AT_ONCE = 4  # bootstrap sets half the database pool
 
 SendQueued = Callable[[Connection, list[tuple[Notification, float]], str], None]
 
@@ -45,6 +47,7 @@ class Replayer:
         send_queued: SendQueued,
         caught_up: Callable[[Connection], None],
         page: int = REPLAY_PAGE,
+        reads_at_once: int = REPLAY_READS_AT_ONCE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._log = log
@@ -55,6 +58,9 @@ class Replayer:
         self._caught_up = caught_up  # the connection is in sync from now on
         self._page = page
         self._clock = clock
+        # A storm of returning clients must not take every database connection
+        # from publishing: their reads take turns within this budget.
+        self._reads = BoundedSemaphore(reads_at_once)
 
     def catch_up(self, conn: Connection) -> None:
         """Send everything after conn.delivered from the log, page by page.
@@ -65,7 +71,10 @@ class Replayer:
         while self._is_current(conn):
             conn.has_pending = False
             try:
-                page, position = self._log.read(conn.user_id, conn.delivered, self._page)
+                with self._reads:
+                    if not self._is_current(conn):
+                        return  # gone while it waited for its turn
+                    page, position = self._log.read(conn.user_id, conn.delivered, self._page)
             except StorageUnavailable as exc:
                 log.warning("replay for %s paused: %s", conn.sid, exc)
                 gevent.sleep(RETRY_SECONDS)

@@ -91,6 +91,61 @@ def test_open_stream_and_ack_track_the_position(notification_log):
     assert notification_log.open_stream("bob").acked == 4  # it began at the head
 
 
+def test_open_streams_opens_many_at_once_each_at_the_head(notification_log, engine):
+    """A connect storm's batch: new and existing users, a name twice, in one
+    call; each new stream begins at the head, each existing one is as it was,
+    and each new one is counted once (a broadcast's recipients)."""
+    notification_log.open_stream("old")
+    notification_log.append(request(user_id="old"), "m1", utcnow())
+    notification_log.ack_many({"old": 1})
+    notification_log.append(request(broadcast=True), "b2", utcnow())
+    users = ["new-b", "old", "new-a", "new-b"]
+    positions = notification_log.open_streams(users)
+    assert set(positions) == {"new-a", "new-b", "old"}
+    for user in ("new-a", "new-b"):
+        assert positions[user] == StreamPosition(head=2, acked=2, trimmed=2, since=2)
+    assert positions["old"] == StreamPosition(head=2, acked=1, trimmed=0, since=0)
+    assert notification_log.open_streams(["new-a"])["new-a"].since == 2  # not begun again
+    assert notification_log.append(request(broadcast=True), "b3", utcnow()).recipients == 3
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT streams FROM log_head")).scalar() == 3
+
+
+@pytest.mark.usefixtures("cooperative_psycopg2")
+def test_opening_streams_while_publishing_to_the_same_new_users_never_deadlocks(
+        notification_log):
+    """A storm of new users connecting while a publisher writes to them: the
+    opener and the append both create the same streams, and must not wait on
+    each other (each takes the head row first)."""
+    import gevent
+
+    errors = []
+
+    def guarded(work, *args):
+        try:
+            work(*args)
+        except Exception as exc:
+            errors.append(exc)
+
+    def opener(k):
+        for i in range(20):
+            notification_log.open_streams([f"s{k}-{i}-{j}" for j in range(30)])
+
+    def publisher(k):
+        for i in range(20):
+            fresh = [f"s{k}-{i}-{j}" for j in range(0, 30, 3)]
+            notification_log.append(request(user_ids=fresh), f"p{k}-{i}", utcnow())
+
+    greenlets = [gevent.spawn(guarded, work, k) for k in range(3) for work in (opener, publisher)]
+    gevent.joinall(greenlets, timeout=60)
+    assert all(g.ready() for g in greenlets) and errors == []
+    for k in range(3):  # each stream began before or at its first entry: it holds it
+        for i in range(20):
+            assert offsets(notification_log, f"s{k}-{i}-0") != []
+
+
 def _check_streams(log, users, returned):
     """Each stream: strictly increasing, its own entries plus the broadcasts
     after it began, each at the offset its append returned."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +23,8 @@ class InMemoryNotificationLog:
         self.acked: dict[str, int] = defaultdict(int)
         self.trimmed: dict[str, int] = defaultdict(int)
         self.epochs: dict[str, int] = defaultdict(lambda: 1)
+        self.opened_batches: list[list[str]] = []  # the users of each open_streams call
+        self.reads = 0  # stream pages read
 
     @property
     def head_offset(self) -> int:
@@ -54,6 +56,7 @@ class InMemoryNotificationLog:
 
     def read(self, user_id: str, after: int, limit: int) -> tuple[list[Notification],
                                                                    StreamPosition]:
+        self.reads += 1
         page = [n for n in self.stream(user_id) if n.offset > after][:limit]
         return page, self.position(user_id)
 
@@ -73,9 +76,14 @@ class InMemoryNotificationLog:
                               since=self.since[user_id])
 
     def open_stream(self, user_id: str) -> StreamPosition:
-        if user_id not in self.since:
-            self._begin(user_id, self.head_offset)
-        return self.position(user_id)
+        return self.open_streams([user_id])[user_id]
+
+    def open_streams(self, user_ids: Sequence[str]) -> dict[str, StreamPosition]:
+        self.opened_batches.append(list(user_ids))
+        for user_id in user_ids:
+            if user_id not in self.since:
+                self._begin(user_id, self.head_offset)
+        return {user_id: self.position(user_id) for user_id in user_ids}
 
     def trim(self, user_id: str, upto: int) -> None:
         """Remove entries up to ``upto``, as the offline-queue bounds do."""

@@ -1,0 +1,97 @@
+"""Connect storms and fan-out that yields: streams opened together, no read
+for a connection that is owed nothing, and a shared batch sent in slices
+that nothing overtakes."""
+
+import gevent
+
+from service.domain.batching import BatchPolicy
+from service.domain.model import PublishRequest, utcnow
+from service.service_layer.delivery import DeliveryHub
+from service.service_layer.outbox import FANOUT_SLICE
+from tests.unit.fakes import InMemoryNotificationLog, ManualSpawner, RecordingSender
+
+
+def publish(log, body):
+    request = PublishRequest.from_body({"category": "c", **body})
+    return log.append(request, f"m{len(log.entries)}", utcnow())
+
+
+def make_hub(log, sender, spawn, **kwargs):
+    return DeliveryHub(log, sender, None, spawn, batching=BatchPolicy(max_size=1), **kwargs)
+
+
+def test_connections_arriving_together_open_their_streams_in_one_batch():
+    log, sender = InMemoryNotificationLog(), RecordingSender()
+    hub = make_hub(log, sender, gevent.spawn)
+    greenlets = [gevent.spawn(hub.connect, f"s{i}", f"u{i}", None) for i in range(200)]
+    gevent.joinall(greenlets, raise_error=True)
+    assert hub.connection_count == 200
+    assert sum(len(b) for b in log.opened_batches) == 200
+    assert len(log.opened_batches) <= 3, [len(b) for b in log.opened_batches]
+
+
+def test_a_connection_owed_nothing_is_in_sync_at_once_without_a_read():
+    log, sender, spawn = InMemoryNotificationLog(), RecordingSender(), ManualSpawner()
+    publish(log, {"user_id": "old"})
+    log.ack_many({"old": 1})
+    hub = make_hub(log, sender, spawn)
+    hub.connect("new", "newcomer", None)  # its stream begins at the head
+    hub.connect("back", "old", None)  # acknowledged everything
+    assert log.reads == 0 and spawn.pending == []
+    assert "new" in hub.cohort and "back" in hub.cohort
+    hub.deliver(publish(log, {"broadcast": True}))
+    assert sender.offsets("new") == [2] and sender.offsets("back") == [2]
+
+
+def test_a_connection_owed_entries_still_reads_them():
+    log, sender, spawn = InMemoryNotificationLog(), RecordingSender(), ManualSpawner()
+    publish(log, {"user_id": "old"})
+    hub = make_hub(log, sender, spawn)
+    hub.connect("back", "old", None)
+    spawn.run_all()
+    assert log.reads == 1 and sender.offsets("back") == [1]
+
+
+def test_a_connection_that_read_ahead_of_the_hub_joins_only_once_it_caught_up():
+    """Entries committed but not yet handed to the hub (another node's, or a
+    fan-out still in progress) can be read by a replay: that connection must
+    not join the shared batch, which would send them a second time."""
+    log, sender, spawn = InMemoryNotificationLog(), RecordingSender(), ManualSpawner()
+    hub = make_hub(log, sender, spawn)
+    hub.connect("early", "ann", None)
+    log.open_stream("bob")
+    ahead = [publish(log, {"broadcast": True}) for _ in range(3)]
+    hub.connect("late", "bob", 0)
+    spawn.run_all()  # bob's replay read 1-3 before the hub took them
+    assert sender.offsets("late") == [1, 2, 3] and "late" not in hub.cohort
+    for appended in ahead:
+        hub.deliver(appended)
+    hub.deliver(publish(log, {"broadcast": True}))
+    assert sender.offsets("late") == [1, 2, 3, 4]
+    assert sender.offsets("early") == [1, 2, 3, 4]
+
+
+def test_a_shared_batch_sent_in_slices_is_overtaken_by_nothing():
+    """While a large shared batch is being sent (yielding between slices),
+    the next entries and a batch deadline wait their turn: every connection
+    gets every batch in order."""
+    log, sender, spawn = InMemoryNotificationLog(), RecordingSender(), ManualSpawner()
+    meanwhile = []
+
+    def pause():  # the loop runs others: a publish commits, a deadline fires
+        if meanwhile:
+            meanwhile.pop()()
+
+    hub = make_hub(log, sender, spawn, pause=pause)
+    members = [f"s{i}" for i in range(FANOUT_SLICE * 3)]
+    for i, sid in enumerate(members):
+        hub.connect(sid, f"u{i}", None)
+    assert all(sid in hub.cohort for sid in members)
+    first, later = (publish(log, {"broadcast": True, "priority": "critical"}) for _ in "ab")
+    meanwhile += [lambda: hub.flush_due("\x00cohort", 0.0), lambda: hub.deliver(later)]
+    hub.deliver(first)
+    # 'later' was handed over in the middle of the first one's flush: both went
+    # to everyone, the first one first
+    assert meanwhile == []
+    for sid in members:
+        assert sender.offsets(sid) == [1, 2], sid
