@@ -3,7 +3,10 @@
 A client acks every batch it receives; one database transaction per ack
 would make the log's commit rate, not delivery, the limit. Acks are kept per
 user (only the highest offset matters) and written together every
-``interval`` seconds, in one transaction. An ack not yet written when the
+``interval`` seconds, in transactions of at most ``CHUNK`` users with a yield
+between them: on SQLite a transaction never yields, and 1,000 users' acks
+in one held the whole node (publishes, fan-out) for 4-20 ms, twice a
+second, under a broadcast load. An ack not yet written when the
 process dies is at most re-delivered: clients that reconnect with their
 ``last_offset`` never notice, and the others get an entry they already had.
 """
@@ -19,6 +22,8 @@ from service.domain.telemetry import ACKED
 from service.service_layer.ports import NotificationLog, Telemetry
 
 log = logging.getLogger(__name__)
+
+CHUNK = 250  # users' acks per transaction
 
 
 class AckBuffer:
@@ -56,15 +61,20 @@ class AckBuffer:
         pending, self._pending = self._pending, {}
         events, self._events = self._events, 0
         covered, self._covered = self._covered, 0
-        try:
-            self._log.ack_many(pending)
-        except StorageUnavailable as exc:
-            log.warning("acks kept for the next round: %s", exc)
-            for user_id, offset in pending.items():
-                self.record(user_id, offset)
-            self._events += events - len(pending)
-            self._covered += covered
-            return 0
+        users = list(pending)
+        for start in range(0, len(users), CHUNK):
+            if start:
+                gevent.sleep(0)
+            chunk = {u: pending[u] for u in users[start:start + CHUNK]}
+            try:
+                self._log.ack_many(chunk)
+            except StorageUnavailable as exc:
+                log.warning("acks kept for the next round: %s", exc)
+                for user_id in users[start:]:
+                    self.record(user_id, pending[user_id])
+                self._events += events - (len(users) - start)
+                self._covered += covered
+                return 0
         if self._telemetry is not None:
             self._telemetry.tally(ACKED, ()).add(covered, events)
         return covered
