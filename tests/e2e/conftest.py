@@ -187,3 +187,24 @@ def js_client():
     yield make
     for client in made:
         client.close()
+
+
+STORM_CLIENT = ROOT / "clients" / "js" / "storm.mjs"
+
+
+def run_storm(server: RunningServer, users: list[str], tmp_path: Path, *args: str,
+              timeout: float = 180.0) -> dict:
+    """clients/js/storm.mjs: one official socket.io-client per user, all
+    opened at once, checking order and completeness per client; its last
+    output line (``done``) as a dict."""
+    tokens = tmp_path / f"storm-{time.monotonic_ns()}.tokens"
+    tokens.write_text("\n".join(server.token(u) for u in users))
+    done = subprocess.run(
+        ["node", str(STORM_CLIENT), server.url, str(tokens),
+         "--publish-token", server.env["PUBLISH_TOKEN"], *args],
+        capture_output=True, text=True, timeout=timeout)
+    lines = done.stdout.strip().splitlines()
+    assert done.returncode == 0 and lines, done.stderr[-2000:]
+    result = json.loads(lines[-1])
+    assert result["event"] == "done", lines[-3:]
+    return result

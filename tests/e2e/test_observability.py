@@ -49,6 +49,9 @@ def test_admin_routes_need_the_admin_token_and_answer_from_live_state(server):
     try:
         publish_n(server, "alice", 3)
         alice.wait_for(3)
+        # a new user's connect reads nothing (nothing is owed): an app's read does
+        assert server.request("GET", "/api/v1/users/alice/unread",
+                              token=server.env["PUBLISH_TOKEN"]).status == 200
         for token in (None, "wrong", server.env["PUBLISH_TOKEN"]):
             response = server.request("GET", "/admin/api/performance/metrics", token=token)
             assert response.status == 401
