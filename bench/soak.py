@@ -327,7 +327,8 @@ def run(argv: list[str]) -> dict:
             env = {"DATABASE_URL": database_url, "REDIS_URL": REDIS_URL,
                    "REDIS_CHANNEL": args.channel, "INFLUX_URL": url,
                    "INFLUX_DB": influx.settings.database, "OPTIMIZATION_LEVEL": args.level,
-                   "DEMO": "0", "IDLE_TIMEOUT": "3600"}  # connecting 10,000 takes minutes
+                   "DEMO": "0", "IDLE_TIMEOUT": "3600",  # connecting 10,000 takes minutes
+                   "WORKERS": "1"}  # two nodes of one process each, as measured before
             return soak(args, env, stack)
     finally:
         for sig, handler in previous.items():

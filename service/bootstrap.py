@@ -261,7 +261,7 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
     # TELEMETRY_ENABLED=0 measures nothing at all: the baseline benchmarks compare against.
     telemetry = ring if settings.telemetry_enabled else None
     policy = ConnectionPolicy(
-        max_per_node=settings.max_connections,
+        max_per_node=settings.per_worker(settings.max_connections),  # `serve --workers`
         max_per_user=settings.max_connections_per_user,
         idle_timeout_s=settings.idle_timeout,
     )
@@ -330,7 +330,7 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
         hub.retune(
             batching=BatchPolicy(max_size=values["batch_size"],
                                  max_wait_s=values["batch_timeout_ms"] / 1000.0),
-            policy=ConnectionPolicy(max_per_node=values["max_connections"],
+            policy=ConnectionPolicy(max_per_node=settings.per_worker(values["max_connections"]),
                                     max_per_user=values["max_connections_per_user"],
                                     idle_timeout_s=values["idle_timeout"]),
             compression=CompressionPolicy(min_bytes=values["compression_min_bytes"]))

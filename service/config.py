@@ -116,6 +116,10 @@ class Settings:
     generated_secrets: tuple[str, ...] = field(default=(), compare=False)
     env_tuned: tuple[str, ...] = ()  # tunables given by environment variables
     throttle_spec: str = ""  # THROTTLE as given: it may name only some priorities
+    # `serve --workers`: WORKERS as given (0: unset, the default applies); in a
+    # worker process, how many workers its node has (service.entrypoints.workers)
+    workers: int = 0
+    worker_index: int = 0  # 1..workers in a worker process; 0 in a node of one process
 
     def admin_credentials(self) -> dict[str, str]:
         """Every admin token by name: ADMIN_TOKEN is ``admin``."""
@@ -148,6 +152,13 @@ class Settings:
             rollup_1m=self.influx_rollup_1m_retention,
             rollup_1h=self.influx_rollup_1h_retention,
         )
+
+    def per_worker(self, node_limit: int) -> int:
+        """One worker's share of a limit on what the whole node holds
+        (connections): the workers' shares never add up to more than it."""
+        if not self.worker_index:
+            return node_limit
+        return max(1, node_limit // self.workers)
 
     def spool_dir(self, role: str) -> Path:
         """One spool per process: two processes never share a directory."""
@@ -253,6 +264,7 @@ class Settings:
             generated_secrets=generated,
             env_tuned=tuple(t.name for t in TUNABLES.values() if env.get(t.env, "") != ""),
             throttle_spec=env.get("THROTTLE", ""),
+            workers=_workers(env.get("WORKERS", "")),
         )
         _check_ranges(settings)
         if settings.write_only and not settings.redis_url:
@@ -266,6 +278,19 @@ def _proxy_hops(env: Mapping[str, str]) -> int:
     if hops > 5:
         raise ConfigError(f"PROXY_HOPS counts the proxies in front of the node, 0-5, not {hops}")
     return hops
+
+
+MAX_WORKERS = 256
+
+
+def _workers(raw: str) -> int:
+    """WORKERS: processes of `serve` (0 when unset: serve picks its default)."""
+    if raw in ("", "auto"):
+        return 0
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_WORKERS:
+        raise ConfigError(f"WORKERS is a number of processes, 1-{MAX_WORKERS}, or auto, "
+                          f"not {raw[:80]!r}")
+    return int(raw)
 
 
 def _redis_channel(value: str) -> str:

@@ -7,13 +7,15 @@ import sys
 from collections.abc import Sequence
 
 from service.config import ConfigError, Settings
-from service.entrypoints import detect_changes
+from service.entrypoints import detect_changes, workers
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("serve", help="one node: Socket.IO and the APIs")
+    serve = commands.add_parser(
+        "serve", help="one node: Socket.IO and the APIs, on N processes sharing the port")
+    workers.add_arguments(serve)
     commands.add_parser("jobs", help="the scheduler")
     token = commands.add_parser("token", help="print a signed user token for each id, one per line")
     token.add_argument("user_ids", nargs="+", metavar="USER_ID")
@@ -38,9 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     if args.command == "serve":
-        from service.entrypoints.server import serve
-
-        return serve(settings)
+        return workers.run_serve(settings, args)
     if args.command == "jobs":
         from service.entrypoints.jobs import run_jobs
 

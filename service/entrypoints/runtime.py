@@ -38,10 +38,12 @@ def check_monkey_patched() -> None:
         pass
 
 
-def start_process() -> int | None:
+def start_process(log_tag: str = "") -> int | None:
     """The common start of ``serve`` and ``jobs``: logging, then the
-    monkey-patching check. Returns an exit code if the process must not start."""
-    configure_logging()
+    monkey-patching check. Returns an exit code if the process must not start.
+    ``log_tag`` marks each log line (a worker's ``w2``: the workers of
+    ``serve --workers`` share one stderr)."""
+    configure_logging(log_tag)
     try:
         check_monkey_patched()
     except NotMonkeyPatched as exc:
@@ -64,10 +66,11 @@ def tune_gc(gen0_threshold: int, freeze: bool) -> None:
     gc.set_threshold(gen0_threshold, gen1, gen2)
 
 
-def configure_logging() -> None:
+def configure_logging(tag: str = "") -> None:
     logging.basicConfig(
         level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s " + (f"[{tag}] " if tag else "")
+        + "%(name)s: %(message)s",
         stream=sys.stderr,
     )
     # Per-request and per-job lines at INFO would drown everything else.

@@ -30,6 +30,11 @@ log = logging.getLogger("service.serve")
 # frames) bypass a buffered reader's buffer, so a small one costs no copies.
 READ_BUFFER_BYTES = 1024
 SHUTDOWN_FLUSH_S = 1.0
+# Connections the kernel holds for accept(). gevent's default, 128, overflowed
+# in a storm of 300 clients: each dropped SYN is retried after 1 s, then 3 s
+# and 7 s, which is what the clients measured. Linux caps it at somaxconn
+# (4096 here; Node listens with 511).
+LISTEN_BACKLOG = 4096
 
 
 class _WebSocket(WebSocket):
@@ -168,8 +173,12 @@ class LeanWebSocketHandler(WebSocketHandler):
             open_websockets.discard(self.socket)
 
 
-def serve(settings: Settings) -> int:
-    refused = start_process()
+def serve(settings: Settings, *, listener: socket.socket | None = None,
+          supervisor: int | None = None) -> int:
+    """One node, or with ``listener`` one worker of a node: it serves on that
+    socket (bound by its supervisor, the process with pid ``supervisor``,
+    service.entrypoints.workers) rather than binding HOST:PORT itself."""
+    refused = start_process(f"w{settings.worker_index}" if settings.worker_index else "")
     if refused is not None:
         return refused
     try:
@@ -178,17 +187,24 @@ def serve(settings: Settings) -> int:
         print(f"refusing to start: {exc.message}", file=sys.stderr)
         return 4
     server = pywsgi.WSGIServer(
-        (settings.host, settings.port),
+        listener if listener is not None else (settings.host, settings.port),
         app.wsgi,
         handler_class=LeanWebSocketHandler,
         spawn=app.handlers,
+        backlog=None if listener is not None else LISTEN_BACKLOG,  # a worker's listens already
         log=None,
         error_log=logging.getLogger("service.wsgi"),
     )
     server.open_websockets = set()
     app.start_background()
 
+    stopping = False
+
     def shutdown() -> None:
+        nonlocal stopping
+        if stopping:  # Ctrl-C reaches a worker twice: from the terminal, and its supervisor
+            return
+        stopping = True
         log.info("stopping: closing connections")
         server.close()  # no new connections
         for session in list(app.sio.eio.sockets.values()):
@@ -213,6 +229,10 @@ def serve(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 5
+    if supervisor is not None:
+        from service.entrypoints.workers import watch_supervisor
+
+        gevent.spawn(watch_supervisor, supervisor, shutdown)
     tune_gc(settings.gc_gen0_threshold, settings.gc_freeze)
     print(banner(settings), flush=True)
     server.serve_forever()

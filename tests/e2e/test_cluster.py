@@ -25,7 +25,8 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 @pytest.fixture
 def cluster_env(pg_url, influx_database):
     return {"DATABASE_URL": pg_url, "INFLUX_DB": influx_database, "REDIS_URL": REDIS_URL,
-            "REDIS_CHANNEL": unique("notify_test"), "PRESENCE_INTERVAL": "1"}
+            "REDIS_CHANNEL": unique("notify_test"), "PRESENCE_INTERVAL": "1",
+            "WORKERS": "1"}  # one process a node: these tests name nodes by NODE_ID
 
 
 @pytest.fixture
