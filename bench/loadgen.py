@@ -5,12 +5,16 @@ load generators."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import resource
 import subprocess
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Callable
+from typing import NamedTuple
 
 import gevent
 import gevent.pool
@@ -132,6 +136,25 @@ def percentile(hist: dict[float, int], q: float) -> float | None:
     return max(hist)
 
 
+class Answer(NamedTuple):
+    """One publish as its publisher saw it."""
+
+    sent_ms: float  # epoch ms when the request left: receivers compare their connect time
+    ms: float  # until the whole answer was read
+    status: str  # the HTTP status, or "error: ..." when no answer came
+    offset: int | None  # the entry's offset, from a 202
+    text: str  # the body of any other answer (for leak checks), else ""
+
+
+def answer_figures(answers: list[Answer]) -> dict:
+    """p50, p99 (nearest rank, to 0.1 ms) and max of the answer times, their
+    count, and the statuses seen."""
+    hist = Counter(round(a.ms, 1) for a in answers)
+    return {"n": len(answers), "p50_ms": percentile(hist, 0.50),
+            "p99_ms": percentile(hist, 0.99), "max_ms": percentile(hist, 1.0),
+            "status": dict(Counter(a.status for a in answers))}
+
+
 class Publisher:
     """Broadcasts over the publish API, the same for every server: the body
     is encoded when it is sent, so ``payload.t`` (epoch ms) is the moment the
@@ -146,12 +169,25 @@ class Publisher:
                         "Content-Type": "application/json"}
         self.late = 0  # paced publishes that left more than 10 ms after their slot
         self.failed: list[str] = []  # kept, not raised: the shortfall is reported
+        self.answers: list[Answer] = []  # every publish, answered or not, in answer order
 
     def publish(self, i: int) -> None:
-        body = {"broadcast": True, "category": "bench",
-                "payload": {"i": i, "t": time.time() * 1000.0}}
-        response = self.http.request("POST", self.url, body=json.dumps(body),
-                                     headers=self.headers, timeout=60)
+        sent_ms = time.time() * 1000.0
+        body = {"broadcast": True, "category": "bench", "payload": {"i": i, "t": sent_ms}}
+        started = time.perf_counter()
+        try:
+            response = self.http.request("POST", self.url, body=json.dumps(body),
+                                         headers=self.headers, timeout=60)
+        except urllib3.exceptions.HTTPError as exc:
+            self.answers.append(Answer(sent_ms, (time.perf_counter() - started) * 1000,
+                                       f"error: {type(exc).__name__}", None, ""))
+            raise
+        ms = (time.perf_counter() - started) * 1000
+        text = response.data.decode("utf-8", "replace")
+        offset = json.loads(text).get("offset") if response.status == 202 else None
+        # the body is kept only when something went wrong: it is what a caller shows
+        self.answers.append(Answer(sent_ms, ms, str(response.status), offset,
+                                   "" if response.status == 202 else text[:300]))
         if response.status != 202:
             # a 429 would mean the level's broadcast throttle cut in: the
             # figure would then measure the throttle, not delivery
@@ -168,18 +204,23 @@ class Publisher:
         pool.join()
         self._collect(greenlets)
 
-    def paced(self, n: int, per_second: float) -> None:
-        """n publishes at a steady rate; each is spawned on its slot, so one
-        slow answer does not delay the ones after it."""
+    def paced(self, n: int | None, per_second: float,
+              until: Callable[[], bool] = lambda: False) -> None:
+        """n publishes (None: no limit) at a steady rate, stopping early once
+        ``until()``; each is spawned on its slot, so one slow answer does not
+        delay the ones after it."""
         started = time.monotonic()
         group, greenlets = gevent.pool.Group(), []
-        for i in range(n):
+        for i in itertools.count() if n is None else range(n):
             slot = started + i / per_second
-            delay = slot - time.monotonic()
-            if delay > 0:
-                gevent.sleep(delay)
-            elif delay < -0.01:
+            if slot - time.monotonic() < -0.01:
                 self.late += 1
+            # waited in steps, asking ``until`` between: at a slow pace the
+            # end may come long before the next slot
+            while not until() and (delay := slot - time.monotonic()) > 0:
+                gevent.sleep(min(delay, 0.05))
+            if until():
+                break
             greenlets.append(group.spawn(self.publish, i))
         group.join()
         self._collect(greenlets)

@@ -19,6 +19,7 @@ BENCHMARKS = {
     "propagation": "bench.propagation",
     "changepoints": "bench.changepoints",
     "cache_ceiling": "bench.cache_ceiling",
+    "storm": "bench.storm",
 }
 # not in ``all``: minutes long and 10,000 connections; run it on its own
 LONG = {"soak": "bench.soak"}

@@ -43,7 +43,8 @@ const publish = (res, raw) => {
     created_at: new Date().toISOString(),
   };
   io.emit("notifications", [n]); // encoded once, written to each socket
-  return reply(res, 202, { id: n.id, created_at: n.created_at, recipients: io.engine.clientsCount });
+  // the offset as the service answers it, so clients can check what they are owed
+  return reply(res, 202, { id: n.id, offset: n.offset, created_at: n.created_at, recipients: io.engine.clientsCount });
 };
 
 const http = createServer((req, res) => {
