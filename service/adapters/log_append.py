@@ -5,8 +5,8 @@ columns, each entry's place in the batch (1..k), and each new stream's
 first entry. Inside, the head row is bumped by k under its lock, and each
 row's offset is the old head plus its place. So the lock is held only for
 the database's own work, never for Python's, and on PostgreSQL the whole
-append is one statement: a second batch can be prepared, and its
-publishers' requests parsed, while the first one commits.
+append is one statement, run in autocommit: a second batch can be prepared,
+and its publishers' requests parsed, while the first one commits.
 
 Streams known to exist (streams are never deleted) are left out, so a
 publish to a user seen before skips that insert altogether.
@@ -117,6 +117,12 @@ def append_postgres(conn: Connection, batch: PreparedBatch) -> list[Appended]:
         "s_users": users, "s_places": [batch.first_place[u] for u in users],
     }).one()
     if created:
+        # Its own statement, after the append has committed: in the append's
+        # transaction, every batch that began a stream (in a storm after a
+        # restart, most of them: no stream is known yet) held the head row's
+        # lock over three more round trips, and every other append and open
+        # waited. A count lost with the connection here only understates the
+        # recipients of later broadcasts in telemetry.
         conn.execute(_COUNT_STREAMS, {"n": len(created)})
     return appended(batch, base, stream_count, list(created))
 
