@@ -45,6 +45,7 @@ from service.service_layer.ports import (
     StreamPosition,
     Telemetry,
 )
+from service.service_layer.recent import RecentEntries
 from service.service_layer.replay import REPLAY_PAGE, REPLAY_READS_AT_ONCE, Replayer
 from service.service_layer.scheduling import DeadlineScheduler
 from service.service_layer.sequencer import LogSequencer
@@ -123,10 +124,12 @@ class DeliveryHub:
         self._fan_out: deque[tuple[Callable[..., None], tuple]] = deque()
         self._fanning = False
         self._taken: int | None = None  # the last entry whose fan-out began
+        self.recent = RecentEntries()
         self.sequence = LogSequencer(log, spawn, self._take_in_turn, page=replay_page,
                                      from_log_origin="log" if on_foreign else None)
         self.replay = Replayer(log, sender, self.outbox, page=replay_page, clock=clock,
                                reads_at_once=replay_reads_at_once,
+                               from_memory=self._missed_from_memory,
                                is_current=lambda conn: self._connections.get(conn.sid) is conn,
                                send_queued=self._send_queued, caught_up=self._try_join)
 
@@ -160,6 +163,8 @@ class DeliveryHub:
             user_id=user_id,
             delivered=max(start, position.since),  # nothing before `since` was ever its
             acked=acked,
+            since=position.since,
+            floor=position.trimmed,
             last_activity=self._clock(),
             queue=BatchQueue(self.batching),
             accepts_deflate=accepts_deflate,
@@ -168,16 +173,29 @@ class DeliveryHub:
         self._outsiders[sid] = conn
         self._by_user[user_id].add(sid)
         self.leaks.track("connection", conn)
-        if conn.delivered >= position.head >= self.sequence.head:
-            # Nothing committed is owed (a new user, or one who had it all),
-            # and nothing taken since was missed: in sync now, with no read.
-            # What was committed and is not taken yet comes live; _offer skips
-            # what is not past ``delivered``.
+        missed = self._missed_from_memory(conn)
+        if missed is not None and not missed[0]:
+            # Nothing taken is owed (a new user, or one who had it all): in
+            # sync now, with no read. What was committed and is not taken yet
+            # comes live; _offer skips what is not past ``delivered``.
+            conn.delivered = max(conn.delivered, missed[1])
             conn.catching_up = False
             self._try_join(conn)
-        else:
+        else:  # after the connect is answered: from memory, or from the log
             self._spawn(self.replay.catch_up, conn)
         return conn
+
+    def _missed_from_memory(self, conn: Connection) -> tuple[list[Notification], int] | None:
+        """What the connection is owed of the entries taken so far, and up to
+        which offset that is, if the recent entries cover it; None if only the
+        log can say (or the offline-queue bounds removed some: a reload)."""
+        head = self.sequence.head or 0
+        if conn.delivered >= head:
+            return [], conn.delivered
+        if conn.floor > conn.delivered:
+            return None
+        owed = self.recent.owed(conn.user_id, conn.delivered, head, conn.since)
+        return None if owed is None else (owed, head)
 
     def _open_stream(self, user_id: str) -> StreamPosition:
         """The user's stream, opened with those of the connections arriving
@@ -505,6 +523,7 @@ class DeliveryHub:
             self._fanning = False
 
     def _take_in_turn(self, appended: Appended) -> None:
+        self.recent.add(appended)  # in log order, as taken: replays read it from here
         self._serially(self._take, appended)
 
     @property

@@ -46,6 +46,8 @@ class Connection:
     user_id: str
     delivered: int  # highest offset sent, or queued to be sent, on this connection
     acked: int  # highest offset this user acknowledged
+    since: int = 0  # the stream began after this offset: earlier broadcasts are not its
+    floor: int = 0  # the stream's trimmed offset when it connected
     catching_up: bool = True
     has_pending: bool = False
     last_activity: float = 0.0  # clock time of the client's last event

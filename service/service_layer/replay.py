@@ -46,6 +46,8 @@ class Replayer:
         is_current: Callable[[Connection], bool],
         send_queued: SendQueued,
         caught_up: Callable[[Connection], None],
+        from_memory: Callable[[Connection], tuple[list[Notification], int] | None] = (
+            lambda conn: None),
         page: int = REPLAY_PAGE,
         reads_at_once: int = REPLAY_READS_AT_ONCE,
         clock: Callable[[], float] = time.monotonic,
@@ -56,6 +58,7 @@ class Replayer:
         self._is_current = is_current  # False once the connection closed (or was replaced)
         self._send_queued = send_queued  # what waits in its batch queue
         self._caught_up = caught_up  # the connection is in sync from now on
+        self._from_memory = from_memory  # what it missed, if the recent entries hold it
         self._page = page
         self._clock = clock
         # A storm of returning clients must not take every database connection
@@ -70,6 +73,15 @@ class Replayer:
         """
         while self._is_current(conn):
             conn.has_pending = False
+            missed = self._from_memory(conn)
+            if missed is not None:
+                if not self._send_missed(conn, *missed):
+                    return  # closed meanwhile
+                if not conn.has_pending:
+                    conn.catching_up = False
+                    self._caught_up(conn)
+                    return
+                continue  # more was taken while it sent: from memory again
             try:
                 with self._reads:
                     if not self._is_current(conn):
@@ -97,6 +109,17 @@ class Replayer:
                 conn.catching_up = False  # no yield since the read: nothing missed
                 self._caught_up(conn)
                 return
+
+    def _send_missed(self, conn: Connection, owed: list[Notification], upto: int) -> bool:
+        """Send what the recent entries hold for it; False if it went meanwhile."""
+        for batch in conn.queue.take_all():  # what waits is older than what it missed
+            self._send_queued(conn, batch, "catch_up")
+        conn.delivered = max(conn.delivered, upto)
+        for chunk in byte_chunks(owed, REPLAY_CHUNK_BYTES):
+            if not self._drained(conn):
+                return False
+            self._outbox.send(conn, chunk, "replay")
+        return True
 
     def _drained(self, conn: Connection) -> bool:
         """Wait until what was sent to the connection has been written to its

@@ -8,6 +8,7 @@ from service.domain.compression import CompressionPolicy, parse_scheme
 from service.domain.errors import InvalidInput, OffsetOutOfRange
 from service.domain.model import PublishRequest, utcnow
 from service.service_layer.delivery import DeliveryHub
+from service.service_layer.recent import RecentEntries
 from tests.unit.fakes import (
     InMemoryNotificationLog,
     ManualSpawner,
@@ -235,7 +236,8 @@ def test_a_trim_while_connected_is_found_at_the_next_read(parts):
     hub.connect("s1", "alice", last_offset=None)
     spawn.run_all()
     hub._connections["s1"].catching_up = True  # as when the client fell behind
-    append(log, n=5)
+    hub.recent = RecentEntries(max_entries=1)  # ...further than memory reaches
+    deliver(hub, append(log, n=5))
     log.trim("alice", 5)
     hub._spawn(hub.replay.catch_up, hub._connections["s1"])
     spawn.run_all()

@@ -8,6 +8,7 @@ from service.domain.batching import BatchPolicy
 from service.domain.model import PublishRequest, utcnow
 from service.service_layer.delivery import DeliveryHub
 from service.service_layer.outbox import FANOUT_SLICE
+from service.service_layer.recent import RecentEntries
 from tests.unit.fakes import InMemoryNotificationLog, ManualSpawner, RecordingSender
 
 
@@ -58,17 +59,38 @@ def test_a_connection_that_read_ahead_of_the_hub_joins_only_once_it_caught_up():
     not join the shared batch, which would send them a second time."""
     log, sender, spawn = InMemoryNotificationLog(), RecordingSender(), ManualSpawner()
     hub = make_hub(log, sender, spawn)
+    hub.recent = RecentEntries(max_entries=1)  # memory does not reach back: the log is read
     hub.connect("early", "ann", None)
     log.open_stream("bob")
-    ahead = [publish(log, {"broadcast": True}) for _ in range(3)]
+    ahead = [publish(log, {"broadcast": True}) for _ in range(4)]
+    for appended in ahead[:2]:
+        hub.deliver(appended)
     hub.connect("late", "bob", 0)
-    spawn.run_all()  # bob's replay read 1-3 before the hub took them
-    assert sender.offsets("late") == [1, 2, 3] and "late" not in hub.cohort
-    for appended in ahead:
+    spawn.run_all()  # bob's replay read 1-4; the hub has taken 1-2
+    assert sender.offsets("late") == [1, 2, 3, 4] and "late" not in hub.cohort
+    for appended in ahead[2:]:
         hub.deliver(appended)
     hub.deliver(publish(log, {"broadcast": True}))
-    assert sender.offsets("late") == [1, 2, 3, 4]
-    assert sender.offsets("early") == [1, 2, 3, 4]
+    assert sender.offsets("late") == [1, 2, 3, 4, 5]
+    assert sender.offsets("early") == [1, 2, 3, 4, 5]
+
+
+def test_a_connection_that_missed_recent_entries_gets_them_from_memory():
+    """Publishing goes on while a storm connects: what a connection missed
+    since its stream was opened is sent from the recent entries, not read."""
+    log, sender, spawn = InMemoryNotificationLog(), RecordingSender(), ManualSpawner()
+    hub = make_hub(log, sender, spawn)
+    hub.connect("early", "ann", None)
+    log.open_streams(["bob", "cy"])  # opened with the storm's batch...
+    for target in ({"broadcast": True}, {"user_id": "cy"}, {"user_id": "bob"}):
+        hub.deliver(publish(log, target))  # ...then these were taken before they registered
+    hub.connect("b", "bob", None)
+    hub.connect("c", "cy", None)
+    spawn.run_all()
+    assert log.reads == 0
+    assert sender.offsets("b") == [1, 3] and sender.offsets("c") == [1, 2]
+    hub.deliver(publish(log, {"broadcast": True}))
+    assert sender.offsets("b") == [1, 3, 4] and sender.offsets("c") == [1, 2, 4]
 
 
 def test_a_shared_batch_sent_in_slices_is_overtaken_by_nothing():
@@ -95,3 +117,26 @@ def test_a_shared_batch_sent_in_slices_is_overtaken_by_nothing():
     assert meanwhile == []
     for sid in members:
         assert sender.offsets(sid) == [1, 2], sid
+
+
+def test_recent_entries_cover_a_gap_whole_or_say_they_do_not():
+    log = InMemoryNotificationLog()
+    recent = RecentEntries(max_entries=3)
+    targets = ({"user_id": "a"}, {"broadcast": True}, {"user_id": "b"}, {"user_ids": ["a", "b"]})
+    for target in targets:
+        recent.add(publish(log, target))  # offsets 1-4; 1 is forgotten
+    assert recent.owed("a", after=0, upto=4, since=0) is None  # 1 is no longer here
+    assert [n.offset for n in recent.owed("a", after=1, upto=4, since=0)] == [2, 4]
+    assert [n.offset for n in recent.owed("a", after=1, upto=4, since=2)] == [4]  # began after 2
+    assert recent.owed("b", after=4, upto=4, since=0) == []
+    assert recent.owed("b", after=1, upto=5, since=0) is None  # 5 was never taken
+
+
+def test_recent_entries_are_bounded_in_bytes_too():
+    log = InMemoryNotificationLog()
+    recent = RecentEntries(max_entries=100, max_bytes=1000)
+    for _ in range(20):
+        recent.add(publish(log, {"broadcast": True, "payload": {"x": "y" * 200}}))
+    kept = recent.owed("a", after=19, upto=20, since=0)
+    assert [n.offset for n in kept] == [20]
+    assert recent.owed("a", after=14, upto=20, since=0) is None
