@@ -46,6 +46,7 @@ from service.domain.presence import Presence
 from service.domain.rate_limits import SocketRateLimits
 from service.domain.throttle import parse_rates
 from service.entrypoints.admin_api import admin_blueprint, grafana_blueprint, health_blueprint
+from service.entrypoints.admission import AdaptiveRate
 from service.entrypoints.auth import BearerAuth
 from service.entrypoints.config_api import config_blueprint
 from service.entrypoints.control_api import control_blueprint
@@ -98,6 +99,7 @@ class App:
     backpressure: Backpressure
     live_config: LiveConfig
     control_log: SqlControlLog
+    handshakes: AdaptiveRate  # Socket.IO handshakes admitted, at a rate the loop takes
     cluster: ClusterManager | None = None  # REDIS_URL set
     presence: RedisPresence | None = None  # a cluster node that delivers
     log_head: Callable[[], int] | None = None  # the log's head, uncached
@@ -109,6 +111,7 @@ class App:
         self.sio.start_background_task(self.hub.run_idle_sweeper)
         self.sio.start_background_task(self.hub.run_batch_timers)
         self.sio.start_background_task(self.backpressure.run)
+        self.sio.start_background_task(self.handshakes.run)
         self._start_cluster()
         self.sio.start_background_task(
             run_offline_trimmer, self.trimmer, interval=self.settings.offline_trim_interval,
@@ -397,6 +400,7 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
         backpressure=backpressure,
         live_config=live_config,
         control_log=control_log,
+        handshakes=AdaptiveRate(),
         cluster=cluster,
         presence=presence,
         log_head=sql_log.head,

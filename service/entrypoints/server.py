@@ -35,6 +35,11 @@ SHUTDOWN_FLUSH_S = 1.0
 # and 7 s, which is what the clients measured. Linux caps it at somaxconn
 # (4096 here; Node listens with 511).
 LISTEN_BACKLOG = 4096
+# Connections accepted per turn of the loop (gevent's default: 100). A storm
+# filled the backlog, and a publisher's new connection waited behind it, 100
+# a turn: 2-3 s. Accepting is cheap here: a Socket.IO connection then waits
+# for its turn (admission.py) parked, and anything else goes at once.
+MAX_ACCEPT = 2048
 
 
 class _WebSocket(WebSocket):
@@ -137,6 +142,19 @@ class _WebSocket(WebSocket):
         raise FrameTooLargeException(f"a message of {length} bytes; at most {MAX_FRAME_BYTES}")
 
 
+SOCKETIO_REQUEST = b"GET /socket.io/"
+
+
+def _opens_socketio(sock: Any) -> bool:
+    """Whether the connection's first bytes ask for Socket.IO (read without
+    taking them: the handler reads them next)."""
+    try:
+        head = sock.recv(len(SOCKETIO_REQUEST), socket.MSG_PEEK)
+    except OSError:
+        return False
+    return head == SOCKETIO_REQUEST
+
+
 def _unmask(payload: bytes, mask: bytes) -> bytes:
     """A client's frame payload XOR its 4-byte mask, repeated."""
     n = len(payload)
@@ -156,6 +174,16 @@ class LeanWebSocketHandler(WebSocketHandler):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().__init__(sock, address, server,
                          rfile if rfile is not None else sock.makefile("rb", READ_BUFFER_BYTES))
+
+    def handle(self) -> None:
+        """A Socket.IO connection waits for its turn (``AdaptiveRate``) before
+        its request is even parsed: in a storm, parsing 10,000 requests at once
+        held the loop for 1.5 s, and a publish with it. Anything else (a
+        publish, /healthz) goes at once."""
+        turns = getattr(self.server, "handshakes", None)
+        if turns is not None and _opens_socketio(self.socket):
+            turns.acquire()
+        super().handle()
 
     def run_websocket(self) -> None:
         # pywsgi is done with the parsed request head (an email.message, about
@@ -196,6 +224,8 @@ def serve(settings: Settings, *, listener: socket.socket | None = None,
         error_log=logging.getLogger("service.wsgi"),
     )
     server.open_websockets = set()
+    server.handshakes = app.handshakes
+    server.max_accept = MAX_ACCEPT
     app.start_background()
 
     stopping = False
