@@ -3,8 +3,10 @@ for a connection that is owed nothing, and a shared batch sent in slices
 that nothing overtakes."""
 
 import gevent
+import pytest
 
 from service.domain.batching import BatchPolicy
+from service.domain.errors import StorageBusy
 from service.domain.model import PublishRequest, utcnow
 from service.service_layer.delivery import DeliveryHub
 from service.service_layer.outbox import FANOUT_SLICE
@@ -140,3 +142,33 @@ def test_recent_entries_are_bounded_in_bytes_too():
     kept = recent.owed("a", after=19, upto=20, since=0)
     assert [n.offset for n in kept] == [20]
     assert recent.owed("a", after=14, upto=20, since=0) is None
+
+
+class BusyLog(InMemoryNotificationLog):
+    """Its pool is exhausted for the first ``busy`` opens."""
+
+    def __init__(self, busy: int) -> None:
+        super().__init__()
+        self.busy = busy
+
+    def open_streams(self, user_ids):
+        if self.busy:
+            self.busy -= 1
+            raise StorageBusy("every connection to the notification log is in use; retry")
+        return super().open_streams(user_ids)
+
+
+def test_a_connect_waits_for_a_busy_pool_within_a_bound_then_is_told_to_retry():
+    log, sender, spawn = BusyLog(busy=2), RecordingSender(), ManualSpawner()
+    hub = make_hub(log, sender, spawn)
+    hub.connect("s1", "ann", None)  # two refusals, then a free connection: no error
+    assert hub.connection_count == 1
+
+    ticks = iter(range(0, 1000, 4))  # each look at the clock: 4 s later
+    log.busy = 10
+    hub = DeliveryHub(log, sender, None, spawn, clock=lambda: float(next(ticks)))
+    with pytest.raises(StorageBusy) as refused:
+        hub.connect("s2", "bob", None)
+    assert refused.value.to_dict()["retry_after"] > 0
+    # tried at 0, 4 and 8 s; at 12 s the 10 s (OPEN_WAIT_S) were up
+    assert hub.connection_count == 0 and 10 - log.busy == 3
