@@ -60,6 +60,7 @@ class GroupRunner(Generic[T, R]):
         max_waiting: int = 10_000,
         refuse: Callable[[int], ServiceError],
         failed: Callable[[BaseException], ServiceError],
+        answered: Callable[[], None] = lambda: None,
     ) -> None:
         self._run_batch = run_batch  # results in the order of its items
         self.max_batch = max_batch  # these three may change at run time
@@ -67,6 +68,9 @@ class GroupRunner(Generic[T, R]):
         self.max_waiting = max_waiting
         self._refuse = refuse  # the error for a call past max_waiting, given how many wait
         self._failed = failed  # what callers get when the batch raised something unexpected
+        # run by a leader once its batches' callers have their results and the
+        # next leader has its turn: work that follows a batch (fan-out)
+        self._answered = answered
         self._waiting: deque[_Waiter[T, R]] = deque()
         self._leading = False
 
@@ -81,12 +85,14 @@ class GroupRunner(Generic[T, R]):
             raise self._refuse(len(self._waiting))
         me: _Waiter[T, R] = _Waiter(item)
         self._waiting.append(me)
+        led = False
         try:
             while not me.done:
                 if self._leading:
                     me.turn.wait()  # its batch is done, or its turn to lead
                     me.turn.clear()
                     continue
+                led = True
                 self._lead(me)
         except BaseException:  # killed while waiting: leave the line, pass the turn on
             if me in self._waiting:  # not taken into a batch: it did not run
@@ -94,6 +100,8 @@ class GroupRunner(Generic[T, R]):
             if not self._leading and self._waiting:
                 self._waiting[0].turn.set()
             raise
+        if led:  # the next leader is on its way: what follows a batch holds up no commit
+            self._answered()
         if me.error is not None:
             raise me.error
         return me.result

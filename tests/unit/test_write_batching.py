@@ -145,31 +145,39 @@ def test_a_publisher_killed_while_waiting_passes_its_turn_on():
     assert batcher.waiting == 0 and log.head() == 2
 
 
-def test_a_publisher_is_answered_before_its_entry_is_fanned_out():
-    """Fan-out runs in a greenlet of its own: however long it takes, the
-    publisher's answer (and the next commit) do not wait for it."""
+def test_the_publishers_of_a_batch_are_answered_before_its_fan_out():
+    """The leader of a commit answers the others of its batch and passes the
+    lead on first, then hands the entries to fan-out itself; a slow fan-out
+    holds up no one else's answer, nor the next commit."""
     log, delivered, order = CountingLog(), [], []
 
     def slow_fan_out(appended):
         gevent.sleep(0.2)  # sending to thousands of connections
         delivered.append(appended.offset)
-        order.append(("delivered", appended.offset))
 
-    batcher = WriteBatcher(log, slow_fan_out)
-    first = batcher.append(*draft("ann"))
-    order.append(("answered", first.offset))
-    second = batcher.append(*draft("bob"))
-    order.append(("answered", second.offset))
-    assert order == [("answered", 1), ("answered", 2)] and delivered == []
+    def publish(user):
+        order.append(("answered", batcher.append(*draft(user)).offset))
+
+    batcher = WriteBatcher(log, slow_fan_out, max_batch=8)
+    leader = gevent.spawn(publish, "ann")
+    gevent.sleep(0)  # ann leads; her commit is in flight
+    others = [gevent.spawn(publish, u) for u in ("bob", "cyd")]
+    gevent.joinall(others, timeout=0.15)  # long before any fan-out could end
+    assert sorted(order) == [("answered", 2), ("answered", 3)]
+    assert delivered == [] and not leader.ready()  # ann delivers 1, then 2 and 3
+    later = batcher.append(*draft("dan"))  # committed while the fan-out goes on
+    assert later.offset == 4
+    leader.join(timeout=2)
     assert batcher.wait_delivered(timeout=2)
-    assert delivered == [1, 2]  # still in offset order
+    assert delivered == [1, 2, 3, 4]  # in offset order
 
 
 def test_commits_wait_while_too_many_entries_wait_for_fan_out():
     """The hand-off to fan-out is bounded: past it, commits wait for it."""
     log, release = CountingLog(), gevent.event.Event()
     batcher = WriteBatcher(log, lambda a: release.wait(), max_undelivered=2)
-    batcher.append(*draft("u0"))  # being fanned out, stuck
+    stuck = gevent.spawn(batcher.append, *draft("u0"))  # its leader fans out, stuck
+    gevent.sleep(0.01)
     batcher.append(*draft("u1"))
     batcher.append(*draft("u2"))  # u1 and u2 wait for it: the bound
     assert batcher.undelivered == 2
@@ -177,5 +185,5 @@ def test_commits_wait_while_too_many_entries_wait_for_fan_out():
     gevent.sleep(0.05)
     assert not fourth.ready() and log.head() == 3  # not even committed yet
     release.set()
-    assert fourth.get(timeout=2).offset == 4
+    assert fourth.get(timeout=2).offset == 4 and stuck.get(timeout=2).offset == 1
     assert batcher.wait_delivered(timeout=2)
