@@ -99,6 +99,8 @@ class GroupRunner(Generic[T, R]):
                 self._waiting.remove(me)
             if not self._leading and self._waiting:
                 self._waiting[0].turn.set()
+            if led:  # what follows its batches must still happen, elsewhere
+                gevent.spawn(self._answered)
             raise
         if led:  # the next leader is on its way: what follows a batch holds up no commit
             self._answered()
