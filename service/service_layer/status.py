@@ -184,7 +184,9 @@ def _storage_health(log: NotificationLog) -> dict:
 def _telemetry_health(src: StatusSources) -> dict:
     if src.sink.last_error is not None:
         return _component(
-            WARNING, f"InfluxDB unreachable, telemetry is not being written: {src.sink.last_error}"
+            # the writer logged InfluxDB's own words; an answer never carries them
+            WARNING, "InfluxDB unreachable, telemetry is not being written: it waits in "
+                     "the disk spool (the node's log says why)"
         )
     if src.sink.total_dropped:
         return _component(WARNING, f"{src.sink.total_dropped} record(s) dropped since start")

@@ -27,3 +27,17 @@ def test_delivery_latency_weights_p50_and_takes_the_worst_tail():
     assert delivery_latency((100.0, summaries), now=102.5) == {
         "count": 40, "age_s": 2.5, "p50": 20.0, "p99": 90.0, "max": 95.0}
     assert delivery_latency(None, now=1.0) is None
+
+
+def test_health_says_influxdb_is_unreachable_without_its_error_text():
+    """/healthz needs no token: it must not carry a driver's or a socket's words."""
+    from types import SimpleNamespace
+
+    from service.service_layer.status import _telemetry_health
+
+    sink = SimpleNamespace(last_error="HTTPConnectionPool(host='127.0.0.1', port=8086): "
+                                      "[Errno 111] Connection refused",
+                           total_dropped=0, written=0)
+    health = _telemetry_health(SimpleNamespace(sink=sink))
+    assert health["status"] == "warning" and "InfluxDB unreachable" in health["reason"]
+    assert "Errno" not in health["reason"] and "8086" not in health["reason"]
