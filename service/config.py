@@ -193,7 +193,8 @@ class Settings:
         settings = cls(
             host=env.get("HOST", "127.0.0.1"),
             port=port,
-            database_url=env.get("DATABASE_URL") or default_sqlite_url(var_dir),
+            database_url=(normalize_database_url(env.get("DATABASE_URL", ""))
+                          or default_sqlite_url(var_dir)),
             influx_url=env.get("INFLUX_URL", "http://127.0.0.1:8086"),
             influx_db=env.get("INFLUX_DB", "notify"),
             influx_token=env.get("INFLUX_TOKEN") or None,
@@ -291,6 +292,31 @@ def _workers(raw: str) -> int:
         raise ConfigError(f"WORKERS is a number of processes, 1-{MAX_WORKERS}, or auto, "
                           f"not {raw[:80]!r}")
     return int(raw)
+
+
+# DATABASE_URL schemes, and the driver each means: the installed one. SQLAlchemy
+# 2.1 maps a bare postgresql:// to psycopg 3, which is not installed: the node
+# crashed at start with ModuleNotFoundError on the form most hosts give.
+DATABASE_SCHEMES = {
+    "postgresql": "postgresql+psycopg2", "postgres": "postgresql+psycopg2",
+    "postgresql+psycopg2": "postgresql+psycopg2",
+    "sqlite": "sqlite", "sqlite+pysqlite": "sqlite+pysqlite",
+}
+
+
+def normalize_database_url(raw: str) -> str:
+    """DATABASE_URL with the installed driver named; "" when unset. Any
+    other scheme is refused in one line that names only the scheme (the URL
+    may hold a password)."""
+    if not raw:
+        return ""
+    scheme, sep, rest = raw.partition("://")
+    driver = DATABASE_SCHEMES.get(scheme.lower()) if sep else None
+    if driver is None:
+        shown = f"{scheme[:40]}://" if sep else "a value with no scheme"
+        raise ConfigError(f"DATABASE_URL must start with postgresql://, postgres:// or "
+                          f"sqlite:///, not {shown}")
+    return f"{driver}://{rest}"
 
 
 def _redis_channel(value: str) -> str:

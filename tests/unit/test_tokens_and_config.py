@@ -188,3 +188,27 @@ def test_named_admin_tokens_are_read_and_kept_apart_from_the_publish_token(tmp_p
     for bad in ("bob:" + "p" * 20, "bob:" + "a" * 20, f"bob:{'z' * 16},bob:{'w' * 16}"):
         with pytest.raises(ConfigError):
             Settings.from_env({**env, "ADMIN_TOKENS": bad})
+
+
+@pytest.mark.parametrize(("given", "used"), [
+    ("postgresql://app@db.example/notify", "postgresql+psycopg2://app@db.example/notify"),
+    ("postgres://app:pw@db.example:5432/notify", "postgresql+psycopg2://app:pw@db.example:5432/notify"),
+    ("postgresql+psycopg2://app@db.example/notify", "postgresql+psycopg2://app@db.example/notify"),
+    ("POSTGRES://app@db.example/notify", "postgresql+psycopg2://app@db.example/notify"),
+    ("sqlite:////var/lib/notify.sqlite3", "sqlite:////var/lib/notify.sqlite3"),
+])
+def test_every_postgresql_url_form_means_the_installed_driver(tmp_path, given, used):
+    """SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, which is not
+    installed: the form hosts and docs give crashed the node at start."""
+    settings = Settings.from_env({"VAR_DIR": str(tmp_path), "DATABASE_URL": given})
+    assert settings.database_url == used
+    assert settings.storage_kind == ("sqlite" if used.startswith("sqlite") else "postgresql")
+
+
+@pytest.mark.parametrize("given", ["mysql://app:s3cret@db/notify",
+                                   "postgresql+psycopg://app:s3cret@db/notify", "s3cret"])
+def test_any_other_database_url_is_refused_in_one_line_without_its_password(tmp_path, given):
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({"VAR_DIR": str(tmp_path), "DATABASE_URL": given})
+    assert "DATABASE_URL must start with postgresql://" in str(refused.value)
+    assert "s3cret" not in str(refused.value) and "\n" not in str(refused.value)
