@@ -49,7 +49,8 @@ s AS (
   ON CONFLICT DO NOTHING RETURNING since)
 SELECT h.base, h.streams, ARRAY(SELECT since FROM s) FROM h
 """)
-_COUNT_STREAMS = text("UPDATE log_head SET streams = streams + :n WHERE id = 1")
+# streams begun, counted (a broadcast's recipients): appends and opens alike
+COUNT_STREAMS = text("UPDATE log_head SET streams = streams + :n WHERE id = 1")
 
 # SQLite: the same steps as separate statements (its commits never overlap).
 _SQLITE_BUMP = text("UPDATE log_head SET head = head + :k WHERE id = 1 "
@@ -123,7 +124,7 @@ def append_postgres(conn: Connection, batch: PreparedBatch) -> list[Appended]:
         # lock over three more round trips, and every other append and open
         # waited. A count lost with the connection here only understates the
         # recipients of later broadcasts in telemetry.
-        conn.execute(_COUNT_STREAMS, {"n": len(created)})
+        conn.execute(COUNT_STREAMS, {"n": len(created)})
     return appended(batch, base, stream_count, list(created))
 
 
@@ -141,7 +142,7 @@ def append_sqlite(conn: Connection, batch: PreparedBatch,
         rows = [(u, base + batch.first_place[u] - 1) for u in batch.new_users]
         created = [row[0] for row in conn.execute(_SQLITE_STREAMS, {"rows": json.dumps(rows)})]
         if created:
-            conn.execute(_COUNT_STREAMS, {"n": len(created)})
+            conn.execute(COUNT_STREAMS, {"n": len(created)})
     if batch.recipients:  # plain executemany of tuples measured fastest on SQLite
         conn.exec_driver_sql(insert_recipients, [(u, base + p) for u, p in batch.recipients])
     return appended(batch, base, stream_count, created)

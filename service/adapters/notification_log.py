@@ -49,7 +49,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from service.adapters.database import create_tables
-from service.adapters.log_append import append_postgres, append_sqlite, prepare
+from service.adapters.log_append import COUNT_STREAMS, append_postgres, append_sqlite, prepare
 from service.domain.errors import StorageBusy, StorageUnavailable, new_error_id
 from service.domain.model import Appended, Notification, Priority, PublishRequest
 from service.service_layer.ports import UNREAD_CAP, Draft, StreamPosition, Unread
@@ -169,7 +169,6 @@ WITH created AS (
   ON CONFLICT DO NOTHING RETURNING user_id)
 SELECT count(*) FROM created
 """)
-_COUNT_STREAMS_POSTGRES = text("UPDATE log_head SET streams = streams + :n WHERE id = 1")
 
 
 # Every ack of a flush in one statement, committed as it ends: the stream rows
@@ -213,8 +212,6 @@ class SqlNotificationLog:
             select(bindparam("user_id", type_=String), head, head, head, literal(1))
             .where(log_head.c.id == 1),
         ).on_conflict_do_nothing()
-        self._count_streams = update(log_head).where(log_head.c.id == 1).values(
-            streams=log_head.c.streams + bindparam("created", type_=BigInteger))
         # the head, and each named stream that exists (a user without one: a row of nulls)
         self._read_positions = (
             select(log_head.c.head, streams.c.user_id, streams.c.since, streams.c.acked,
@@ -303,9 +300,9 @@ class SqlNotificationLog:
 
     def open_streams(self, user_ids: Sequence[str]) -> dict[str, StreamPosition]:
         """Streams begin at the log's head (earlier broadcasts are not theirs):
-        those not known to exist are created, and counted, in one statement;
-        then every position is read in one more, with the head, as one
-        snapshot. A storm of connections costs two statements per batch."""
+        those not known to exist are created in one statement and counted in
+        another; then every position is read in one more, with the head, as
+        one snapshot. A storm of connections costs three statements a batch."""
         users = sorted(set(user_ids))  # one lock order for every node's inserts
         new = [u for u in users if u not in self._known_streams]
         with storage_errors():
@@ -314,7 +311,7 @@ class SqlNotificationLog:
                     if new:
                         created = conn.execute(_OPEN_STREAMS_POSTGRES, {"users": new}).scalar()
                         if created:
-                            conn.execute(_COUNT_STREAMS_POSTGRES, {"n": created})
+                            conn.execute(COUNT_STREAMS, {"n": created})
                     positions = self._positions(conn, users)
             else:
                 with self._engine.begin() as conn:
@@ -322,7 +319,7 @@ class SqlNotificationLog:
                         created = conn.execute(self._open_stream,
                                                [{"user_id": u} for u in new]).rowcount
                         if created > 0:
-                            conn.execute(self._count_streams, {"created": created})
+                            conn.execute(COUNT_STREAMS, {"n": created})
                     positions = self._positions(conn, users)
         self._remember_streams(new)
         return positions

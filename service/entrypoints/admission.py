@@ -9,15 +9,16 @@ PostgreSQL: publish p50 2.5 s, p99 4.8 s, the node at 100 % CPU).
 
 So a connection that asks for Socket.IO waits for its turn before its
 request is even parsed (``server.LeanWebSocketHandler.handle``), and turns
-come at a rate that follows the loop's lag, as a
+come at a rate that follows the loop's lag and the process's CPU, as a
 congestion window follows a network's (AIMD, as in TCP and Netflix's
 concurrency-limits): a ticker measures how late it wakes and how busy the
 process was; past ``LAG_TARGET_S`` or ``BUSY_HIGH`` the rate drops by a
 fifth, under half the lag and ``BUSY_LOW`` it grows by ``STEP_PER_S`` while
 handshakes wait. The loop's lag alone did not do: handshakes in small steps
-kept it under 50 ms while the node spent all its CPU on them. A cap on the number in progress
-was tried first and failed: a handshake mostly waits for its client, so 64
-at a time admitted 260 a second and 5,000 of 10,000 clients timed out.
+kept it under 50 ms while the node spent all its CPU on them. A cap on the
+number in progress was tried first and failed: a handshake mostly waits for
+its client, so 64 at a time admitted 260 a second and 5,000 of 10,000
+clients timed out.
 Waiting handshakes are parked greenlets: they cost the loop nothing.
 Publishes and every other request go at once.
 """
@@ -44,7 +45,8 @@ BURST_S = 0.1  # tokens kept at most: a tenth of a second's worth
 
 
 class AdaptiveRate:
-    """A token bucket whose rate follows the event loop's lag."""
+    """A token bucket whose rate follows the event loop's lag and the
+    process's CPU; who finds it empty waits in line."""
 
     def __init__(self, *, start_per_s: float = START_PER_S,
                  clock: Callable[[], float] = time.monotonic,

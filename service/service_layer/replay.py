@@ -101,10 +101,8 @@ class Replayer:
             fresh = [n for n in page if n.offset > conn.delivered]
             if fresh:
                 conn.delivered = fresh[-1].offset
-                for chunk in byte_chunks(fresh, REPLAY_CHUNK_BYTES):
-                    if not self._drained(conn):
-                        return  # closed while it read: its disconnect cleaned up
-                    self._outbox.send(conn, chunk, "replay")
+                if not self._send_at_its_pace(conn, fresh):
+                    return  # closed while it read: its disconnect cleaned up
             if len(page) < self._page and not conn.has_pending:
                 conn.catching_up = False  # no yield since the read: nothing missed
                 self._caught_up(conn)
@@ -115,7 +113,12 @@ class Replayer:
         for batch in conn.queue.take_all():  # what waits is older than what it missed
             self._send_queued(conn, batch, "catch_up")
         conn.delivered = max(conn.delivered, upto)
-        for chunk in byte_chunks(owed, REPLAY_CHUNK_BYTES):
+        return self._send_at_its_pace(conn, owed)
+
+    def _send_at_its_pace(self, conn: Connection, entries: list[Notification]) -> bool:
+        """In chunks, each once the one before left the node; False if the
+        connection went meanwhile."""
+        for chunk in byte_chunks(entries, REPLAY_CHUNK_BYTES):
             if not self._drained(conn):
                 return False
             self._outbox.send(conn, chunk, "replay")

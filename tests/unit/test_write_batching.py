@@ -9,7 +9,7 @@ import pytest
 from service.domain.backpressure import Overloaded
 from service.domain.errors import StorageUnavailable
 from service.domain.model import PublishRequest, utcnow
-from service.service_layer.write_batching import WriteBatcher
+from service.service_layer.write_batching import InOrderDelivery, WriteBatcher
 from tests.unit.fakes import InMemoryNotificationLog, RecordingTelemetry
 
 
@@ -187,3 +187,17 @@ def test_commits_wait_while_too_many_entries_wait_for_fan_out():
     release.set()
     assert fourth.get(timeout=2).offset == 4 and stuck.get(timeout=2).offset == 1
     assert batcher.wait_delivered(timeout=2)
+
+
+def test_a_leader_with_a_long_line_ahead_makes_room_itself():
+    """A leader that found others ahead of it commits batch after batch until
+    its own publish is in one, and hands nothing on until then: past the
+    bound, with nobody else handing entries on, it must make room itself."""
+    delivered = []
+    delivery = InOrderDelivery(lambda a: delivered.append(a.offset), gevent.spawn, bound=3)
+    log = InMemoryNotificationLog()
+    delivery.put(log.append_many([draft(f"u{i}") for i in range(4)]))  # its earlier batches
+    waiter = gevent.spawn(delivery.wait_below_bound)
+    waiter.join(timeout=2)
+    assert waiter.ready(), "the next commit waited for ever"
+    assert delivered == [1, 2, 3, 4]
