@@ -92,7 +92,10 @@ def _receiver(base: str, user: str, token: str) -> socketio.Client:
 
     @client.on("notifications")
     def _on_notifications(batch: list) -> None:
-        state["last"] = batch[-1]["offset"]
+        # python-engineio's client handles each message in a thread of its
+        # own, so batches may be handled out of the order they came in: the
+        # highest offset seen is what to ack and to resume from
+        state["last"] = max(state["last"] or 0, batch[-1]["offset"])
         client.emit("ack", {"offset": state["last"]})
 
     def _auth() -> dict:

@@ -9,7 +9,7 @@ import time
 
 from tests.e2e.conftest import start_server, stop_server
 from tests.e2e.test_connections import raw_socketio_client
-from tests.e2e.test_publish_receive import PyClient
+from tests.support.py_client import PyClient
 
 
 def pressure(server) -> dict:

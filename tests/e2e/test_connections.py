@@ -10,7 +10,7 @@ import websocket
 from service.adapters.influx import InfluxClient, InfluxSettings
 from tests.conftest import INFLUX_URL
 from tests.e2e.conftest import start_server, stop_server
-from tests.e2e.test_publish_receive import PyClient
+from tests.support.py_client import PyClient
 
 
 def connection_events(influx_database: str, event: str, reason: str) -> int:

@@ -36,7 +36,7 @@ from service.service_layer.rollups import run_rollups
 from tests.conftest import INFLUX_URL, PG_ADMIN_URL, unique
 from tests.e2e.conftest import ROOT, JsClient, RunningServer, start_server, stop_server
 from tests.e2e.test_connections import raw_socketio_client
-from tests.e2e.test_publish_receive import PyClient, publish_n
+from tests.support.py_client import PyClient, publish_n
 from tests.unit.test_dashboards import (
     RAW_POLICY,
     RP_FROM,

@@ -27,8 +27,8 @@ from service.adapters.notification_log import entries, recipients, streams
 from tests.conftest import unique
 from tests.e2e.conftest import start_server, stop_server
 from tests.e2e.test_connections import connection_events, raw_socketio_client
-from tests.e2e.test_publish_receive import PyClient, publish_n
 from tests.e2e.test_telemetry_durability import assert_accounted, drained, telemetry, wait_until
+from tests.support.py_client import PyClient, publish_n
 
 PATH = "/api/v1/notifications"
 

@@ -6,7 +6,7 @@ import time
 
 from service.adapters.influx import InfluxClient, InfluxSettings
 from tests.conftest import INFLUX_URL
-from tests.e2e.test_publish_receive import PyClient, publish_n
+from tests.support.py_client import PyClient, publish_n
 
 
 def wait_for_sum(influx: InfluxClient, measurement: str, expected: int, timeout: float = 15.0):

@@ -4,51 +4,11 @@ python-socketio client against a real `serve` process."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import socketio
 
-
-class PyClient:
-    def __init__(self, url: str, token: str, last_offset: int | None = None, ack: bool = True):
-        self.received: list[dict] = []
-        self.errors: list[dict] = []
-        self.changed = threading.Condition()
-        self.sio = socketio.Client(reconnection=False)
-        self.sio.on("notifications", self._on_notifications)
-        self.sio.on("error", self.errors.append)
-        self.ack = ack
-        auth = {"token": token}
-        if last_offset is not None:
-            auth["last_offset"] = last_offset
-        self.sio.connect(url, auth=auth, transports=["websocket"], wait_timeout=10)
-
-    def _on_notifications(self, batch: list[dict]) -> None:
-        with self.changed:
-            self.received.extend(batch)
-            self.changed.notify_all()
-        if self.ack and self.sio.connected:  # a batch may land as the test closes it
-            try:
-                self.sio.emit("ack", {"offset": batch[-1]["offset"]})
-            except socketio.exceptions.BadNamespaceError:
-                pass  # closed between the check and the emit: nothing to acknowledge to
-
-    def wait_for(self, count: int, timeout: float = 10.0) -> list[dict]:
-        with self.changed:
-            self.changed.wait_for(lambda: len(self.received) >= count, timeout)
-        return list(self.received)
-
-    def close(self) -> None:
-        self.sio.disconnect()
-
-
-def publish_n(server, user_id: str, n: int, start: int = 0) -> list[dict]:
-    return [
-        server.publish({"user_id": user_id, "category": "chat", "priority": "normal",
-                        "payload": {"seq": start + i}})
-        for i in range(n)
-    ]
+from tests.support.py_client import InOrderClient, PyClient, publish_n
 
 
 def test_the_js_client_receives_in_order_and_acks(server, js_client):
@@ -97,6 +57,33 @@ def test_reconnecting_with_last_offset_replays_exactly_the_missed_ones(server, j
     back = js_client(server.url, server.token("carol"), "--expect", "2")
     back.finish()
     assert [n["payload"]["seq"] for n in back.notifications()] == [6, 7]
+
+
+def test_a_python_client_handles_batches_in_the_order_the_server_sent_them(server):
+    """Why the replay test once saw 501.. before 1..500 (issue 18): the
+    server sends in order, but python-engineio's threaded client handles each
+    message in a thread of its own, so a batch that comes while the previous
+    one is still being handled can overtake it. Forced here: the first
+    batch's handler takes 0.5 s. The stock client records the second batch
+    first; the in-order client (tests/support/py_client.py, what the suites
+    use) records them as sent."""
+    def slow_first(batch: list[dict]) -> None:
+        if batch[0]["payload"]["seq"] == 0:
+            time.sleep(0.5)  # the second batch arrives meanwhile
+
+    seen = {}
+    for name, client_class in (("stock", socketio.Client), ("in_order", InOrderClient)):
+        user = f"order-{name}"
+        client = PyClient(server.url, server.token(user), client_class=client_class)
+        client.on_batch = slow_first
+        try:
+            for seq in range(2):  # critical: each goes out at once, as its own batch
+                server.publish({"user_id": user, "category": "chat", "priority": "critical",
+                                "payload": {"seq": seq}})
+            seen[name] = [n["payload"]["seq"] for n in client.wait_for(2)]
+        finally:
+            client.close()
+    assert seen == {"stock": [1, 0], "in_order": [0, 1]}
 
 
 def test_the_offline_queue_is_the_unacknowledged_tail(server):

@@ -12,7 +12,7 @@ import websocket
 
 from tests.e2e.conftest import start_server, stop_server
 from tests.e2e.test_connections import connection_events
-from tests.e2e.test_publish_receive import PyClient
+from tests.support.py_client import PyClient
 
 NOTE = {"category": "c", "payload": {"ok": True}}
 

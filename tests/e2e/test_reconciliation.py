@@ -7,8 +7,8 @@ import time
 
 from service.adapters.influx import InfluxClient, InfluxSettings
 from tests.conftest import INFLUX_URL
-from tests.e2e.test_publish_receive import PyClient
 from tests.e2e.test_telemetry_durability import drained, wait_until
+from tests.support.py_client import PyClient
 
 
 def total(influx: InfluxClient, measurement: str, where: str = "") -> int:

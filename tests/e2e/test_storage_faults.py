@@ -10,7 +10,7 @@ import time
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.e2e.test_publish_receive import PyClient
+from tests.support.py_client import PyClient
 
 CLUSTER = ("15", "main")
 

@@ -12,7 +12,7 @@ import pytest
 
 from service.adapters.influx import InfluxClient, InfluxSettings
 from tests.e2e.conftest import start_server, stop_server
-from tests.e2e.test_publish_receive import PyClient, publish_n
+from tests.support.py_client import PyClient, publish_n
 
 
 def telemetry(server) -> dict:

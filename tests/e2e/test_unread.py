@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from tests.e2e.test_publish_receive import PyClient, publish_n
+from tests.support.py_client import PyClient, publish_n
 
 PUBLISH = "test-publish-token"
 
