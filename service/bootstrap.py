@@ -243,7 +243,7 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
     # Every read and write of the log goes through its cache, so that each
     # write drops (at commit, before its caller is answered) what it changed.
     caches = make_caches(settings.tunables())
-    sql_log = SqlNotificationLog(engine)
+    sql_log = SqlNotificationLog(engine, key_window_s=settings.idempotency_window)
     # A publish-only node hears no other node's writes: it must not cache reads.
     notification_log = CachedNotificationLog(sql_log, users=caches["user"],
                                              shared=caches["global"],
@@ -318,7 +318,8 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
                           max_batch=settings.write_batch_size,
                           window_s=settings.write_batch_window_ms / 1000.0,
                           spawn=sio.start_background_task)
-    handler = functools.partial(publish, append=writes.append, telemetry=telemetry, admit=admit)
+    handler = functools.partial(publish, append=writes.append, telemetry=telemetry, admit=admit,
+                                prior=notification_log.prior_publish)
     publishers = BearerAuth("publish", settings.publish_credentials())
     flask_app.register_blueprint(publish_blueprint(handler, publishers))
     flask_app.register_blueprint(unread_blueprint(notification_log.unread, publishers))
@@ -395,8 +396,9 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
         influx=influx,
         engine=engine,
         handlers=handlers,
-        trimmer=InvalidatingTrimmer(SqlStreamTrimmer(engine), notification_log,
-                                    tell_others=cluster.announce_trim if cluster else None),
+        trimmer=InvalidatingTrimmer(
+            SqlStreamTrimmer(engine, key_window_s=settings.idempotency_window),
+            notification_log, tell_others=cluster.announce_trim if cluster else None),
         backpressure=backpressure,
         live_config=live_config,
         control_log=control_log,

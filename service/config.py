@@ -22,6 +22,7 @@ from service.adapters.database import default_sqlite_url
 from service.adapters.influx import InfluxSettings, Retention
 from service.domain.backpressure import DEFAULT_ACTIONS, parse_actions
 from service.domain.errors import InvalidInput
+from service.domain.idempotency import DEFAULT_WINDOW_S
 from service.domain.levels import LEVELS, PoolSettings
 from service.domain.model import Priority
 from service.domain.rate_limits import (
@@ -94,6 +95,7 @@ class Settings:
     offline_queue_max: int = 1_000
     offline_queue_max_age: float = 7 * 86_400.0
     offline_trim_interval: float = 60.0
+    idempotency_window: float = DEFAULT_WINDOW_S  # an Idempotency-Key is remembered this long
     memory_budget_mb: int = 512
     compression_min_bytes: int = 4096
     write_batch_size: int = 50
@@ -240,6 +242,7 @@ class Settings:
             offline_queue_max=max(1, _int(env, "OFFLINE_QUEUE_MAX", preset.offline_queue_max)),
             offline_queue_max_age=_float(env, "OFFLINE_QUEUE_MAX_AGE", 7 * 86_400.0),
             offline_trim_interval=max(0.1, _float(env, "OFFLINE_TRIM_INTERVAL", 60.0)),
+            idempotency_window=_float(env, "IDEMPOTENCY_WINDOW", DEFAULT_WINDOW_S),
             memory_budget_mb=max(16, _int(env, "MEMORY_BUDGET_MB", preset.memory_budget_mb)),
             compression_min_bytes=max(0, _int(env, "COMPRESSION_MIN_BYTES", 4096)),
             write_batch_size=max(1, _int(env, "WRITE_BATCH_SIZE", preset.write_batch_size)),

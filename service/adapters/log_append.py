@@ -22,11 +22,15 @@ from datetime import datetime
 
 from sqlalchemy import Connection, text
 
+from service.adapters.publish_keys import INSERT_SQLITE as _SQLITE_KEYS
+from service.domain.idempotency import IdempotencyKey
 from service.domain.model import Appended, Notification
 from service.service_layer.ports import Draft
 
-# One round trip: bump the head, insert the entries, their recipients and
-# the streams they begin (in user-id order, as the trimmer locks streams).
+# One round trip: bump the head, insert the entries, their recipients, the
+# streams they begin (in user-id order, as the trimmer locks streams) and
+# their idempotency keys (a broadcast's recipients worked out as appended()
+# does: the streams begun before it).
 _POSTGRES_APPEND = text("""
 WITH h AS (
   UPDATE log_head SET head = head + :k WHERE id = 1 RETURNING head - :k AS base, streams),
@@ -46,7 +50,15 @@ s AS (
   SELECT v.user_id, h.base + v.i - 1, h.base + v.i - 1, h.base + v.i - 1, 1
   FROM h, unnest(CAST(:s_users AS varchar[]), CAST(:s_places AS bigint[])) AS v(user_id, i)
   ORDER BY v.user_id
-  ON CONFLICT DO NOTHING RETURNING since)
+  ON CONFLICT DO NOTHING RETURNING since),
+k AS (
+  INSERT INTO publish_keys (key, fingerprint, log_offset, message_id, created_at_us, recipients)
+  SELECT x.key, x.fingerprint, h.base + x.i, x.id, x.created_at_us,
+         COALESCE(x.recipients, h.streams + (SELECT count(*) FROM s WHERE s.since < h.base + x.i))
+  FROM h, unnest(CAST(:k_keys AS varchar[]), CAST(:k_prints AS varchar[]),
+                 CAST(:k_places AS bigint[]), CAST(:k_ids AS varchar[]),
+                 CAST(:k_created AS bigint[]), CAST(:k_recipients AS integer[]))
+       AS x(key, fingerprint, i, id, created_at_us, recipients))
 SELECT h.base, h.streams, ARRAY(SELECT since FROM s) FROM h
 """)
 # streams begun, counted (a broadcast's recipients): appends and opens alike
@@ -79,6 +91,7 @@ class PreparedBatch:
     broadcasts: list[int] = field(default_factory=list)
     recipients: list[tuple[str, int]] = field(default_factory=list)  # (user, place 1..k)
     first_place: dict[str, int] = field(default_factory=dict)  # user -> place of its first
+    keys: list[tuple[int, IdempotencyKey]] = field(default_factory=list)  # (place, key)
 
     @property
     def new_users(self) -> list[str]:
@@ -99,6 +112,8 @@ def prepare(drafts: Sequence[Draft], known_streams: set[str]) -> PreparedBatch:
         batch.created.append(to_us(created_at))
         broadcast = request.recipients.broadcast
         batch.broadcasts.append(int(broadcast))
+        if request.key is not None:
+            batch.keys.append((place, request.key))
         if not broadcast:
             for user_id in request.recipients.user_ids:
                 batch.recipients.append((user_id, place))
@@ -116,6 +131,13 @@ def append_postgres(conn: Connection, batch: PreparedBatch) -> list[Appended]:
         "r_users": [u for u, _ in batch.recipients],
         "r_places": [p for _, p in batch.recipients],
         "s_users": users, "s_places": [batch.first_place[u] for u in users],
+        "k_keys": [k.key for _, k in batch.keys],
+        "k_prints": [k.fingerprint for _, k in batch.keys],
+        "k_places": [p for p, _ in batch.keys],
+        "k_ids": [batch.ids[p - 1] for p, _ in batch.keys],
+        "k_created": [batch.created[p - 1] for p, _ in batch.keys],
+        "k_recipients": [None if batch.broadcasts[p - 1] else
+                         len(batch.drafts[p - 1][0].recipients.user_ids) for p, _ in batch.keys],
     }).one()
     if created:
         # Its own statement, after the append has committed: in the append's
@@ -145,7 +167,13 @@ def append_sqlite(conn: Connection, batch: PreparedBatch,
             conn.execute(COUNT_STREAMS, {"n": len(created)})
     if batch.recipients:  # plain executemany of tuples measured fastest on SQLite
         conn.exec_driver_sql(insert_recipients, [(u, base + p) for u, p in batch.recipients])
-    return appended(batch, base, stream_count, created)
+    result = appended(batch, base, stream_count, created)
+    if batch.keys:  # in the same transaction as the entries
+        conn.exec_driver_sql(_SQLITE_KEYS, [
+            (key.key, key.fingerprint, base + place, batch.ids[place - 1],
+             batch.created[place - 1], result[place - 1].recipients)
+            for place, key in batch.keys])
+    return result
 
 
 def appended(batch: PreparedBatch, base: int, stream_count: int,

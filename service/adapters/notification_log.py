@@ -45,12 +45,14 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from service.adapters import publish_keys
 from service.adapters.database import create_tables
 from service.adapters.log_append import COUNT_STREAMS, append_postgres, append_sqlite, prepare
 from service.domain.errors import StorageBusy, StorageUnavailable, new_error_id
+from service.domain.idempotency import DEFAULT_WINDOW_S, IdempotencyKey, KeysTaken, PriorPublish
 from service.domain.model import Appended, Notification, Priority, PublishRequest
 from service.service_layer.ports import UNREAD_CAP, Draft, StreamPosition, Unread
 
@@ -113,6 +115,7 @@ def create_schema(engine: Engine) -> None:
     insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
     with storage_errors():
         create_tables(engine, metadata)
+        create_tables(engine, publish_keys.metadata)
         with engine.begin() as conn:
             conn.execute(insert(log_head).on_conflict_do_nothing(),
                          {"id": 1, "head": 0, "streams": 0})
@@ -190,8 +193,9 @@ WHERE s.user_id = v.u AND locked.user_id = v.u AND s.acked < v.o
 
 
 class SqlNotificationLog:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, key_window_s: float = DEFAULT_WINDOW_S) -> None:
         self._engine = engine
+        self.key_window_s = key_window_s  # how long an Idempotency-Key is remembered
         # users whose stream is committed (streams are never deleted), so that
         # a publish to them skips the statement that would create it
         self._known_streams: set[str] = set()
@@ -229,14 +233,36 @@ class SqlNotificationLog:
         orders appends, so offsets commit in order and without gaps; it is
         taken only once the batch is prepared (``log_append``)."""
         batch = prepare(drafts, self._known_streams)
-        if self._postgres:  # one statement, its own transaction (log_append)
-            with storage_errors(), self._autocommit.connect() as conn:
-                result = append_postgres(conn, batch)
-        else:
-            with storage_errors(), self._engine.begin() as conn:
-                result = append_sqlite(conn, batch)
-        self._remember_streams(batch.first_place)  # committed: they exist now
-        return result
+        for _attempt in range(3):
+            try:
+                if self._postgres:  # one statement, its own transaction (log_append)
+                    with storage_errors(), self._autocommit.connect() as conn:
+                        result = append_postgres(conn, batch)
+                else:
+                    with storage_errors(), self._engine.begin() as conn:
+                        result = append_sqlite(conn, batch)
+            except IntegrityError:
+                if not batch.keys:
+                    raise
+                self._raise_taken(batch.keys)  # or the keys were past their window: again
+                continue
+            self._remember_streams(batch.first_place)  # committed: they exist now
+            return result
+        raise StorageUnavailable("the notification log refused the batch; retry",
+                                 error_id=new_error_id())
+
+    def _raise_taken(self, keys: list[tuple[int, IdempotencyKey]]) -> None:
+        """Nothing of the batch was stored: say which of its keys another
+        publish holds (the batch goes on without those)."""
+        with storage_errors(), self._engine.begin() as conn:
+            held = publish_keys.taken(conn, [k.key for _, k in keys], self.key_window_s)
+        if held:
+            raise KeysTaken(held)
+
+    def prior_publish(self, key: str) -> PriorPublish | None:
+        """What the publish that stored ``key`` was answered, within the window."""
+        with storage_errors(), self._engine.connect() as conn:
+            return publish_keys.find(conn, key, self.key_window_s)
 
     def _remember_streams(self, user_ids: Iterable[str]) -> None:
         known = self._known_streams

@@ -42,6 +42,7 @@ from sqlalchemy import (
     update,
 )
 
+from service.adapters import publish_keys
 from service.adapters.notification_log import (
     IS_BROADCAST,
     entries,
@@ -66,8 +67,9 @@ class _Plan:
 
 
 class SqlStreamTrimmer:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, key_window_s: float | None = None) -> None:
         self._engine = engine
+        self._key_window_s = key_window_s  # Idempotency-Keys older than this go too
         self._postgres = engine.dialect.name == "postgresql"
         self._newest_own = (
             select(recipients.c.log_offset)
@@ -92,6 +94,9 @@ class SqlStreamTrimmer:
         done = self._delete_broadcasts(plan, keep)
         result.messages += done.messages
         result.skipped = done.skipped
+        if self._key_window_s is not None:
+            with storage_errors(), self._engine.begin() as conn:
+                publish_keys.expire(conn, self._key_window_s, now)
         return result
 
     def _plan(self, keep: int, max_age_s: float | None, now: float) -> _Plan:

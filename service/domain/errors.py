@@ -95,6 +95,12 @@ class ConflictError(ServiceError):
     code = "conflict"
 
 
+class IdempotencyConflict(ServiceError):
+    """An ``Idempotency-Key`` already stored came with a different body."""
+
+    code = "idempotency_conflict"
+
+
 class NotFound(ServiceError):
     """The request names something that does not exist (a recommendation id)."""
 

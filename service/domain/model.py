@@ -7,9 +7,12 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.domain.errors import InvalidInput, PayloadTooLarge
+
+if TYPE_CHECKING:
+    from service.domain.idempotency import IdempotencyKey
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_RECIPIENTS = 1000
@@ -65,6 +68,7 @@ class PublishRequest:
     category: str
     priority: Priority
     payload_json: str  # encoded once here, stored and sent as is
+    key: IdempotencyKey | None = None  # stored with the entry: a retry finds it
 
     @classmethod
     def from_body(cls, body: Any) -> PublishRequest:

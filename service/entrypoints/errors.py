@@ -12,6 +12,7 @@ from service.domain.backpressure import Overloaded
 from service.domain.connections import ConnectionLimitReached
 from service.domain.errors import (
     ConflictError,
+    IdempotencyConflict,
     InternalError,
     InvalidInput,
     MalformedRequest,
@@ -34,6 +35,7 @@ HTTP_STATUS: dict[type[ServiceError], int] = {
     NotFound: 404,
     OffsetOutOfRange: 409,
     ConflictError: 409,
+    IdempotencyConflict: 409,
     PayloadTooLarge: 413,
     InvalidInput: 422,
     StorageUnavailable: 503,

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 
+from service.domain.idempotency import HEADER as IDEMPOTENCY_HEADER
 from service.domain.model import PublishResult, format_time
 from service.entrypoints.auth import BearerAuth
 from service.entrypoints.http_input import json_body
@@ -14,13 +15,14 @@ from service.entrypoints.http_input import json_body
 MAX_OFFSETS_IN_ANSWER = 1000
 
 
-def publish_blueprint(publish: Callable[[Any], PublishResult], publishers: BearerAuth) -> Blueprint:
+def publish_blueprint(publish: Callable[[Any, str | None], PublishResult],
+                      publishers: BearerAuth) -> Blueprint:
     bp = Blueprint("publish", __name__)
 
     @bp.post("/api/v1/notifications")
     def create_notification() -> tuple[Response, int]:
         publishers.require()
-        result = publish(json_body())
+        result = publish(json_body(), request.headers.get(IDEMPOTENCY_HEADER))
         return jsonify(_answer(result)), 202
 
     return bp

@@ -43,6 +43,7 @@ from datetime import datetime
 from typing import Any
 
 from service.domain.cache import TtlLruCache
+from service.domain.idempotency import PriorPublish
 from service.domain.model import Appended, Notification, PublishRequest
 from service.service_layer.ports import (
     UNREAD_CAP,
@@ -187,6 +188,9 @@ class CachedNotificationLog:
             self.shared.put(_HEAD, max(head, appended[-1].offset))
         self._invalidate(added, broadcast, refresh=True)
         return appended
+
+    def prior_publish(self, key: str) -> PriorPublish | None:
+        return self._inner.prior_publish(key)  # rare (a retry): never cached
 
     def open_stream(self, user_id: str) -> StreamPosition:
         return self.open_streams((user_id,))[user_id]

@@ -11,7 +11,9 @@ ready one), and batches grow exactly when calls overlap a batch's I/O.
 ``window_s`` > 0 makes a leader wait that long for company first: needed
 where the batch's I/O does not yield (SQLite), so that nobody could join.
 
-A failed batch fails each of its calls with the same error. Waiting calls
+A failed batch fails each of its calls with the same error; a batch may
+also answer one call with an exception of its own (its result is the
+exception), and the others normally. Waiting calls
 are bounded: past ``max_waiting`` a call is refused at once (``refuse``).
 """
 
@@ -142,4 +144,7 @@ class GroupRunner(Generic[T, R]):
                 waiter.finish(None, error)
             return
         for waiter, result in zip(batch, results, strict=True):
-            waiter.finish(result)
+            if isinstance(result, BaseException):  # this call's own outcome, not the batch's
+                waiter.finish(None, result)
+            else:
+                waiter.finish(result)

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from service.domain.control import ControlEvent, EventDraft
+from service.domain.idempotency import PriorPublish
 from service.domain.model import Appended, Notification, Priority, PublishRequest
 from service.domain.telemetry import TallySpec
 
@@ -74,7 +75,12 @@ class NotificationLog(Protocol):
 
     def append_many(self, drafts: Sequence[Draft]) -> list[Appended]:
         """``append`` for several, in one transaction: consecutive offsets in
-        the order given, all committed or none."""
+        the order given, all committed or none. Raises ``KeysTaken`` (and
+        stores nothing) if some carry an Idempotency-Key already stored."""
+
+    def prior_publish(self, key: str) -> PriorPublish | None:
+        """What the publish that stored this Idempotency-Key was answered
+        (within the key's window)."""
 
     def read(self, user_id: str, after: int, limit: int) -> tuple[list[Notification],
                                                                    StreamPosition]:

@@ -30,6 +30,7 @@ from gevent.event import Event
 
 from service.domain.backpressure import Overloaded
 from service.domain.errors import StorageUnavailable, new_error_id
+from service.domain.idempotency import KeysTaken
 from service.domain.model import Appended, PublishRequest
 from service.domain.telemetry import WRITE_BATCHES
 from service.service_layer.grouping import GroupRunner
@@ -95,16 +96,50 @@ class WriteBatcher:
         """Until every committed entry has been handed to live delivery."""
         return self._delivery.wait_empty(timeout)
 
-    def _commit(self, drafts: list[Draft]) -> list[Appended]:
+    def _commit(self, drafts: list[Draft]) -> list[Appended | KeysTaken]:
         self._delivery.wait_below_bound()
         started = time.perf_counter()
-        appended = self._log.append_many(drafts)
+        results = self._append_keyed(drafts)
+        appended = [r for r in results if isinstance(r, Appended)]
         duration_ms = (time.perf_counter() - started) * 1000.0
         self._delivery.put(appended)  # in offset order: the hub needs no gap filling
         if self._telemetry is not None:
             self._telemetry.tally(WRITE_BATCHES, _NO_TAGS).add(
-                len(drafts), 1, duration_ms, peak=len(drafts), peak2=duration_ms)
-        return appended
+                len(appended), 1, duration_ms, peak=len(appended), peak2=duration_ms)
+        return results
+
+    def _append_keyed(self, drafts: list[Draft]) -> list[Appended | KeysTaken]:
+        """Append the batch; a publish whose Idempotency-Key is already
+        stored (by a publish before, on any node, or earlier in this batch)
+        is left out and answered ``KeysTaken``: its caller answers from the
+        stored key. The log stores nothing of a batch with a taken key, so
+        the rest is appended again without it."""
+        results: list[Appended | KeysTaken | None] = [None] * len(drafts)
+        pending, keys_seen = [], set()
+        for place, draft in enumerate(drafts):
+            key = draft[0].key
+            if key is not None and key.key in keys_seen:
+                results[place] = KeysTaken(frozenset((key.key,)))
+                continue
+            if key is not None:
+                keys_seen.add(key.key)
+            pending.append(place)
+        while pending:
+            try:
+                appended = self._log.append_many([drafts[place] for place in pending])
+            except KeysTaken as taken:
+                left = [p for p in pending
+                        if drafts[p][0].key is None or drafts[p][0].key.key not in taken.keys]
+                if len(left) == len(pending):
+                    raise  # none of them: not ours to answer
+                for place in set(pending) - set(left):
+                    results[place] = taken
+                pending = left
+                continue
+            for place, entry in zip(pending, appended, strict=True):
+                results[place] = entry
+            break
+        return results  # every place is set: appended, or taken
 
 
 class InOrderDelivery:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from service.domain.idempotency import KeysTaken, PriorPublish
 from service.domain.model import Appended, Notification, PublishRequest
 from service.service_layer.ports import UNREAD_CAP, StreamPosition, Unread
 
@@ -25,6 +26,7 @@ class InMemoryNotificationLog:
         self.epochs: dict[str, int] = defaultdict(lambda: 1)
         self.opened_batches: list[list[str]] = []  # the users of each open_streams call
         self.reads = 0  # stream pages read
+        self.keys: dict[str, PriorPublish] = {}  # Idempotency-Keys stored
 
     @property
     def head_offset(self) -> int:
@@ -42,7 +44,20 @@ class InMemoryNotificationLog:
         return Appended(notification, users, len(self.since) if users is None else len(users))
 
     def append_many(self, drafts: list) -> list[Appended]:
-        return [self.append(*draft) for draft in drafts]
+        taken = frozenset(r.key.key for r, _, _ in drafts
+                          if r.key is not None and r.key.key in self.keys)
+        if taken:
+            raise KeysTaken(taken)  # as the SQL log: nothing of the batch is stored
+        appended = [self.append(*draft) for draft in drafts]
+        for (request, _, created_at), entry in zip(drafts, appended, strict=True):
+            if request.key is not None:
+                self.keys[request.key.key] = PriorPublish(
+                    request.key.fingerprint, entry.notification.id, entry.offset,
+                    int(created_at.timestamp() * 1_000_000), entry.recipients)
+        return appended
+
+    def prior_publish(self, key: str) -> PriorPublish | None:
+        return self.keys.get(key)
 
     def _begin(self, user_id: str, at: int) -> None:
         self.since[user_id] = self.acked[user_id] = self.trimmed[user_id] = at
@@ -234,7 +249,7 @@ class InMemoryControlLog:
 def appending(log: InMemoryNotificationLog, deliver: Callable) -> Callable:
     """publish()'s ``append`` for unit tests: store, then hand to delivery, at once."""
     def append(request: PublishRequest, message_id: str, created_at: datetime) -> Appended:
-        appended = log.append(request, message_id, created_at)
+        appended = log.append_many([(request, message_id, created_at)])[0]
         deliver(appended)
         return appended
     return append

@@ -212,3 +212,12 @@ def test_any_other_database_url_is_refused_in_one_line_without_its_password(tmp_
         Settings.from_env({"VAR_DIR": str(tmp_path), "DATABASE_URL": given})
     assert "DATABASE_URL must start with postgresql://" in str(refused.value)
     assert "s3cret" not in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_the_idempotency_window_is_a_day_unless_set(tmp_path):
+    assert Settings.from_env({"VAR_DIR": str(tmp_path)}).idempotency_window == 86_400.0
+    assert Settings.from_env({"VAR_DIR": str(tmp_path),
+                              "IDEMPOTENCY_WINDOW": "600"}).idempotency_window == 600.0
+    for bad in ("0", "-5", "a day"):
+        with pytest.raises(ConfigError, match="IDEMPOTENCY_WINDOW"):
+            Settings.from_env({"VAR_DIR": str(tmp_path), "IDEMPOTENCY_WINDOW": bad})

@@ -66,6 +66,9 @@ ERROR_CODES: list[tuple[int, str, str]] = [
      "latest (`field: If-Match`); nothing was changed: read the config again, then decide. "
      "Also a decision on a recommendation already decided the other way (applying a dismissed "
      "one, dismissing an applied one: `field: recommendation_id`)"),
+    (409, "idempotency_conflict", "publish API: this `Idempotency-Key` was stored with "
+     "another body (`field: Idempotency-Key`); nothing was stored: use a new key for a new "
+     "notification"),
     (409, "offset_out_of_range", "Socket.IO only: `last_offset` beyond the log's head "
      "(see [socketio.md](socketio.md))"),
     (413, "payload_too_large", "`payload` over 64 KiB (`field: payload`), the body over "
@@ -131,6 +134,8 @@ ERROR_RESPONSES: dict[str, tuple[int, str, tuple[str, ...], dict[str, Any]]] = {
     "NotFound": (404, "no such recommendation", ("not_found",), {}),
     "Conflict": (409, "the control log moved on since `If-Match`, or the state forbids it",
                  ("conflict",), {}),
+    "IdempotencyConflict": (409, "the `Idempotency-Key` was stored with another body",
+                            ("idempotency_conflict",), {}),
     "PayloadTooLarge": (413, "the body, or a field of it, is too large",
                         ("payload_too_large",), {}),
     "InvalidInput": (422, "a field, parameter or header breaks a rule: `field` names it",

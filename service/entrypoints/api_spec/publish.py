@@ -86,7 +86,28 @@ true` instead of `offsets`, and `recipients` counts the streams that existed.
 A publish may be refused with 429 before anything is stored: `throttled` \
 when a recipient already had its share of this priority (`THROTTLE`), \
 `overloaded` when the node is behind on delivery and this priority's \
-backpressure action is `refuse`. Retry after `Retry-After` seconds."""
+backpressure action is `refuse`. Retry after `Retry-After` seconds.
+
+**Retries.** A publisher that did not get an answer (a timeout, a reset \
+connection, a node that went down) cannot know whether the entry was \
+stored. Send an `Idempotency-Key` with every publish and retry with the \
+same key and the same body, on any node: a key already stored answers the \
+first publish's `202` again (same `id`, `offset`, `created_at`) and stores \
+nothing. The key is stored with the entry, in the same transaction, for \
+`IDEMPOTENCY_WINDOW` seconds (24 h by default); after that the key is new \
+again. The same key with another body is refused with 409 \
+`idempotency_conflict` (`field: Idempotency-Key`). A refused publish (4xx, \
+503) stored nothing, so its key is still free."""
+
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255,
+               "pattern": "^[\\x21-\\x7e]+$"},
+    "description": "1-255 visible ASCII characters, unique per notification (a UUID, or "
+                   "your own order id): a retry with the same key and body is answered the "
+                   "first result and stores nothing. Malformed: 422 "
+                   "(`field: Idempotency-Key`)",
+}
 
 UNREAD_DESCRIPTION = """\
 For an app's backend (a badge, a digest e-mail), with the publish token, as \
@@ -154,6 +175,7 @@ PATHS: dict[str, Any] = {
         "operationId": "publishNotification", "tags": ["Publish"], "security": PUBLISH,
         "summary": "Publish a notification",
         "description": PUBLISH_DESCRIPTION,
+        "parameters": [IDEMPOTENCY_KEY],
         "requestBody": body(ref("PublishRequest"), {
             "user_ids": ["alice", "bob"], "category": "order.shipped", "priority": "high",
             "payload": {"order": 1234, "text": "Your order is on its way"}}),
@@ -162,8 +184,8 @@ PATHS: dict[str, Any] = {
                 "id": "8719c6d898834778a6a51a3847d7f2e2",
                 "created_at": "2026-11-26T20:38:00.551Z", "offset": 412, "recipients": 2,
                 "offsets": {"alice": 412, "bob": 412}}),
-            **errors("MalformedRequest", "Unauthorized", "PayloadTooLarge", "InvalidInput",
-                     "TooManyRequests", "StorageUnavailable"),
+            **errors("MalformedRequest", "Unauthorized", "IdempotencyConflict",
+                     "PayloadTooLarge", "InvalidInput", "TooManyRequests", "StorageUnavailable"),
         },
     }},
     "/api/v1/users/{user_id}/unread": {"get": {

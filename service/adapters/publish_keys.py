@@ -1,0 +1,77 @@
+"""Idempotency keys in the log's database (``service.domain.idempotency``).
+
+A key row is written by the same statement (PostgreSQL) or transaction
+(SQLite) as its entry, so it exists exactly when the entry does, whichever
+node committed it. The primary key makes a second publish with the same key
+fail as a whole, with nothing stored; the log then answers it from the row.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    delete,
+    select,
+)
+
+from service.domain.idempotency import PriorPublish
+
+metadata = MetaData()
+
+publish_keys = Table(
+    "publish_keys",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),  # sha256 of the body
+    Column("log_offset", BigInteger, nullable=False),
+    Column("message_id", String(64), nullable=False),
+    Column("created_at_us", BigInteger, nullable=False),
+    Column("recipients", Integer, nullable=False),
+)
+Index("publish_keys_created", publish_keys.c.created_at_us)
+
+INSERT_SQLITE = ("INSERT INTO publish_keys (key, fingerprint, log_offset, message_id, "
+                 "created_at_us, recipients) VALUES (?, ?, ?, ?, ?, ?)")
+
+
+def cutoff_us(window_s: float, now: float | None = None) -> int:
+    """Keys created before this are forgotten."""
+    return int(((time.time() if now is None else now) - window_s) * 1_000_000)
+
+
+def find(conn: Connection, key: str, window_s: float) -> PriorPublish | None:
+    row = conn.execute(
+        select(publish_keys.c.fingerprint, publish_keys.c.message_id, publish_keys.c.log_offset,
+               publish_keys.c.created_at_us, publish_keys.c.recipients)
+        .where(publish_keys.c.key == key,
+               publish_keys.c.created_at_us >= cutoff_us(window_s))).first()
+    return None if row is None else PriorPublish(*row)
+
+
+def taken(conn: Connection, keys: Iterable[str], window_s: float) -> frozenset[str]:
+    """Which of these keys are stored and still in their window; rows past
+    it are deleted, so that the key can be used again."""
+    keys = list(keys)
+    old = cutoff_us(window_s)
+    conn.execute(delete(publish_keys).where(publish_keys.c.key.in_(keys),
+                                            publish_keys.c.created_at_us < old))
+    rows = conn.execute(select(publish_keys.c.key).where(publish_keys.c.key.in_(keys)))
+    return frozenset(row[0] for row in rows)
+
+
+def expire(conn: Connection, window_s: float, now: float | None = None) -> int:
+    """Delete the keys past their window: the table stays bounded by the
+    publishes of one window."""
+    result = conn.execute(delete(publish_keys).where(
+        publish_keys.c.created_at_us < cutoff_us(window_s, now)))
+    return result.rowcount or 0
