@@ -201,6 +201,22 @@ class LeanWebSocketHandler(WebSocketHandler):
             open_websockets.discard(self.socket)
 
 
+class NoClientRegistry(dict):
+    """geventwebsocket files every open WebSocket in ``server.clients`` under
+    its peer's address, and nothing here reads it. A handler still running
+    when its client's port came back in a new connection (a client that gave
+    up waiting for its turn, and dialled again) lost its entry to the new
+    one; the first to end deleted it, and the other's ``del`` raised
+    KeyError before it closed its WebSocket: a traceback, and a session kept
+    alive. Nothing is filed, so nothing can collide."""
+
+    def __setitem__(self, key: object, value: object) -> None:
+        pass
+
+    def __delitem__(self, key: object) -> None:
+        pass
+
+
 def serve(settings: Settings, *, listener: socket.socket | None = None,
           supervisor: int | None = None) -> int:
     """One node, or with ``listener`` one worker of a node: it serves on that
@@ -224,6 +240,7 @@ def serve(settings: Settings, *, listener: socket.socket | None = None,
         error_log=logging.getLogger("service.wsgi"),
     )
     server.open_websockets = set()
+    server.clients = NoClientRegistry()
     server.handshakes = app.handshakes
     server.max_accept = MAX_ACCEPT
     app.start_background()

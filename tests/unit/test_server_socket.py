@@ -141,3 +141,46 @@ def test_a_close_frame_ends_the_messages():
     ws, _ = _websocket(_client_frame(b"hi") + close)
     assert ws.read_message() == "hi"
     assert ws.read_message() is None
+
+
+# -- two connections from one address -------------------------------------------------
+
+
+class _ClosingWebSocket:
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_handler_outlived_by_a_new_connection_from_its_port_still_closes_its_websocket():
+    """A client that gave up waiting dials again from the same port while
+    the server still runs the first handler: both end cleanly."""
+    import gevent
+    from gevent.event import Event
+
+    from service.entrypoints.server import NoClientRegistry
+
+    server = SimpleNamespace(clients=NoClientRegistry(), open_websockets=set())
+    gates, handlers, pairs, sockets = [Event(), Event()], [], [], []
+    for gate in gates:
+        left, right = socket.socketpair()
+        pairs.append((left, right))
+        handler = LeanWebSocketHandler(left, ("127.0.0.1", 50000), server)
+        sockets.append(_ClosingWebSocket())
+        handler.websocket, handler.environ = sockets[-1], {}
+        handler.application = lambda environ, start, gate=gate: iter([gate.wait()] and [])
+        handlers.append(handler)
+    running = [gevent.spawn(h.run_websocket) for h in handlers]
+    gevent.sleep(0)
+    gates[0].set()  # the old one ends first, then the new one
+    running[0].join()
+    gates[1].set()
+    running[1].join()
+    try:
+        assert all(g.successful() for g in running), [g.exception for g in running]
+        assert all(ws.closed for ws in sockets)
+    finally:
+        for left, right in pairs:
+            left.close()
+            right.close()
