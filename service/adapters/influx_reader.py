@@ -10,15 +10,18 @@ here and is raised as it is (``InfluxRejected``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from service.adapters.influx import InfluxClient, InfluxRejected, InfluxUnavailable
 from service.domain.control import format_at
-from service.domain.errors import StorageUnavailable
+from service.domain.errors import StorageUnavailable, new_error_id
 from service.domain.report import METRIC_KEYS
 from service.domain.telemetry import CATALOGUE, FieldType
+
+log = logging.getLogger(__name__)
 
 TREND_FIELDS = tuple(CATALOGUE["analysis_trend"].fields)
 REGRESSION_FIELDS = tuple(CATALOGUE["analysis_regression"].fields)
@@ -76,10 +79,11 @@ class InfluxAnalysisReader:
         try:
             results = self.client.query("; ".join(statements))
         except InfluxUnavailable as exc:
-            raise StorageUnavailable(f"InfluxDB cannot be reached: {exc}") from exc
+            raise _unavailable("InfluxDB cannot be reached; retry", exc) from exc
         except InfluxRejected as exc:
             if exc.status in (401, 403):
-                raise StorageUnavailable(f"InfluxDB refused the credentials: {exc}") from exc
+                raise _unavailable("InfluxDB refused the credentials (INFLUX_USERNAME, "
+                                   "INFLUX_PASSWORD, INFLUX_TOKEN)", exc) from exc
             # 1.x answers a missing database with "database not found", or with
             # a lone "not executed" when the request had several statements
             if "database not found" not in str(exc) and not str(exc).endswith("not executed"):
@@ -250,3 +254,11 @@ class InfluxAnalysisReader:
 
 def _float_or_none(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def _unavailable(message: str, exc: Exception) -> StorageUnavailable:
+    """The client's words for it; urllib3's and InfluxDB's own (addresses,
+    errno) go to this node's log, under the id the answer carries."""
+    error_id = new_error_id()
+    log.warning("%s [%s]: %s", message, error_id, exc)
+    return StorageUnavailable(message, error_id=error_id)

@@ -12,14 +12,17 @@ the totals within that time; readers drop it from the node set then.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterable
 
 import redis
 
-from service.domain.errors import PresenceUnavailable
+from service.domain.errors import PresenceUnavailable, new_error_id
 from service.domain.presence import NodePresence, Presence
+
+log = logging.getLogger(__name__)
 
 SADD_CHUNK = 1_000
 
@@ -117,5 +120,8 @@ class _redis_errors:
 
     def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:
         if exc is not None and isinstance(exc, redis.RedisError):
-            raise PresenceUnavailable(f"Redis did not answer: {type(exc).__name__}") from exc
+            error_id = new_error_id()
+            log.warning("presence: Redis did not answer [%s]: %r", error_id, exc)
+            raise PresenceUnavailable("Redis did not answer; retry",
+                                      error_id=error_id) from exc
         return False

@@ -1,4 +1,6 @@
-"""Each bad input gets a clear error naming the field, and the node keeps serving."""
+"""Each bad input gets a clear error naming the field, and the node keeps serving.
+No answer (body, error event, ack reply, connect_error) carries a Python
+exception's text (tests/support/exception_text.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,10 @@ from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from service.adapters.tokens import UserTokens
 from tests.e2e.test_publish_receive import PyClient
+from tests.support.exception_text import (
+    assert_no_exception_text,
+    assert_no_exception_text_in_js_events,
+)
 
 GOOD = {"user_id": "alice", "category": "chat", "priority": "high", "payload": {"a": 1}}
 PATH = "/api/v1/notifications"
@@ -25,6 +31,7 @@ def test_a_wrong_or_missing_publish_token_gets_401(server):
     for token in (None, "wrong", server.env["ADMIN_TOKEN"]):
         response = server.request("POST", PATH, token=token, body=GOOD)
         assert response.status == 401
+        assert_no_exception_text(f"401 for {token!r}", response.data)
         assert response.json()["field"] == "Authorization"
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
@@ -45,6 +52,7 @@ def test_a_wrong_or_missing_publish_token_gets_401(server):
 def test_each_bad_field_is_named(server, body, status, field):
     response = server.request("POST", PATH, token=server.env["PUBLISH_TOKEN"], body=body)
     assert response.status == status, response.data
+    assert_no_exception_text(f"{status} for {field}", response.data, sent=body)
     assert response.json()["field"] == field
     assert response.json()["detail"]
 
@@ -53,6 +61,7 @@ def test_each_bad_field_is_named(server, body, status, field):
 def test_malformed_json_gets_400(server, raw):
     response = server.request("POST", PATH, token=server.env["PUBLISH_TOKEN"], raw=raw)
     assert response.status == 400
+    assert_no_exception_text(f"400 for {raw!r}", response.data, sent=raw)
     assert response.json() == {**response.json(), "error": "malformed_request", "field": "body"}
 
 
@@ -60,6 +69,7 @@ def test_an_oversized_body_gets_413_before_it_is_read(server):
     raw = b'{"user_id": "alice", "category": "c", "payload": {"x": "' + b"y" * 400_000 + b'"}}'
     response = server.request("POST", PATH, token=server.env["PUBLISH_TOKEN"], raw=raw)
     assert response.status == 413
+    assert_no_exception_text("413 for 400 KB", response.data)
     assert response.json()["field"] == "body"
 
 
@@ -86,6 +96,7 @@ def test_bad_connections_are_refused_with_a_reason(server, js_client, auth, erro
     client = js_client(server.url, "unused", "--auth-json", json.dumps(auth),
                        "--timeout-ms", "5000")
     refused = client.wait_for("connect_error")
+    assert_no_exception_text_in_js_events(f"connect with {auth!r}", [refused])
     assert refused["data"]["error"] == error, refused
     assert refused["data"]["field"] == field
     assert refused["message"] and refused["data"]["detail"]
@@ -105,10 +116,14 @@ def recording_client(server, user: str) -> tuple[socketio.Client, list, list]:
 def test_bad_events_get_errors_and_the_connection_keeps_working(server):
     client, errors, received = recording_client(server, "frank")
     try:
-        assert client.call("ack", {"offset": 5}, timeout=5)["error"] == "offset_out_of_range"
-        assert client.call("ack", {"offset": "five"}, timeout=5)["field"] == "offset"
-        assert client.call("ack", [1], timeout=5)["field"] == "offset"
-        assert client.call("subscribe", {"room": "admin"}, timeout=5)["field"] == "event"
+        replies = [client.call("ack", {"offset": 5}, timeout=5),
+                   client.call("ack", {"offset": "five"}, timeout=5),
+                   client.call("ack", [1], timeout=5),
+                   client.call("subscribe", {"room": "admin"}, timeout=5)]
+        assert [r["field"] for r in replies] == ["offset", "offset", "offset", "event"]
+        assert replies[0]["error"] == "offset_out_of_range"
+        for reply in replies:
+            assert_no_exception_text("ack reply", reply)
         server.publish({**GOOD, "user_id": "frank"})
         for _ in range(50):
             if received:
@@ -117,6 +132,8 @@ def test_bad_events_get_errors_and_the_connection_keeps_working(server):
         assert [n["offset"] for n in received] == [1]
         assert client.call("ack", {"offset": 1}, timeout=5) == {"ok": True, "offset": 1}
         assert len(errors) == 4
+        for error in errors:
+            assert_no_exception_text("error event", error)
     finally:
         client.disconnect()
 
@@ -134,6 +151,7 @@ def test_a_flood_beyond_the_throttle_gets_429_with_retry_after(pg_url, influx_da
         assert statuses[:5] == [202] * 5 and 429 in statuses[5:]
         refused = server.request("POST", PATH, token=server.env["PUBLISH_TOKEN"], body=body)
         assert refused.status == 429
+        assert_no_exception_text("429", refused.data)
         assert refused.json()["error"] == "throttled" and refused.json()["field"] == "priority"
         assert int(refused.headers["Retry-After"]) >= 1
         critical = server.request("POST", PATH, token=server.env["PUBLISH_TOKEN"],
@@ -174,6 +192,9 @@ class Bystander:
         self.client = js_client(server.url, server.token("bea"), "--timeout-ms", "120000")
         self.client.wait_for("connect")
 
+    def said_nothing_of_exceptions(self) -> None:
+        assert_no_exception_text_in_js_events("the bystander", self.client.seen)
+
     def still_served(self, case: object, within: float = 5.0) -> None:
         offset = self.server.publish({"user_id": "bea", "category": "c",
                                       "payload": {"after": repr(case)[:80]}})["offset"]
@@ -200,7 +221,9 @@ def raw_connect(server, auth_json: str) -> dict:
     finally:
         ws.close()
     assert answer.startswith("44"), f"{auth_json[:80]}: {answer[:200]}"
-    return json.loads(answer[2:])["data"]
+    refused = json.loads(answer[2:])
+    assert_no_exception_text(f"connect_error for {auth_json[:80]}", refused, sent=auth_json)
+    return refused["data"]
 
 
 def expired_token(server, user_id: str) -> str:
@@ -245,8 +268,10 @@ def test_bad_connects_are_refused_with_a_reason_while_another_client_is_served(s
     # the official client sees the same, as err.data
     expired = js_client(server.url, expired_token(server, "amy"), "--timeout-ms", "5000")
     refused = expired.wait_for("connect_error")
+    assert_no_exception_text_in_js_events("expired token, official client", [refused])
     assert refused["data"]["field"] == "token" and "expired" in refused["message"]
     bystander.still_served("expired, official client")
+    bystander.said_nothing_of_exceptions()
 
 
 def test_bad_events_get_an_error_while_another_client_is_served(server, js_client):
@@ -276,6 +301,8 @@ def test_bad_events_get_an_error_while_another_client_is_served(server, js_clien
         ]
         for event, argument, error, field in cases:
             reply = client.call(event, argument, timeout=5)
+            assert_no_exception_text(f"ack reply to {event[:20]!r}", reply,
+                                     sent=[event, argument])
             assert (reply["error"], reply["field"]) == (error, field), (event[:20], argument)
             assert reply["detail"] and len(reply["detail"]) < 300
             bystander.still_served((event[:20], argument))
@@ -283,7 +310,10 @@ def test_bad_events_get_an_error_while_another_client_is_served(server, js_clien
         while len(errors) < len(cases) and time.monotonic() < deadline:
             client.sleep(0.05)
         assert len(errors) == len(cases)  # each also as an "error" event
+        for error in errors:
+            assert_no_exception_text("error event", error)
         assert client.call("ack", {"offset": first}, timeout=5) == {"ok": True, "offset": first}
+        bystander.said_nothing_of_exceptions()
     finally:
         client.disconnect()
 
@@ -291,12 +321,18 @@ def test_bad_events_get_an_error_while_another_client_is_served(server, js_clien
 def refusal(ws: websocket.WebSocket, within: float = 5.0) -> str | dict | None:
     """How the node answers what was just sent: "closed" (a close frame, an
     Engine.IO close or the socket shut), the body of an ``error`` event, or
-    None if neither comes within the time."""
+    None if neither comes within the time. Whatever comes back meanwhile
+    (a close's reason included) carries no exception text."""
     ws.settimeout(within)
     try:
         while True:
             opcode, data = ws.recv_data(control_frame=True)
-            if opcode == websocket.ABNF.OPCODE_CLOSE or data in (b"1", b"41"):
+            data = data if isinstance(data, bytes) else data.encode()
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                assert_no_exception_text("the close's reason", data[2:])
+                return "closed"
+            assert_no_exception_text("an answer to a bad frame", data)
+            if data in (b"1", b"41"):
                 return "closed"
             if data.startswith(b'42["error",'):
                 return json.loads(data[2:])[1]
@@ -351,6 +387,7 @@ def test_malformed_and_oversized_frames_close_only_their_connection(server, js_c
         ws.send(b"40" + auth, opcode=websocket.ABNF.OPCODE_TEXT)
         assert refusal(ws) == "closed", f"connect with {auth[:60]!r}... left open"
         bystander.still_served(auth[:60])
+    bystander.said_nothing_of_exceptions()
 
     # 32 MB in one frame, before any Socket.IO connect: refused from its header,
     # and nobody waits meanwhile (it was read whole and unmasked byte by byte,
@@ -427,9 +464,11 @@ content_types = st.sampled_from(["application/json", "application/json; charset=
 
 
 def check_answer(body: bytes, response) -> None:
-    """202, or a 4xx whose JSON body says what and names the field."""
+    """202, or a 4xx whose JSON body says what and names the field, in the
+    service's own words (what the body said may be quoted back)."""
     assert response.status == 202 or 400 <= response.status < 500, (
         response.status, body[:200], response.data[:300])
+    assert_no_exception_text(f"{response.status} for {body[:200]!r}", response.data, sent=body)
     answer = response.json()
     if response.status == 202:
         assert isinstance(answer["offset"], int) and answer["id"]

@@ -28,6 +28,7 @@ from tests.conftest import unique
 from tests.e2e.conftest import start_server, stop_server
 from tests.e2e.test_connections import connection_events, raw_socketio_client
 from tests.e2e.test_telemetry_durability import assert_accounted, drained, telemetry, wait_until
+from tests.support.exception_text import assert_no_exception_text
 from tests.support.py_client import PyClient, publish_n
 
 PATH = "/api/v1/notifications"
@@ -98,6 +99,7 @@ def test_a_publisher_flood_beyond_the_throttle_loses_nothing_it_accepted(
         assert 20 <= len(accepted) <= 20 + 40 * (flooding_s + 0.5), (len(accepted), flooding_s)
         for retry_after, body in refused:
             assert retry_after is not None and int(retry_after) >= 1
+            assert_no_exception_text("429 to the flood", body)
             assert (body["error"], body["field"]) == ("throttled", "priority") and body["detail"]
         calm.finish()
         assert offsets(calm.notifications()) == calm_offsets

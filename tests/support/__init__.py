@@ -1,1 +1,1 @@
-"""Helpers and fixtures shared by the test suites (imported, never collected)."""
+"""Helpers the test suites share (unit, integration and e2e alike)."""
