@@ -84,7 +84,9 @@ ERROR_CODES: list[tuple[int, str, str]] = [
      "never throttled (`field: priority`)"),
     (503, "storage_unavailable", "the notification log (for trends and the optimization "
      "report: InfluxDB) cannot be reached; retry after `Retry-After` seconds. Nothing was "
-     "stored. `error_id` names the node's log line that says why"),
+     "stored, unless the connection was lost during the commit itself: then the entry may "
+     "be stored, and a retry with the same `Idempotency-Key` answers it. `error_id` names "
+     "the node's log line that says why"),
     (503, "storage_busy", "every database connection of this node is in use and none came "
      "free within the pool's timeout (a connect storm, a slow database): retry after "
      "`Retry-After` seconds (also `retry_after` in the body). Nothing was stored"),
