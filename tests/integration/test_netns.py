@@ -108,8 +108,8 @@ def test_namespaces_are_available_or_the_reason_is_clear():
     assert AVAILABLE or len(WHY_NOT) > 10, WHY_NOT
 
 
-@pytest.mark.skipif(AVAILABLE, reason="namespaces work here: the namespace test covers it")
 def test_proxy_path_without_namespaces(echo_server):
+    """What a run falls back to where namespaces cannot be made: the proxy on loopback."""
     proxy = FaultProxy("echo", ("127.0.0.1", 0), ("127.0.0.1", echo_server.server_port))
     proxy.start()
     try:
