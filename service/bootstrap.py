@@ -352,6 +352,7 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
         settings.optimization_level,
         settings.env_overrides(),
         retune, telemetry, log=control_log)  # folds the log's history in, and follows it
+    handlers = Pool()  # every request's and WebSocket's greenlet
     sources = StatusSources(
         node_id=settings.node_id,
         storage_kind=settings.storage_kind,
@@ -360,7 +361,7 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
         sink=writer,
         log=notification_log,
         started_at=time.time(),
-        process_stats=process_snapshot,
+        process_stats=lambda: process_snapshot(handlers),
         backpressure=backpressure,
         caches=caches,
     )
@@ -371,7 +372,6 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
         # the client's address from X-Forwarded-For, as set by the trusted
         # proxies in front, for the per-IP limits and the logs
         wsgi = ProxyFix(wsgi, x_for=settings.proxy_hops)
-    handlers = Pool()
     sampler = None
     if telemetry is not None:
         # statement timing and GC callbacks cost on every statement and every

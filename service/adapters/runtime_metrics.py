@@ -62,10 +62,12 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def process_snapshot() -> dict:
-    """What ``GET …/metrics`` shows of the process."""
+def process_snapshot(handlers: Sized | None = None) -> dict:
+    """What ``GET …/metrics`` shows of the process: a soak reads these to see
+    that nothing grows (memory, descriptors, request and WebSocket greenlets)."""
     return {"rss_bytes": rss_bytes(), "cpu_seconds": round(cpu_seconds(), 3),
-            "open_fds": open_fds()}
+            "open_fds": open_fds(),
+            "handler_greenlets": len(handlers) if handlers is not None else 0}
 
 
 def process_fields(gc_pauses: GcPauses, started: float, handlers: Sized | None) -> dict:

@@ -88,13 +88,17 @@ METRICS: dict[str, Any] = {
                 "additionalProperties": {"type": "object", "properties": {
                     "count": INT0, "mean_ms": {"type": "number"},
                     "max_ms": {"type": "number"}, "slow": INT0}}}}},
-        "process": {"type": "object", "required": ["rss_bytes", "cpu_seconds", "open_fds"],
+        "process": {"type": "object",
+                    "required": ["rss_bytes", "cpu_seconds", "open_fds", "handler_greenlets"],
                     "properties": {
                         "rss_bytes": _int("resident memory"),
                         "cpu_seconds": {"type": "number", "minimum": 0,
                                         "description": "CPU time used"},
                         "open_fds": {"type": "integer", "minimum": -1,
-                                     "description": "open file descriptors (-1: unknown)"}}},
+                                     "description": "open file descriptors (-1: unknown)"},
+                        "handler_greenlets": _int(
+                            "greenlets serving a request or a WebSocket: about the "
+                            "connections, plus requests in flight")}},
         "backpressure": {
             "type": ["object", "null"],
             "description": "the node's backpressure (see [operations](operations.md"
