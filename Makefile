@@ -32,7 +32,7 @@ test: install influxdb
 	$(VENV)/bin/ruff check .
 	$(PY) -m service.entrypoints.telemetry_doc --check
 	$(PY) -m service.entrypoints.api_doc --check
-	$(PY) -m pytest tests/unit tests/integration tests/e2e
+	$(PY) -m pytest tests/unit tests/integration tests/e2e tests/chaos
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

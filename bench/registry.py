@@ -21,8 +21,9 @@ BENCHMARKS = {
     "cache_ceiling": "bench.cache_ceiling",
     "storm": "bench.storm",
 }
-# not in ``all``: minutes long and 10,000 connections; run it on its own
-LONG = {"soak": "bench.soak"}
+# not in ``all``: minutes long each (soak: 10,000 connections; chaos: faults on
+# its own private services); run them on their own
+LONG = {"soak": "bench.soak", "chaos": "bench.chaos"}
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
 
