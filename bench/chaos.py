@@ -31,6 +31,7 @@ import gevent
 import gevent.event
 import gevent.resolver.blocking
 
+from bench import chaos_soak as soak
 from bench.chaos_check import check, read_history
 from bench.chaos_clients import ChaosClients, make_clients
 from bench.chaos_faults import schedule
@@ -155,7 +156,7 @@ class Run:
     def watch(self, stop: gevent.event.Event, t0: float) -> None:
         """Every second: a node that exited with no fault of ours is restarted
         (and counted); every 10 s: a progress line."""
-        last = 0.0
+        last = sampled = 0.0
         while not stop.wait(1.0):
             for node in self.nodes:
                 if node.process.poll() is not None and node.index not in self.runner.down:
@@ -169,6 +170,9 @@ class Run:
             if time.monotonic() - last >= 10.0:
                 last = time.monotonic()
                 self.progress(t0)
+            if time.monotonic() - sampled >= soak.SAMPLE_S:
+                sampled = time.monotonic()
+                soak.sample(self.nodes, SECRETS["ADMIN_TOKEN"], self.dir / "nodes.jsonl")
 
     def progress(self, t0: float) -> None:
         p = self.publisher
@@ -231,6 +235,9 @@ class Run:
             self.rss[f"node{node.index}"]["end_mb"] = node.rss_mb()
         (self.dir / "proxies.json").write_text(json.dumps(self.topology.counters(), indent=1))
         done = self.clients.close(30)
+        self.table_rows = {}
+        with contextlib.suppress(Exception):  # reported if it can be read; the run stands
+            self.table_rows = soak.table_rows(self.pg.port)
         return {"settled": settled, "clients_done": done}
 
     def result(self, ended: dict, started: float) -> dict:
@@ -253,6 +260,10 @@ class Run:
             "publish_statuses": pub["statuses"], "publish_outcomes": pub["outcomes"],
             "conflicts": pub["conflicts"], "unexpected_exits": self.unexpected_exits,
             "rss_mb": self.rss, **ended, "history_dir": str(self.dir),
+            "books": {"owed": report.owed_total, "delivered": report.owed_delivered,
+                      "trimmed_before_delivery": report.excused_by_reload,
+                      "lost": report.counts.get("lost", 0)},
+            "soak": soak.summary(self.dir / "nodes.jsonl"), "table_rows": self.table_rows,
             "first_violations": [v.__dict__ for v in report.violations[:10]],
             "wall_s": round(time.monotonic() - started, 1)}
 

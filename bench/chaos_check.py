@@ -85,6 +85,11 @@ class CheckReport:
     reconnects: int = 0  # connect records past a client's first
     clients_checked_for_loss: int = 0  # clients whose final said connected
     owed_checked: int = 0  # (client, entry) pairs checked for loss
+    # the books: every (client, acknowledged entry) owed since its first
+    # connect was delivered, excused by a reload (trimmed first), or lost
+    owed_total: int = 0
+    owed_delivered: int = 0
+    excused_by_reload: int = 0
     malformed: int = 0  # lines read_history could not parse
 
     @property
@@ -348,17 +353,24 @@ class _Checker:
             if not client.final or client.first_last_offset is None:
                 continue
             self.report.clients_checked_for_loss += 1
-            floor = max(client.first_last_offset, client.reload_floor - 1)  # owed: past it
-            owed = [e for e in by_user.get(client.user, ()) if e[0] > floor]
-            owed += broadcasts[bisect_right(bcast_offsets, max(floor, after)):]
+            start = client.first_last_offset
+            floor = max(start, client.reload_floor - 1)  # owed: past it
+            every = [e for e in by_user.get(client.user, ()) if e[0] > start]
+            every += broadcasts[bisect_right(bcast_offsets, max(start, after)):]
             if client.final_t is not None:
-                owed = [e for e in owed if e[1] is None or e[1] <= client.final_t]
+                every = [e for e in every if e[1] is None or e[1] <= client.final_t]
+            owed = [e for e in every if e[0] > floor]
             self.report.owed_checked += len(owed)
             got: set[int] = set()
             for conn in client.conns.values():
                 got.update(conn.accepted)
                 if conn.odd:
                     got.update(conn.odd)
+            delivered = sum(1 for offset, _ in every if offset in got)
+            self.report.owed_total += len(every)
+            self.report.owed_delivered += delivered
+            self.report.excused_by_reload += sum(
+                1 for offset, _ in every if offset <= floor and offset not in got)
             for offset, _ in owed:
                 if offset not in got:
                     self.report.add("lost", name,

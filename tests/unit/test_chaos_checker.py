@@ -108,6 +108,16 @@ def test_a_clean_history_has_no_violation():
     assert report.owed_checked == 10
 
 
+def test_the_books_balance_owed_is_delivered_excused_or_lost():
+    report = check(clean().records)
+    # c1, c3: 1 2 3 6 each; c2: 2 (before its reload), 3 and 4 trimmed, 5 6
+    assert (report.owed_total, report.owed_delivered, report.excused_by_reload) == (13, 11, 2)
+    lost = History().connect("c1", "a", 1, 0).publish(1, ["a"], offset=1).final("c1", "a")
+    books = check(lost.records)
+    assert (books.owed_total, books.owed_delivered, books.excused_by_reload,
+            books.counts) == (1, 0, 0, {"lost": 1})
+
+
 def test_the_clean_history_checks_the_same_in_any_order():
     records = clean().records
     clients = [r for r in records if r["type"] not in ("publish", "run")]
