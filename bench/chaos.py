@@ -244,15 +244,18 @@ class Run:
         paths = [self.dir / f for f in ("run.jsonl", "publishes.jsonl", "clients.jsonl")]
         report = check(read_history([p for p in paths if p.exists()]))
         (self.dir / "check.json").write_text(json.dumps(report.to_dict(), indent=1) + "\n")
-        total = sum(report.counts.values())
         args, runner, pub = self.args, self.runner, self.publisher.summary()
+        # a 409 for a retry of the same body: the key was stored with another one
+        conflicts = pub["outcomes"].get("conflict", 0)
+        counts = {**report.counts, **({"idempotency_conflict": conflicts} if conflicts else {})}
+        total = sum(counts.values())
         return {
             "violations": total, "faults_injected": sum(runner.injected.values()),
             "deliveries_checked": report.deliveries_checked, "publishes": report.publishes,
             "acknowledged": report.acknowledged, "refused": report.refused,
             "unconfirmed": report.unconfirmed, "reloads": report.reloads,
             "given_up": getattr(self, "given_up", None),
-            "counts": report.counts, "faults": dict(runner.injected),
+            "counts": counts, "faults": dict(runner.injected),
             "faults_failed": runner.failed, "seed": args.seed, "minutes": args.minutes,
             "nodes": args.nodes, "clients": args.clients, "network": self.network,
             "connections": report.connections, "reconnects": report.reconnects,

@@ -30,6 +30,7 @@ import statistics
 import sys
 import time
 import uuid
+from dataclasses import replace
 
 import gevent
 from psycogreen.gevent import patch_psycopg
@@ -40,6 +41,7 @@ from sqlalchemy.pool import NullPool
 from bench.telemetry import paired_median
 from service.adapters.database import make_engine
 from service.adapters.notification_log import SqlNotificationLog, create_schema
+from service.domain.idempotency import parse_key
 from service.domain.levels import LEVELS
 from service.domain.model import PublishRequest, utcnow
 from service.domain.tuning import preset
@@ -55,7 +57,8 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def workload(count: int, users: int, seed: int) -> list[PublishRequest]:
+def workload(count: int, users: int, seed: int, keys: bool = False) -> list[PublishRequest]:
+    """``keys``: each publish carries an Idempotency-Key, stored with it."""
     rng = random.Random(seed)
     bodies = []
     for i in range(count):
@@ -64,7 +67,11 @@ def workload(count: int, users: int, seed: int) -> list[PublishRequest]:
         else:
             target = {"user_ids": [f"u{rng.randrange(users)}" for _ in range(rng.randint(1, 3))]}
         bodies.append({**target, "category": "bench", "payload": {"i": i, "text": "x" * 100}})
-    return [PublishRequest.from_body(b) for b in bodies]
+    requests = [PublishRequest.from_body(b) for b in bodies]
+    if keys:
+        requests = [replace(r, key=parse_key(f"s{seed}-{i}", b))
+                    for i, (r, b) in enumerate(zip(requests, bodies, strict=True))]
+    return requests
 
 
 class ScratchDatabase:
@@ -236,6 +243,9 @@ def run(argv: list[str]) -> dict:
     parser.add_argument("--pool", type=int, default=10, help="connection pool size")
     parser.add_argument("--admin-url", default=PG_ADMIN_URL)
     parser.add_argument("--only", choices=("all", "persist", "cache"), default="all")
+    parser.add_argument("--keys", action="store_true",
+                        help="every publish with an Idempotency-Key (its cost, run beside one "
+                             "without)")
     parser.add_argument("--cache-level", default="maximum", choices=sorted(LEVELS),
                         help="the level whose cache size and TTL are used")
     parser.add_argument("--cache-ops", type=int, default=20_000, help="measured, per side")
@@ -254,7 +264,7 @@ def run(argv: list[str]) -> dict:
     for r in range(args.rounds):
         log(f"storage: round {r + 1}/{args.rounds}")
         for side in (SIDES if r % 2 == 0 else SIDES[::-1]):
-            m = persist(side, workload(counts[side], args.users, seed=r), args)
+            m = persist(side, workload(counts[side], args.users, seed=r, keys=args.keys), args)
             runs[side].append(m)
             log(f"  {side:10} {m['rate']:>9,.0f} notifications/s ({counts[side]:,} in "
                 f"{m['elapsed_s']:.1f} s, mean batch {m['mean_batch']:.1f})")
