@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +18,7 @@ import urllib3
 
 from service.adapters.tokens import UserTokens
 from tests.conftest import INFLUX_URL
+from tests.support.node_process import NodeEvents
 
 ROOT = Path(__file__).resolve().parents[2]
 JS_CLIENT = ROOT / "clients" / "js" / "receive.mjs"
@@ -129,37 +128,18 @@ def sqlite_server(influx_database, tmp_path):
     assert stop_server(running) == 0, running.log_text()
 
 
-class JsClient:
+class JsClient(NodeEvents):
     """The official socket.io-client in Node, one JSON event per stdout line."""
 
     def __init__(self, url: str, token: str, *args: str) -> None:
-        self.process = subprocess.Popen(
-            ["node", str(JS_CLIENT), url, token, *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        self.events: queue.Queue = queue.Queue()
-        self.seen: list[dict] = []
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        for line in self.process.stdout:
-            self.events.put(json.loads(line))
-        self.events.put({"event": "eof"})
+        super().__init__([str(JS_CLIENT), url, token, *args])
 
     def wait_for(self, name: str, timeout: float = 10.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                event = self.events.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            self.seen.append(event)
-            if event["event"] == name:
-                return event
-            if event["event"] == "eof":
-                break
-        stderr = self.process.stderr.read() if self.process.poll() is not None else ""
-        raise AssertionError(f"no {name!r} event; saw {self.seen}; stderr: {stderr}")
+        event = self.next_event(name, timeout)
+        if event is None:
+            raise AssertionError(f"no {name!r} event; saw {self.seen}; "
+                                 f"stderr: {self.stderr_if_ended(10**6)}")
+        return event
 
     def finish(self, timeout: float = 15.0) -> list[dict]:
         done = self.wait_for("done", timeout)
@@ -168,11 +148,6 @@ class JsClient:
 
     def notifications(self) -> list[dict]:
         return [n for e in self.seen if e["event"] == "notifications" for n in e["batch"]]
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
 
 
 @pytest.fixture

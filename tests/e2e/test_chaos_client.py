@@ -7,10 +7,7 @@ finds the loss."""
 from __future__ import annotations
 
 import json
-import queue
 import random
-import subprocess
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -19,6 +16,7 @@ import urllib3
 
 from bench.chaos_check import check, read_history
 from tests.e2e.conftest import ROOT
+from tests.support.node_process import NodeEvents
 
 CHAOS_CLIENT = ROOT / "clients" / "js" / "chaos.mjs"
 CLIENTS = 20
@@ -27,49 +25,24 @@ TARGETED = 200
 BROADCASTS = 5
 
 
-class Chaos:
+class Chaos(NodeEvents):
     """chaos.mjs as a process: its stdout lines as events, commands on stdin."""
 
     def __init__(self, args: list[str]) -> None:
-        self.process = subprocess.Popen(["node", str(CHAOS_CLIENT), *args],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True)
-        self.events: queue.Queue = queue.Queue()
-        self.seen: list[dict] = []
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        for line in self.process.stdout:
-            self.events.put(json.loads(line))
-        self.events.put({"event": "eof"})
+        super().__init__([str(CHAOS_CLIENT), *args], stdin=True)
 
     def wait_for(self, name: str, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                event = self.events.get(timeout=left)
-            except queue.Empty:
-                break
-            self.seen.append(event)
-            if event["event"] == name:
-                return event
-            if event["event"] == "eof":
-                break
-        statuses = [e for e in self.seen if e["event"] == "status"][-3:]
-        raise AssertionError(f"no {name!r} from chaos.mjs; last: {statuses}; "
-                             f"stderr: {self._stderr()}")
-
-    def _stderr(self) -> str:
-        return self.process.stderr.read()[-2000:] if self.process.poll() is not None else ""
+        event = self.next_event(name, timeout)
+        if event is None:
+            statuses = [e for e in self.seen if e["event"] == "status"][-3:]
+            raise AssertionError(f"no {name!r} from chaos.mjs; last: {statuses}; "
+                                 f"stderr: {self.stderr_if_ended()}")
+        return event
 
     def send(self, command: str) -> None:
         self.process.stdin.write(command + "\n")
         self.process.stdin.flush()
 
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
 
 
 def publish_all(server, path: Path, users: list[str], rng: random.Random,
@@ -142,7 +115,7 @@ def test_churning_clients_get_everything_and_the_checker_can_tell(server, tmp_pa
         done = chaos.wait_for("done", 10)
         assert chaos.process.wait(timeout=10) == 0
     finally:
-        chaos.kill()
+        chaos.close()
 
     records = list(read_history([published, history]))
     report = check(records)

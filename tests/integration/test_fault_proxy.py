@@ -16,27 +16,6 @@ from gevent import socket
 
 from bench.chaos_proxy import QUEUE_LIMIT, FaultProxy
 
-ACCEPTED = []  # the echo server's peers, to see what reached it
-
-
-def _echo(sock, address):
-    ACCEPTED.append(address)
-    try:
-        while data := sock.recv(65536):
-            sock.sendall(data)
-    except OSError:
-        pass
-    finally:
-        sock.close()
-
-
-@pytest.fixture
-def echo_server():
-    server = gevent.server.StreamServer(("127.0.0.1", 0), _echo)
-    server.start()
-    yield server
-    server.stop(timeout=1)
-
 
 @pytest.fixture
 def proxy(echo_server):
@@ -137,7 +116,7 @@ def test_a_full_queue_stops_reading_instead_of_growing(proxy):
         assert proxy.queued_bytes <= QUEUE_LIMIT + 65536  # ...and stopped there
 
 
-def test_blackhole_holds_bytes_without_closing_and_heals(proxy):
+def test_blackhole_holds_bytes_without_closing_and_heals(proxy, echo_server):
     with connect(proxy) as held:
         round_trip(held)
         proxy.set("blackhole")
@@ -145,13 +124,13 @@ def test_blackhole_holds_bytes_without_closing_and_heals(proxy):
         held.sendall(b"lost?")
         with pytest.raises(TimeoutError):  # no answer, no FIN (b""), no RST
             held.recv(100)
-        seen = len(ACCEPTED)
+        seen = len(echo_server.accepted)
         with connect(proxy) as fresh:  # accepted, but nothing comes back
             fresh.settimeout(0.5)
             fresh.sendall(b"hello")
             with pytest.raises(TimeoutError):
                 fresh.recv(100)
-            assert len(ACCEPTED) == seen  # its "SYN" has not crossed yet
+            assert len(echo_server.accepted) == seen  # its "SYN" has not crossed yet
             proxy.set("pass")
             fresh.settimeout(2)
             assert recv_exactly(fresh, 5) == b"hello"

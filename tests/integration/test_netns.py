@@ -45,22 +45,6 @@ for line in sys.stdin:
 """
 
 
-def _echo(sock, _address):
-    try:
-        while data := sock.recv(65536):
-            sock.sendall(data)
-    except OSError:
-        pass
-    finally:
-        sock.close()
-
-
-@pytest.fixture
-def echo_server():
-    server = gevent.server.StreamServer(("127.0.0.1", 0), _echo)
-    server.start()
-    yield server
-    server.stop(timeout=1)
 
 
 def run_id():

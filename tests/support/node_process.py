@@ -1,0 +1,49 @@
+"""A Node.js process that prints one JSON event per stdout line (the
+official socket.io-client scripts under clients/js), read as events."""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import threading
+import time
+
+
+class NodeEvents:
+    def __init__(self, argv: list[str], *, stdin: bool = False) -> None:
+        self.process = subprocess.Popen(
+            ["node", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE if stdin else None)
+        self.events: queue.Queue = queue.Queue()
+        self.seen: list[dict] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in self.process.stdout:
+            self.events.put(json.loads(line))
+        self.events.put({"event": "eof"})
+
+    def next_event(self, name: str, timeout: float) -> dict | None:
+        """Events up to the first named ``name`` (kept in ``seen``); None if
+        it did not come in time, or the process ended first."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                event = self.events.get(timeout=max(0.01, left))
+            except queue.Empty:
+                break
+            self.seen.append(event)
+            if event["event"] == name:
+                return event
+            if event["event"] == "eof":
+                break
+        return None
+
+    def stderr_if_ended(self, last: int = 2000) -> str:
+        return self.process.stderr.read()[-last:] if self.process.poll() is not None else ""
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
