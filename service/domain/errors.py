@@ -88,6 +88,14 @@ class StorageBusy(StorageUnavailable):
         return {**super().to_dict(), "retry_after": self.retry_after}
 
 
+class NodeStopping(StorageUnavailable):
+    """The node was stopped (SIGTERM) before it answered: what the request
+    did may or may not have been stored. A publish retried with the same
+    Idempotency-Key, on another node, is answered either way."""
+
+    code = "node_stopping"
+
+
 class ConflictError(ServiceError):
     """A change was made against a version of the state that is no longer the
     latest (optimistic concurrency): re-read, then decide again."""

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import sys
+from collections.abc import Callable, Iterable
 
 from flask import Flask, Response, jsonify
+from gevent import GreenletExit
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from service.domain.backpressure import Overloaded
@@ -16,6 +20,7 @@ from service.domain.errors import (
     InternalError,
     InvalidInput,
     MalformedRequest,
+    NodeStopping,
     NotFound,
     OffsetOutOfRange,
     PayloadTooLarge,
@@ -73,6 +78,8 @@ def socket_error(error: ServiceError) -> dict:
 
 
 def register_http_errors(app: Flask) -> None:
+    app.wsgi_app = _answer_when_stopped(app.wsgi_app)
+
     @app.errorhandler(ServiceError)
     def _service_error(error: ServiceError) -> Response:
         return to_response(error)
@@ -104,3 +111,21 @@ def register_http_errors(app: Flask) -> None:
                             "error_id": error_id})
         response.status_code = 500
         return response
+
+
+def _answer_when_stopped(wsgi_app: Callable) -> Callable:
+    """A request still running when the node stops is killed (GreenletExit,
+    which Flask's handlers never see): answered 503 ``node_stopping``, not
+    the WSGI server's bare 500 (a publish killed mid-commit may be stored:
+    its retry with the same Idempotency-Key says which)."""
+    def answering(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        try:
+            return wsgi_app(environ, start_response)
+        except GreenletExit:
+            error = NodeStopping("this node stopped before answering; retry on another node "
+                                 "(a publish with the same Idempotency-Key)")
+            start_response("503 SERVICE UNAVAILABLE",
+                           [("Content-Type", "application/json"),
+                            ("Retry-After", str(RETRY_AFTER_SECONDS))], sys.exc_info())
+            return [json.dumps(error.to_dict()).encode()]
+    return answering

@@ -87,6 +87,8 @@ ERROR_CODES: list[tuple[int, str, str]] = [
      "stored, unless the connection was lost during the commit itself: then the entry may "
      "be stored, and a retry with the same `Idempotency-Key` answers it. `error_id` names "
      "the node's log line that says why"),
+    (503, "node_stopping", "the node was stopped (SIGTERM) before it answered: a publish "
+     "may or may not be stored; retry on another node with the same `Idempotency-Key`"),
     (503, "storage_busy", "every database connection of this node is in use and none came "
      "free within the pool's timeout (a connect storm, a slow database): retry after "
      "`Retry-After` seconds (also `retry_after` in the body). Nothing was stored"),
@@ -146,7 +148,7 @@ ERROR_RESPONSES: dict[str, tuple[int, str, tuple[str, ...], dict[str, Any]]] = {
                         ("throttled", "overloaded"), {"Retry-After": RETRY_AFTER}),
     "StorageUnavailable": (503, "the notification log (or InfluxDB, where the route reads "
                                 "it) cannot be reached; retry after `Retry-After` seconds",
-                           ("storage_unavailable", "storage_busy"),
+                           ("storage_unavailable", "storage_busy", "node_stopping"),
                            {"Retry-After": RETRY_AFTER}),
     "PresenceUnavailable": (503, "Redis cannot be reached; retry after `Retry-After` "
                                  "seconds", ("presence_unavailable",),
