@@ -58,6 +58,13 @@ from service.service_layer.ports import UNREAD_CAP, Draft, StreamPosition, Unrea
 
 log = logging.getLogger(__name__)
 
+try:
+    from psycopg2 import OperationalError as _PsycopgLost
+
+    DRIVER_ERRORS: tuple[type[Exception], ...] = (_PsycopgLost,)
+except ImportError:  # SQLite only
+    DRIVER_ERRORS = ()
+
 metadata = MetaData()
 
 log_head = Table(
@@ -145,6 +152,14 @@ def storage_errors() -> Iterator[None]:
             raise StorageUnavailable("the database connection was lost; retry",
                                      error_id=error_id) from exc
         raise
+    except DRIVER_ERRORS as exc:
+        # the driver's own, unwrapped: SQLAlchemy resets a pooled connection's
+        # isolation level as it takes it back, outside its error wrapping, and
+        # a connection the server dropped (a restart) fails right there
+        error_id = new_error_id()
+        log.warning("database connection lost at check-in [%s]: %s", error_id, exc)
+        raise StorageUnavailable("the database connection was lost; retry",
+                                 error_id=error_id) from exc
 
 
 def _from_us(value: int) -> datetime:

@@ -256,3 +256,21 @@ def test_concurrent_broadcasts_new_streams_and_acks_leave_no_gap_and_no_deadlock
         range(1, 3 * 6 + 2 * 15 + 1))
     users = {u for u, _ in returned} | {f"o-{i:02d}" for i in range(60)} | set(known)
     _check_streams(notification_log, users, returned)
+
+
+def test_a_connection_the_server_dropped_fails_at_check_in_as_storage_unavailable(caplog):
+    """SQLAlchemy resets a pooled connection's isolation level as it takes it
+    back, outside its error wrapping: a server restart then surfaced as
+    psycopg2's own OperationalError, a traceback and a failed batch (seen in
+    the chaos run), not as the service's StorageUnavailable."""
+    import psycopg2
+
+    from service.adapters.notification_log import storage_errors
+    from service.domain.errors import StorageUnavailable
+
+    with pytest.raises(StorageUnavailable) as refused:
+        with storage_errors():
+            raise psycopg2.OperationalError("FATAL:  terminating connection due to "
+                                            "administrator command")
+    assert "terminating" not in refused.value.message and refused.value.error_id
+    assert refused.value.error_id in caplog.text
