@@ -61,6 +61,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=1, help="WORKERS of each node")
     parser.add_argument("--out", type=Path, default=None,
                         help="the history directory (default /tmp/chaos-SEED-TIME)")
+    parser.add_argument("--offline-queue-max", type=int, default=0,
+                        help="OFFLINE_QUEUE_MAX of the nodes, trimmed every 5 s: small, so "
+                             "that clients away for a while are told to reload (default: "
+                             "the service's own)")
     parser.add_argument("--no-netns", action="store_true",
                         help="loopback and proxies only, even where namespaces work")
     parser.add_argument("--keep", action="store_true",
@@ -122,7 +126,9 @@ class Run:
             env = {**os.environ, **SECRETS, **self.topology.node_env(i, self.influx),
                    "VAR_DIR": str(self.work / f"node{i}"), "INFLUX_DB": "chaos",
                    "NODE_ID": f"chaos-{i}", "DEMO": "0", "WORKERS": str(args.workers),
-                   "CONNECT_RATE_PER_IP": "off", "EVENT_RATE_PER_IP": "off"}
+                   "CONNECT_RATE_PER_IP": "off", "EVENT_RATE_PER_IP": "off",
+                   **({"OFFLINE_QUEUE_MAX": str(args.offline_queue_max),
+                       "OFFLINE_TRIM_INTERVAL": "5"} if args.offline_queue_max else {})}
             node = Node(i, env, self.topology.prefix(i), self.topology.node_url(i),
                         self.dir / "logs" / f"node{i}.log")
             self.nodes.append(node)
