@@ -49,24 +49,26 @@ def cutoff_us(window_s: float, now: float | None = None) -> int:
     return int(((time.time() if now is None else now) - window_s) * 1_000_000)
 
 
+_PRIOR = (publish_keys.c.fingerprint, publish_keys.c.message_id, publish_keys.c.log_offset,
+          publish_keys.c.created_at_us, publish_keys.c.recipients)
+
+
 def find(conn: Connection, key: str, window_s: float) -> PriorPublish | None:
-    row = conn.execute(
-        select(publish_keys.c.fingerprint, publish_keys.c.message_id, publish_keys.c.log_offset,
-               publish_keys.c.created_at_us, publish_keys.c.recipients)
-        .where(publish_keys.c.key == key,
-               publish_keys.c.created_at_us >= cutoff_us(window_s))).first()
+    row = conn.execute(select(*_PRIOR).where(
+        publish_keys.c.key == key, publish_keys.c.created_at_us >= cutoff_us(window_s))).first()
     return None if row is None else PriorPublish(*row)
 
 
-def taken(conn: Connection, keys: Iterable[str], window_s: float) -> frozenset[str]:
-    """Which of these keys are stored and still in their window; rows past
-    it are deleted, so that the key can be used again."""
+def taken(conn: Connection, keys: Iterable[str], window_s: float) -> dict[str, PriorPublish]:
+    """The keys of these that are stored and still in their window, with
+    what their publish was answered; rows past it are deleted, so that the
+    key can be used again."""
     keys = list(keys)
     old = cutoff_us(window_s)
     conn.execute(delete(publish_keys).where(publish_keys.c.key.in_(keys),
                                             publish_keys.c.created_at_us < old))
-    rows = conn.execute(select(publish_keys.c.key).where(publish_keys.c.key.in_(keys)))
-    return frozenset(row[0] for row in rows)
+    rows = conn.execute(select(publish_keys.c.key, *_PRIOR).where(publish_keys.c.key.in_(keys)))
+    return {row[0]: PriorPublish(*row[1:]) for row in rows}
 
 
 def expire(conn: Connection, window_s: float, now: float | None = None) -> int:

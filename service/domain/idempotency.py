@@ -49,11 +49,18 @@ class PriorPublish:
 
 class KeysTaken(Exception):
     """Some publishes of a batch carry keys already stored: the rest of the
-    batch can go on without them, and they are answered from what is stored."""
+    batch can go on without them, and they are answered from what is stored
+    (``priors``, read with the keys: a retry storm after an outage otherwise
+    took a database connection per retried publish, emptied the pool, and
+    held every commit up behind it)."""
 
-    def __init__(self, keys: frozenset[str]) -> None:
-        super().__init__(f"{len(keys)} idempotency key(s) already stored")
-        self.keys = keys
+    def __init__(self, priors: dict[str, PriorPublish | None]) -> None:
+        super().__init__(f"{len(priors)} idempotency key(s) already stored")
+        self.priors = priors  # None: stored by a publish of this same batch
+
+    @property
+    def keys(self) -> frozenset[str]:
+        return frozenset(self.priors)
 
 
 def parse_key(value: str | None, body: Any) -> IdempotencyKey | None:

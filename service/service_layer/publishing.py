@@ -53,8 +53,8 @@ def publish(
         try:
             appended = append(request, result.id, result.created_at)
             break
-        except KeysTaken:
-            stored = prior(key.key)
+        except KeysTaken as taken:
+            stored = taken.priors.get(key.key) or prior(key.key)
             if stored is not None:
                 return answered_before(request, key, stored)
             # the publish that held the key failed, or its window ended: append this one

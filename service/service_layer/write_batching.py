@@ -119,7 +119,7 @@ class WriteBatcher:
         for place, draft in enumerate(drafts):
             key = draft[0].key
             if key is not None and key.key in keys_seen:
-                results[place] = KeysTaken(frozenset((key.key,)))
+                results[place] = KeysTaken({key.key: None})  # read once the first is stored
                 continue
             if key is not None:
                 keys_seen.add(key.key)

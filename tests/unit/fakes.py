@@ -44,8 +44,8 @@ class InMemoryNotificationLog:
         return Appended(notification, users, len(self.since) if users is None else len(users))
 
     def append_many(self, drafts: list) -> list[Appended]:
-        taken = frozenset(r.key.key for r, _, _ in drafts
-                          if r.key is not None and r.key.key in self.keys)
+        taken = {r.key.key: self.keys[r.key.key] for r, _, _ in drafts
+                 if r.key is not None and r.key.key in self.keys}
         if taken:
             raise KeysTaken(taken)  # as the SQL log: nothing of the batch is stored
         appended = [self.append(*draft) for draft in drafts]

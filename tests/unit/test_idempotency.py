@@ -97,3 +97,18 @@ def test_one_key_twice_in_one_group_commit_stores_one_entry():
     assert len({(g.value.id, g.value.offset) for g in retries}) == 1
     assert len(log.entries) == 1 + 1 + 3
     assert sorted(delivered) == list(range(1, 6))
+
+
+def test_a_retry_is_answered_from_the_read_that_found_its_key_not_one_of_its_own():
+    """After an outage every publisher retries at once: one more read (and
+    database connection) per retried publish emptied the pool and held every
+    commit up behind it. The log's KeysTaken carries the stored answers."""
+    log = InMemoryNotificationLog()
+    first = publisher(log)(BODY, "k")
+
+    def no_second_read(key):
+        raise AssertionError(f"read {key} again")
+
+    again = publish(BODY, "k", append=appending(log, lambda a: None), telemetry=None,
+                    prior=no_second_read)
+    assert (again.id, again.offset) == (first.id, first.offset)
