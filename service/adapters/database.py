@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from sqlalchemy import Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from service.adapters.db_metrics import TimedQueuePool
 from service.domain.levels import PoolSettings
+
+SCHEMA_ATTEMPTS = 5
 
 
 def make_engine(url: str, *, pool_size: int = 10, pool: PoolSettings | None = None) -> Engine:
@@ -62,8 +66,17 @@ def default_sqlite_url(var_dir: str | os.PathLike) -> str:
 def create_tables(engine: Engine, metadata: MetaData) -> None:
     """``create_all``, one process at a time on PostgreSQL: nodes starting
     together on a fresh database would race on CREATE TABLE (the loser fails
-    on pg_type's unique index). SQLite serialises DDL on its file lock."""
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('notify_schema'))"))
-        metadata.create_all(conn)
+    on pg_type's unique index). On SQLite, ``serve`` and ``jobs`` starting
+    together (``make run``) both found a table missing, and the second CREATE
+    failed with "already exists": the loser looks again, and finds it."""
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            with engine.begin() as conn:
+                if engine.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('notify_schema'))"))
+                metadata.create_all(conn)
+            return
+        except OperationalError as exc:
+            if "already exists" not in str(exc.orig) or attempt == SCHEMA_ATTEMPTS - 1:
+                raise
+            time.sleep(0.05)

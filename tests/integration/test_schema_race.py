@@ -29,3 +29,31 @@ def test_processes_creating_the_schema_at_once_all_succeed(pg_url):
     for engine in engines:
         engine.dispose()
     assert errors == []
+
+
+def test_a_table_another_process_created_meanwhile_is_found_on_a_second_look(tmp_path):
+    """make run starts serve and jobs together on a fresh SQLite file: both
+    found control_events missing, and the second CREATE failed ("already
+    exists"), so serve refused to start. Forced here: the table is created
+    on another connection just before this one's CREATE."""
+    from sqlalchemy import Column, Integer, MetaData, Table, event, text
+
+    from service.adapters.database import create_tables, make_engine
+
+    url = f"sqlite:///{tmp_path / 'race.sqlite3'}"
+    engine, other = make_engine(url), create_engine(url)
+    metadata = MetaData()
+    table = Table("raced", metadata, Column("id", Integer, primary_key=True))
+
+    @event.listens_for(table, "before_create", once=True)
+    def created_elsewhere(*_args, **_kwargs) -> None:
+        with other.begin() as conn:
+            conn.execute(text("CREATE TABLE raced (id INTEGER PRIMARY KEY)"))
+
+    try:
+        create_tables(engine, metadata)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM raced")).scalar() == 0
+    finally:
+        engine.dispose()
+        other.dispose()
