@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
+from psycopg2 import OperationalError as DriverConnectionLost
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -57,13 +58,6 @@ from service.domain.model import Appended, Notification, Priority, PublishReques
 from service.service_layer.ports import UNREAD_CAP, Draft, StreamPosition, Unread
 
 log = logging.getLogger(__name__)
-
-try:
-    from psycopg2 import OperationalError as _PsycopgLost
-
-    DRIVER_ERRORS: tuple[type[Exception], ...] = (_PsycopgLost,)
-except ImportError:  # SQLite only
-    DRIVER_ERRORS = ()
 
 metadata = MetaData()
 
@@ -152,7 +146,7 @@ def storage_errors() -> Iterator[None]:
             raise StorageUnavailable("the database connection was lost; retry",
                                      error_id=error_id) from exc
         raise
-    except DRIVER_ERRORS as exc:
+    except DriverConnectionLost as exc:
         # the driver's own, unwrapped: SQLAlchemy resets a pooled connection's
         # isolation level as it takes it back, outside its error wrapping, and
         # a connection the server dropped (a restart) fails right there
