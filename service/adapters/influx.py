@@ -31,13 +31,19 @@ class InfluxRejected(Exception):
 
 _DURATION = re.compile(r"^(INF|\d+[mhdw])$")
 
+# The retention policy of raw telemetry. Every write and every raw read names
+# it: a write or query without one goes to the database's default, and on
+# InfluxDB 2.x that is whichever DBRP mapping is the default, which may be a
+# rollup bucket (docs/querying.md).
+RAW_POLICY = "raw"
+
 
 @dataclass(frozen=True)
 class Retention:
     """How long raw events and rollups are kept (InfluxQL durations: 7d, 52w, INF).
 
-    Raw events go to the default policy ``raw``; the analysis jobs write
-    rollups to ``rollup_1m`` and ``rollup_1h``.
+    Raw events go to ``raw`` (``RAW_POLICY``, also the database's default on
+    1.x); the analysis jobs write rollups to ``rollup_1m`` and ``rollup_1h``.
     """
 
     raw: str = "7d"
@@ -51,7 +57,7 @@ class Retention:
                                  f"not {getattr(self, name)!r}")
 
     def policies(self) -> list[tuple[str, str, bool]]:
-        return [("raw", self.raw, True), ("rollup_1m", self.rollup_1m, False),
+        return [(RAW_POLICY, self.raw, True), ("rollup_1m", self.rollup_1m, False),
                 ("rollup_1h", self.rollup_1h, False)]
 
 
@@ -91,7 +97,12 @@ class InfluxClient:
         except urllib3.exceptions.HTTPError as exc:
             raise InfluxUnavailable(f"{self._base}: {exc}") from exc
         if response.status >= 500:
-            raise InfluxUnavailable(f"{response.status}: {_error_text(response)}")
+            text = _error_text(response)
+            if "retention policy not found" in text:
+                # 1.x answers a /write to a missing policy with a 500, but
+                # waiting will not make the policy: it is a refusal (2.x: 404)
+                raise InfluxRejected(404, text)
+            raise InfluxUnavailable(f"{response.status}: {text}")
         if response.status >= 400:
             raise InfluxRejected(response.status, _error_text(response))
         return response
@@ -104,19 +115,21 @@ class InfluxClient:
         return True
 
     def ensure_database(self, retention: Retention | None = None) -> None:
-        """Create the database and its retention policies if missing.
+        """Create the database and its retention policies (``Retention()``'s
+        durations unless given), ``raw`` the default; applied again, it sets
+        the durations given.
 
-        CREATE DATABASE is idempotent on 1.x. On 2.x/3.x the bucket (and its
-        retention) is made by the operator; these statements are refused
-        there and the refusal is ignored.
+        CREATE DATABASE is idempotent on 1.x. On 2.x/3.x the buckets (and
+        their retention) and the DBRP mappings are made by the operator
+        (provisioning/influxdb/); these statements are refused there and the
+        refusal is ignored.
         """
         db = self.settings.database
         try:
             self.query(f'CREATE DATABASE "{db}"', method="POST", db=None)
         except InfluxRejected:
             return
-        if retention is None:
-            return
+        retention = retention or Retention()
         existing = self.retention_policies()
         for name, duration, default in retention.policies():
             verb = "ALTER" if name in existing else "CREATE"
@@ -141,11 +154,11 @@ class InfluxClient:
 
     def write_gzip(self, body: bytes, *, database: str | None = None,
                    retention_policy: str | None = None) -> None:
-        """Write to the database's default retention policy, or to
-        ``retention_policy`` (the /write ``rp`` parameter; a DBRP mapping on 2.x)."""
-        params = {"db": database or self.settings.database, "precision": "ns"}
-        if retention_policy:
-            params["rp"] = retention_policy
+        """Write to ``retention_policy``, ``raw`` when None: the /write ``rp``
+        parameter, a DBRP mapping on 2.x. Never to the database's default,
+        which on 2.x may be a rollup bucket."""
+        params = {"db": database or self.settings.database, "precision": "ns",
+                  "rp": retention_policy or RAW_POLICY}
         query = urlencode(params)
         self._request(
             "POST",

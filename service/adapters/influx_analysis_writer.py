@@ -1,14 +1,15 @@
 """Writes the analysis jobs' findings that carry their own time (a change
 point is stamped with the first bucket of its new regime, not the run time),
 straight to InfluxDB. Tagged ``node=cluster``: whichever node's job found it,
-the same finding is the same point, so a rerun overwrites instead of adding."""
+the same finding is the same point, so a rerun overwrites instead of adding.
+Written to the ``raw`` retention policy, beside the telemetry it was found in."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
-from service.adapters.influx import InfluxClient
+from service.adapters.influx import RAW_POLICY, InfluxClient
 from service.adapters.line_protocol import encode
 
 CLUSTER_TAGS = {"node": "cluster", "role": "jobs"}
@@ -22,5 +23,5 @@ def write_regressions(client: InfluxClient, rows: Iterable[dict[str, Any]]) -> i
                     int(r["at"].timestamp() * 1e9), CLUSTER_TAGS)
              for r in rows]
     if lines:
-        client.write_lines(lines)
+        client.write_lines(lines, retention_policy=RAW_POLICY)
     return len(lines)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from service.adapters.influx import InfluxClient, InfluxRejected, InfluxUnavailable
+from service.adapters.influx import RAW_POLICY, InfluxClient, InfluxRejected, InfluxUnavailable
 from service.domain.control import format_at
 from service.domain.errors import StorageUnavailable, new_error_id
 from service.domain.report import METRIC_KEYS
@@ -27,6 +27,9 @@ TREND_FIELDS = tuple(CATALOGUE["analysis_trend"].fields)
 REGRESSION_FIELDS = tuple(CATALOGUE["analysis_regression"].fields)
 MAX_TREND_SERIES = 500  # metric x window; the tags are bounded to 27 by the catalogue
 ROWS_LIMIT = 1000  # most regressions one query returns
+# Every query names the raw policy: on InfluxDB 2.x an unnamed one is the
+# default DBRP mapping, which may be a rollup bucket.
+RAW = f'"{RAW_POLICY}"'
 
 
 def _ns(moment: datetime) -> int:
@@ -84,9 +87,10 @@ class InfluxAnalysisReader:
             if exc.status in (401, 403):
                 raise _unavailable("InfluxDB refused the credentials (INFLUX_USERNAME, "
                                    "INFLUX_PASSWORD, INFLUX_TOKEN)", exc) from exc
-            # 1.x answers a missing database with "database not found", or with
-            # a lone "not executed" when the request had several statements
-            if "database not found" not in str(exc) and not str(exc).endswith("not executed"):
+            # 1.x answers a missing database (or raw policy: a database made by
+            # someone else) with "... not found", or with a lone "not executed"
+            # when the request had several statements
+            if not _missing(str(exc)):
                 raise
             results = []
         return (results + [{}] * len(statements))[: len(statements)]
@@ -102,7 +106,7 @@ class InfluxAnalysisReader:
         now = datetime.now(UTC)
         fields = ", ".join(f'"{f}"' for f in TREND_FIELDS)
         (result,) = self._query(
-            f'SELECT {fields}, "node" FROM "analysis_trend" '
+            f'SELECT {fields}, "node" FROM {RAW}."analysis_trend" '
             f"WHERE {self._where(now - self.trend_lookback, now + timedelta(minutes=1))} "
             f'GROUP BY "metric", "window" ORDER BY time DESC LIMIT 1 SLIMIT {MAX_TREND_SERIES}')
         return [{"metric": row.get("metric"), "window": row.get("window"),
@@ -114,7 +118,7 @@ class InfluxAnalysisReader:
         """The health job's newest verdict per component within ``lookback``."""
         now = datetime.now(UTC)
         (result,) = self._query(
-            'SELECT "level", "reason", "status" FROM "analysis_health" '
+            f'SELECT "level", "reason", "status" FROM {RAW}."analysis_health" '
             f"WHERE {self._where(now - lookback, now + timedelta(minutes=1))} "
             'GROUP BY "component" ORDER BY time DESC LIMIT 1 SLIMIT 20')
         return {row["component"]: {"status": row.get("status"), "reason": row.get("reason"),
@@ -127,7 +131,7 @@ class InfluxAnalysisReader:
         limit = max(1, min(int(limit), ROWS_LIMIT))
         fields = ", ".join(f'"{f}"' for f in REGRESSION_FIELDS)
         (result,) = self._query(
-            f'SELECT {fields}, "metric", "direction", "node" FROM "analysis_regression" '
+            f'SELECT {fields}, "metric", "direction", "node" FROM {RAW}."analysis_regression" '
             f"WHERE {self._where(since, until)} ORDER BY time DESC LIMIT {limit}")
         rows = [{"at": _at(row["time"]), "metric": row.get("metric"),
                  "direction": row.get("direction"), "node": row.get("node"),
@@ -158,14 +162,15 @@ class InfluxAnalysisReader:
         where = self._where(start, end)
         serving = self._where(start, end, " AND \"role\" = 'serve'")
         statements = [
-            'SELECT sum("count") AS "n" FROM "notify_delivery" WHERE ' + where,
+            f'SELECT sum("count") AS "n" FROM {RAW}."notify_delivery" WHERE {where}',
             # live only: a replay's latency includes the time its user was away
-            'SELECT percentile("latency_ms_p99", 99) AS "p99" FROM "notify_delivery" '
+            f'SELECT percentile("latency_ms_p99", 99) AS "p99" FROM {RAW}."notify_delivery" '
             f"WHERE {where} AND \"mode\" = 'live'",
-            f'SELECT sum("count") AS "n" FROM "notify_drop" WHERE {where}',
-            f'SELECT sum("hits") AS "hits", sum("misses") AS "misses" FROM "cache" WHERE {where}',
-            'SELECT sum("rss") AS "rss" FROM (SELECT mean("rss_bytes") AS "rss" FROM "process" '
-            f'WHERE {serving} GROUP BY "node") WHERE {where}',
+            f'SELECT sum("count") AS "n" FROM {RAW}."notify_drop" WHERE {where}',
+            f'SELECT sum("hits") AS "hits", sum("misses") AS "misses" FROM {RAW}."cache" '
+            f"WHERE {where}",
+            f'SELECT sum("rss") AS "rss" FROM (SELECT mean("rss_bytes") AS "rss" '
+            f'FROM {RAW}."process" WHERE {serving} GROUP BY "node") WHERE {where}',
         ]
         delivery, live, drops, cache, process = (next(_rows(r), None)
                                                  for r in self._query(*statements))
@@ -211,25 +216,26 @@ class InfluxAnalysisReader:
         serving = self._where(start, end, " AND \"role\" = 'serve'")
         per_node = f"WHERE {where} GROUP BY \"node\", \"role\")"
         rows = [next(_rows(r), None) or {} for r in self._query(
-            f'SELECT sum("count") AS "n" FROM "notify_publish" WHERE {where}',
-            f'SELECT sum("count") AS "n" FROM "notify_throttle" WHERE {where}',
+            f'SELECT sum("count") AS "n" FROM {RAW}."notify_publish" WHERE {where}',
+            f'SELECT sum("count") AS "n" FROM {RAW}."notify_throttle" WHERE {where}',
             'SELECT sum("count") AS "n", sum("batches") AS "b", mean("wait_ms_p50") AS "w" '
-            f'FROM "notify_delivery" WHERE {where} AND "mode" = \'live\'',
+            f'FROM {RAW}."notify_delivery" WHERE {where} AND "mode" = \'live\'',
             'SELECT max("c") AS "v" FROM (SELECT mean("connections") AS "c" FROM '
-            f'"notify_ping" {per_node}',
-            'SELECT max("r") AS "v" FROM (SELECT mean("rss_bytes") AS "r" FROM "process" '
-            f'WHERE {serving} GROUP BY "node")',
-            'SELECT max("c") AS "v" FROM (SELECT spread("cpu_seconds") AS "c" FROM "process" '
-            f'WHERE {serving} GROUP BY "node")',
+            f'{RAW}."notify_ping" {per_node}',
+            'SELECT max("r") AS "v" FROM (SELECT mean("rss_bytes") AS "r" FROM '
+            f'{RAW}."process" WHERE {serving} GROUP BY "node")',
+            'SELECT max("c") AS "v" FROM (SELECT spread("cpu_seconds") AS "c" FROM '
+            f'{RAW}."process" WHERE {serving} GROUP BY "node")',
             'SELECT sum("duration_ms_sum") AS "d", sum("count") AS "n", sum("slow") AS "s" '
-            f'FROM "db_query" WHERE {where}',
+            f'FROM {RAW}."db_query" WHERE {where}',
             'SELECT sum("d") AS "v" FROM (SELECT spread("dropped") AS "d" FROM '
-            f'"telemetry_self" {per_node}',
+            f'{RAW}."telemetry_self" {per_node}',
             'SELECT max("s") AS "v" FROM (SELECT last("spool_bytes") AS "s" FROM '
-            f'"telemetry_self" {per_node}',
-            f'SELECT count("duration_ms") AS "n" FROM "job_run" WHERE {where} '
+            f'{RAW}."telemetry_self" {per_node}',
+            f'SELECT count("duration_ms") AS "n" FROM {RAW}."job_run" WHERE {where} '
             "AND \"outcome\" = 'error'",
-            f'SELECT sum("hits") AS "hits", sum("misses") AS "misses" FROM "cache" WHERE {where}',
+            f'SELECT sum("hits") AS "hits", sum("misses") AS "misses" FROM {RAW}."cache" '
+            f"WHERE {where}",
         )]
         publish, throttle, live, conns, rss, cpu, db, dropped, spool, jobs, cache = rows
         batches = live.get("b") or 0
@@ -250,6 +256,11 @@ class InfluxAnalysisReader:
             "spool_bytes": _float_or_none(spool.get("v")),
             "job_errors": float(jobs.get("n") or 0),
         }
+
+
+def _missing(message: str) -> bool:
+    return ("database not found" in message or "retention policy not found" in message
+            or message.endswith("not executed"))
 
 
 def _float_or_none(value: Any) -> float | None:

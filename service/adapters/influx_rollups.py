@@ -7,9 +7,10 @@ results written back with line protocol to the rollup retention policy (the
 /write ``rp`` parameter). Which aggregate each field gets is the catalogue's
 ``ROLLUPS``; rollups keep the raw measurement's names.
 
-Raw points are read from the database's default retention policy (``raw``).
-The retention policies are created on first use (``ensure_database``), and
-again if a write finds one missing.
+Raw points are read from the ``raw`` retention policy, named in the query
+(``FROM "raw"."m"``): on InfluxDB 2.x an unnamed policy is the default DBRP
+mapping, which may be a rollup bucket. The retention policies are created on
+first use (``ensure_database``), and again if a write finds one missing.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from service.adapters.influx import InfluxClient, InfluxRejected, Retention
+from service.adapters.influx import RAW_POLICY, InfluxClient, InfluxRejected, Retention
 from service.adapters.influx_points import InfluxPointWriter, from_ms, to_ns
 from service.domain.telemetry import CATALOGUE, ROLLUP_POLICIES, ROLLUPS
 from service.service_layer.ports import DataPoint
@@ -37,7 +38,7 @@ def aggregate_query(measurement: str, start: datetime, end: datetime, resolution
         raise ValueError(f"resolution must be one of {', '.join(ROLLUP_POLICIES)}")
     select = ", ".join(aggregate_expression(f, a) for f, a in ROLLUPS[measurement].items())
     tags = ", ".join(f'"{t}"' for t in CATALOGUE[measurement].all_tags)
-    return (f'SELECT {select} FROM "{measurement}" '
+    return (f'SELECT {select} FROM "{RAW_POLICY}"."{measurement}" '
             f"WHERE time >= {to_ns(start)} AND time < {to_ns(end)} "
             f"GROUP BY time({resolution}), {tags} fill(none)")
 
@@ -83,19 +84,21 @@ class InfluxRollupStore(InfluxPointWriter):
         try:
             results = self.client.query(aggregate_query(measurement, start, end, resolution))
         except InfluxRejected as exc:
-            if "database not found" in str(exc):
+            if "database not found" in str(exc) or "retention policy not found" in str(exc):
                 return []
             raise
         return points_of(measurement, results[0]) if results else []
 
     def write(self, points: Sequence[DataPoint], retention_policy: str | None = None) -> None:
-        if retention_policy and not self._prepared:
+        """To ``retention_policy``; None is ``raw`` (the trends' points)."""
+        policy = retention_policy or RAW_POLICY
+        if not self._prepared:
             self.client.ensure_database(self.retention)
             self._prepared = True
         try:
-            super().write(points, retention_policy)
+            super().write(points, policy)
         except InfluxRejected as exc:
-            if "retention policy not found" not in str(exc) or not retention_policy:
+            if "retention policy not found" not in str(exc):
                 raise
             self.client.ensure_database(self.retention)  # dropped since: make it again
-            super().write(points, retention_policy)
+            super().write(points, policy)

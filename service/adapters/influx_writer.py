@@ -13,6 +13,11 @@ waits, and batches go to the disk spool until InfluxDB answers again.
   4xx answers are retried ``max_rejections`` times, then dropped and counted.
 - Replays never duplicate: every point keeps the exact timestamp it was
   emitted with, so writing a batch twice overwrites it with itself.
+- Every write names the ``raw`` retention policy (``RAW_POLICY``): on
+  InfluxDB 2.x a write without one goes to the default DBRP mapping, whatever
+  that is. A write refused because the policy is missing (a database made by
+  someone else, or a policy dropped since) runs ``prepare`` (which makes the
+  policies) and is tried once more at once; refused again, it is a 4xx as above.
 """
 
 from __future__ import annotations
@@ -26,7 +31,12 @@ from collections.abc import Callable, Mapping
 
 import gevent
 
-from service.adapters.influx import InfluxClient, InfluxRejected, InfluxUnavailable
+from service.adapters.influx import (
+    RAW_POLICY,
+    InfluxClient,
+    InfluxRejected,
+    InfluxUnavailable,
+)
 from service.adapters.line_protocol import LineEncoder, SchemaError
 from service.adapters.telemetry_spool import DiskSpool, Segment
 from service.service_layer.telemetry import TelemetryRing
@@ -256,7 +266,14 @@ class InfluxWriter:
             self._prepare()
             self._prepared = True
         started = time.perf_counter()
-        self._client.write_gzip(body)
+        try:
+            self._client.write_gzip(body, retention_policy=RAW_POLICY)
+        except InfluxRejected as exc:
+            if not _missing_policy(exc):
+                raise
+            log.warning("telemetry: %s; making the retention policies", exc)
+            self._prepare()  # made by someone else, or dropped since: make it, once
+            self._client.write_gzip(body, retention_policy=RAW_POLICY)
         self.last_write_ms = (time.perf_counter() - started) * 1000.0
 
     def _succeeded(self, lines: int) -> None:
@@ -286,7 +303,7 @@ class InfluxWriter:
             self._succeeded(lines - bad)
             self._drop(bad, "rejected", message)
             return True
-        if exc.status == 404 and "database not found" in message:
+        if (exc.status == 404 and "database not found" in message) or _missing_policy(exc):
             self._prepared = False  # recreate it, then try again at once
         key = segment.sequence if segment is not None else -1
         attempts = self._rejections.get(key, 0) + 1
@@ -333,3 +350,7 @@ class InfluxWriter:
         self.dropped_by_reason[reason] = self.dropped_by_reason.get(reason, 0) + count
         if reason in ("schema", "spool_full"):
             log.warning("telemetry: dropped %d record(s) (%s): %s", count, reason, detail)
+
+
+def _missing_policy(exc: InfluxRejected) -> bool:
+    return "retention policy not found" in str(exc)

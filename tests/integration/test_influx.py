@@ -2,7 +2,7 @@
 
 import time
 
-from service.adapters.influx import InfluxClient, InfluxSettings
+from service.adapters.influx import InfluxClient, InfluxSettings, Retention
 from service.adapters.influx_writer import InfluxWriter
 from service.service_layer.telemetry import TelemetryRing
 from tests.conftest import INFLUX_URL
@@ -56,8 +56,6 @@ def test_the_writer_creates_its_database(influx_database):
 
 
 def test_retention_policies_are_created_and_raw_is_the_default(influx):
-    from service.adapters.influx import Retention
-
     influx.ensure_database(Retention(raw="2d", rollup_1m="30d", rollup_1h="INF"))
     policies = influx.retention_policies()
     assert policies["raw"] == "48h0m0s"
@@ -71,3 +69,40 @@ def test_retention_policies_are_created_and_raw_is_the_default(influx):
     rows = influx.query(f'SHOW RETENTION POLICIES ON "{influx.settings.database}"')[0]
     default = [r[0] for r in rows["series"][0]["values"] if r[-1] is True]
     assert default == ["raw"]
+
+
+def test_points_land_in_raw_whatever_the_database_default(influx_database):
+    """As on InfluxDB 2.x, where the default DBRP mapping may be a rollup
+    bucket and the service cannot change it: here the default is ``autogen``."""
+    name = influx_database + "_autogen"
+    client = InfluxClient(InfluxSettings(url=INFLUX_URL, database=name))
+    client.query(f'CREATE DATABASE "{name}"', method="POST", db=None)  # autogen, default
+    client.query(f'CREATE RETENTION POLICY "raw" ON "{name}" DURATION 7d REPLICATION 1',
+                 method="POST", db=None)
+    ring = TelemetryRing()
+    writer = InfluxWriter(ring, client, {"node": "n", "role": "serve"},
+                          prepare=lambda: None)  # as on 2.x: the mappings are the operator's
+    try:
+        ring.emit("notify_ack", (), {"count": 3})
+        writer.step()
+        assert writer.written == 1 and writer.dropped == 0
+        in_raw = client.query('SELECT "count" FROM "raw"."notify_ack"')
+        assert in_raw[0]["series"][0]["values"][0][1] == 3
+        assert "series" not in client.query('SELECT "count" FROM "autogen"."notify_ack"')[0]
+    finally:
+        client.query(f'DROP DATABASE "{name}"', method="POST", db=None)
+
+
+def test_a_raw_policy_dropped_since_is_made_again_and_the_write_kept(influx):
+    influx.ensure_database(Retention())
+    ring = TelemetryRing()
+    writer = InfluxWriter(ring, influx, {"node": "n", "role": "serve"})
+    ring.emit("notify_ack", (), {"count": 1})
+    writer.step()
+    influx.query(f'DROP RETENTION POLICY "raw" ON "{influx.settings.database}"',
+                 method="POST", db=None)
+    ring.emit("notify_ack", (), {"count": 2})
+    writer.step()
+    assert writer.written == 2 and writer.dropped == 0 and writer.backlog == 0
+    in_raw = influx.query('SELECT "count" FROM "raw"."notify_ack"')
+    assert [row[1] for row in in_raw[0]["series"][0]["values"]] == [2]

@@ -6,13 +6,15 @@ the separator after them."""
 from __future__ import annotations
 
 import itertools
+import time
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from service.adapters.line_protocol import encode
 
-_clock = itertools.count(1_600_000_000_000_000_000, 1_000)
+# A day ago: within the raw policy's retention (7 days), which refuses older points
+_clock = itertools.count(time.time_ns() - 86_400 * 10**9, 1_000)
 
 
 def expected_tag(value: str) -> str | None:
@@ -37,7 +39,7 @@ def test_tags_and_string_fields_round_trip(influx, tag, field):
     line = encode("config_change", {"kind": tag}, {"text": field, "level": "balanced"}, ts,
                   {"node": "roundtrip", "role": "serve"})
     influx.write_lines([line])
-    result = influx.query(f'SELECT "kind", "text" FROM "config_change" WHERE time = {ts}',
+    result = influx.query(f'SELECT "kind", "text" FROM "raw"."config_change" WHERE time = {ts}',
                           epoch="ns")
     values = result[0]["series"][0]["values"]
     assert values == [[ts, expected_tag(tag), field.replace("\n", " ").replace("\r", " ")]]

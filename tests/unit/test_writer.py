@@ -17,15 +17,18 @@ class FakeInflux:
         self.lines: list[str] = []
         self.fail_with: Exception | None = None
         self.posts = 0
+        self.policies: list[str | None] = []  # the rp of each write
+        self.prepared = 0
 
-    def write_gzip(self, body: bytes, *, database=None) -> None:
+    def write_gzip(self, body: bytes, *, database=None, retention_policy=None) -> None:
         self.posts += 1
+        self.policies.append(retention_policy)
         if self.fail_with is not None:
             raise self.fail_with
         self.lines += gzip.decompress(body).decode().splitlines()
 
     def ensure_database(self) -> None:
-        return None
+        self.prepared += 1
 
 
 class Clock:
@@ -133,3 +136,61 @@ def test_names_outside_the_catalogue_are_dropped_and_counted(parts):
     ring.emit("notify_ack", (), {"count": 1})
     writer.step()
     assert len(influx.lines) == 1 and writer.dropped_by_reason == {"schema": 1}
+
+
+def test_every_write_and_replay_names_the_raw_policy(parts):
+    ring, influx, clock, writer = parts
+    influx.fail_with = InfluxUnavailable("down")
+    emit(ring, 3)
+    writer.step()
+    influx.fail_with = None
+    clock.now += 10
+    emit(ring, 2, start=3)
+    writer.step()  # the spooled batch, then the new one
+    assert counts(influx) == list(range(5))
+    assert influx.policies and set(influx.policies) == {"raw"}
+
+
+class MissingPolicy(FakeInflux):
+    """A database made by someone else: no ``raw`` policy until ensure_database."""
+
+    def __init__(self, makes_it: bool = True) -> None:
+        super().__init__()
+        self.has_raw = False
+        self.makes_it = makes_it
+
+    def write_gzip(self, body: bytes, *, database=None, retention_policy=None) -> None:
+        if retention_policy == "raw" and not self.has_raw:
+            self.posts += 1
+            raise InfluxRejected(404, "retention policy not found: raw")
+        super().write_gzip(body, database=database, retention_policy=retention_policy)
+
+    def ensure_database(self) -> None:
+        super().ensure_database()
+        self.has_raw = self.has_raw or self.makes_it
+
+
+def test_a_missing_raw_policy_is_made_and_the_write_tried_once_more():
+    ring, influx = TelemetryRing(), MissingPolicy()
+    writer = InfluxWriter(ring, influx, {"node": "n", "role": "serve"})
+    emit(ring, 2)
+    writer.step()  # prepares first: the policy is made
+    influx.has_raw = False  # then dropped by someone else
+    emit(ring, 2, start=2)
+    writer.step()
+    assert counts(influx) == list(range(4)) and writer.dropped == 0
+    assert influx.prepared == 2 and influx.posts == 1 + 2
+
+
+def test_a_policy_that_cannot_be_made_is_a_refusal_like_any_4xx(tmp_path):
+    ring, influx, clock = TelemetryRing(), MissingPolicy(makes_it=False), Clock()
+    writer = InfluxWriter(ring, influx, {"node": "n", "role": "serve"},
+                          spool=DiskSpool(tmp_path, 1_000_000), clock=clock,
+                          backoff=Backoff(base=1.0, cap=8.0, rng=lambda: 1.0))
+    emit(ring, 4)
+    for _ in range(20):
+        writer.step()
+        clock.now += 10
+    assert influx.lines == [] and writer.dropped_by_reason == {"http_404": 4}
+    assert influx.posts == 2 * 3  # each of the 3 tries: the write, and once more
+    assert writer.backlog == 0
