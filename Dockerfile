@@ -13,6 +13,8 @@ RUN pip install --no-cache-dir -r requirements.lock
 
 COPY pyproject.toml ./
 COPY service/ ./service/
+# served at /docs/<page> (the alert rules' runbook links)
+COPY docs/ ./docs/
 
 ENV HOST=0.0.0.0 PORT=8000 VAR_DIR=/app/var
 

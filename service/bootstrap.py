@@ -49,7 +49,8 @@ from service.entrypoints.admin_api import admin_blueprint, grafana_blueprint, he
 from service.entrypoints.admission import AdaptiveRate
 from service.entrypoints.auth import BearerAuth
 from service.entrypoints.config_api import config_blueprint
-from service.entrypoints.control_api import control_blueprint
+from service.entrypoints.control_api import alerts_blueprint, control_blueprint
+from service.entrypoints.docs_site import docs_blueprint
 from service.entrypoints.errors import register_http_errors
 from service.entrypoints.openapi import openapi_blueprint
 from service.entrypoints.presence_api import presence_blueprint
@@ -58,6 +59,7 @@ from service.entrypoints.publish_only import refuse_sockets
 from service.entrypoints.sockets import register_socket_handlers
 from service.entrypoints.unread_api import unread_blueprint
 from service.service_layer.backpressure import Backpressure
+from service.service_layer.books import BookedLog
 from service.service_layer.cache_stats import CacheReporter, make_caches, retune_caches
 from service.service_layer.cached_log import CachedNotificationLog, InvalidatingTrimmer
 from service.service_layer.cluster import (
@@ -120,10 +122,12 @@ class App:
             telemetry=self.ring if self.settings.telemetry_enabled else None)
         if not self.settings.telemetry_enabled:
             return
+        # actor "node": every config_change point carries one (annotations select it);
+        # the level is the live one, the control log's history folded in
         self.ring.emit("config_change", (("kind", "startup"),), {
-            "level": self.settings.optimization_level,
-            "text": f"node {self.settings.node_id} started at level "
-                    f"{self.settings.optimization_level}",
+            "level": self.live_config.level,
+            "text": f"node {self.settings.node_id} started at level {self.live_config.level}",
+            "actor": "node",
         })
         self.sio.start_background_task(self.writer.run)
         if self.sampler is not None:
@@ -172,7 +176,8 @@ class App:
 
 def register_control_routes(flask_app: Flask, settings: Settings, live_config: LiveConfig,
                             sources: StatusSources, influx: InfluxClient) -> None:
-    """The admin-token routes, /healthz, the Grafana redirect and the API's description."""
+    """The admin-token routes, the alert webhook, /healthz, the Grafana
+    redirect, the API's description and the docs."""
     admins = BearerAuth("admin", settings.admin_credentials())
     reader = InfluxAnalysisReader(influx)
 
@@ -182,12 +187,15 @@ def register_control_routes(flask_app: Flask, settings: Settings, live_config: L
 
     flask_app.register_blueprint(config_blueprint(live_config, admins))
     flask_app.register_blueprint(control_blueprint(live_config, admins))
+    flask_app.register_blueprint(alerts_blueprint(
+        live_config, BearerAuth("alert webhook", settings.alert_webhook_credentials())))
     flask_app.register_blueprint(admin_blueprint(
         sources, admins, live_config, trends=functools.partial(trends, reader),
         report=report, render_markdown=render_markdown, cluster_health=reader.latest_health))
     flask_app.register_blueprint(grafana_blueprint(settings.grafana_url))
     flask_app.register_blueprint(health_blueprint(sources))
     flask_app.register_blueprint(openapi_blueprint())
+    flask_app.register_blueprint(docs_blueprint())
 
 
 def delivery_sink(hub: DeliveryHub, cluster: ClusterManager | None) -> Callable[[Appended], None]:
@@ -313,7 +321,8 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
         backpressure.admit(request)  # first: a refused publish takes no throttle tokens
         throttle.admit(request)
 
-    writes = WriteBatcher(notification_log, delivery_sink(hub, cluster),
+    # the books count each entry where it is committed (notify_books)
+    writes = WriteBatcher(BookedLog(notification_log, hub.books), delivery_sink(hub, cluster),
                           telemetry,
                           max_batch=settings.write_batch_size,
                           window_s=settings.write_batch_window_ms / 1000.0,
@@ -383,7 +392,8 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
                                  extra=[query_stats.emit,
                                         CacheReporter({("global", "log"): caches["global"],
                                                        ("user", "streams"): caches["user"]}).emit,
-                                        functools.partial(report_leaks, hub.leaks)])
+                                        functools.partial(report_leaks, hub.leaks),
+                                        hub.books.emit])
     return App(
         settings=settings,
         flask=flask_app,

@@ -64,12 +64,17 @@ class Settings:
     admin_token: str = ""
     # more admin tokens, by name (ADMIN_TOKENS): the name is the actor audited
     named_admin_tokens: dict = field(default_factory=dict, compare=False)
+    # tokens that may call only the alert webhook, by name (ALERT_WEBHOOK_TOKENS)
+    alert_webhook_tokens: dict = field(default_factory=dict, compare=False)
     admin_can_publish: bool = False
     user_token_secret: str = ""
     user_token_ttl: int = 86_400
     optimization_level: str = "balanced"
     demo: bool = False
     grafana_url: str = "http://127.0.0.1:3000"
+    # where admins reach the control API (SERVICE_URL): the jobs write it into
+    # the `curl` that applies each open recommendation (analysis_recommendation)
+    service_url: str = "http://127.0.0.1:8000"
     var_dir: str = "var"
     node_id: str = ""
     ping_interval: float = 25.0
@@ -126,6 +131,11 @@ class Settings:
     def admin_credentials(self) -> dict[str, str]:
         """Every admin token by name: ADMIN_TOKEN is ``admin``."""
         return {ADMIN_NAME: self.admin_token, **self.named_admin_tokens}
+
+    def alert_webhook_credentials(self) -> dict[str, str]:
+        """The tokens POST /api/v1/alerts/grafana takes: every admin token, and
+        ALERT_WEBHOOK_TOKENS, which no other route takes."""
+        return {**self.admin_credentials(), **self.alert_webhook_tokens}
 
     def publish_credentials(self) -> dict[str, str]:
         """The tokens that may publish: admin ones only if ADMIN_CAN_PUBLISH=1."""
@@ -192,6 +202,7 @@ class Settings:
                 f"OPTIMIZATION_LEVEL must be one of {', '.join(LEVELS)}, not {level!r}"
             )
         preset = LEVELS[level]
+        admins = _named_tokens(env.get("ADMIN_TOKENS", ""), secrets_found)
         settings = cls(
             host=env.get("HOST", "127.0.0.1"),
             port=port,
@@ -210,13 +221,16 @@ class Settings:
             proxy_hops=_proxy_hops(env),
             publish_token=secrets_found["PUBLISH_TOKEN"],
             admin_token=secrets_found["ADMIN_TOKEN"],
-            named_admin_tokens=_named_tokens(env.get("ADMIN_TOKENS", ""), secrets_found),
+            named_admin_tokens=admins,
+            alert_webhook_tokens=_webhook_tokens(env.get("ALERT_WEBHOOK_TOKENS", ""),
+                                                 secrets_found, admins),
             admin_can_publish=env.get("ADMIN_CAN_PUBLISH", "0") == "1",
             user_token_secret=secrets_found["USER_TOKEN_SECRET"],
             user_token_ttl=_int(env, "USER_TOKEN_TTL", 86_400),
             optimization_level=level,
             demo=env.get("DEMO", "0") == "1",
             grafana_url=env.get("GRAFANA_URL", "http://127.0.0.1:3000"),
+            service_url=_service_url(env.get("SERVICE_URL", ""), port),
             var_dir=var_dir,
             node_id=env.get("NODE_ID") or f"{socket.gethostname()}-{port}",
             ping_interval=_float(env, "PING_INTERVAL", 25.0),
@@ -322,6 +336,16 @@ def normalize_database_url(raw: str) -> str:
     return f"{driver}://{rest}"
 
 
+def _service_url(raw: str, port: int) -> str:
+    """SERVICE_URL: an absolute http(s) URL, without a trailing slash; by
+    default this node on the loopback."""
+    value = raw.strip().rstrip("/") or f"http://127.0.0.1:{port}"
+    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+        raise ConfigError(f"SERVICE_URL must be an absolute http:// or https:// URL, "
+                          f"not {raw[:80]!r}")
+    return value
+
+
 def _redis_channel(value: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", value):
         raise ConfigError("REDIS_CHANNEL is 1-64 of A-Z a-z 0-9 _ . : -, not "
@@ -341,28 +365,55 @@ def _check_ranges(settings: Settings) -> None:
             raise ConfigError(f"{tunable.env}: {exc.message}") from None
 
 
-def _named_tokens(raw: str, secrets_found: Mapping[str, str]) -> dict[str, str]:
-    """ADMIN_TOKENS: ``name:token`` pairs, comma-separated. No admin token may
-    equal the publish token, or the publish token could change the config."""
+def _token_pairs(variable: str, raw: str) -> dict[str, str]:
+    """``name:token`` pairs, comma-separated (ADMIN_TOKENS, ALERT_WEBHOOK_TOKENS)."""
     named: dict[str, str] = {}
     for pair in filter(None, (p.strip() for p in raw.split(","))):
         name, _, token = pair.partition(":")
         name, token = name.strip(), token.strip()
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name) or name == ADMIN_NAME:
-            raise ConfigError("ADMIN_TOKENS: each entry is name:token, the name 1-64 of "
+            raise ConfigError(f"{variable}: each entry is name:token, the name 1-64 of "
                               f"A-Z a-z 0-9 _ . - and not {ADMIN_NAME!r} (that is ADMIN_TOKEN)")
         if name in named:
-            raise ConfigError(f"ADMIN_TOKENS: {name!r} is given twice")
+            raise ConfigError(f"{variable}: {name!r} is given twice")
         if len(token) < MIN_NAMED_TOKEN:
-            raise ConfigError(f"ADMIN_TOKENS: {name!r}'s token is shorter than "
+            raise ConfigError(f"{variable}: {name!r}'s token is shorter than "
                               f"{MIN_NAMED_TOKEN} characters")
         named[name] = token
+    return named
+
+
+def _named_tokens(raw: str, secrets_found: Mapping[str, str]) -> dict[str, str]:
+    """ADMIN_TOKENS: ``name:token`` pairs, comma-separated. No admin token may
+    equal the publish token, or the publish token could change the config."""
+    named = _token_pairs("ADMIN_TOKENS", raw)
     admin_tokens = [secrets_found["ADMIN_TOKEN"], *named.values()]
     if secrets_found["PUBLISH_TOKEN"] in admin_tokens:
         raise ConfigError("an admin token equals PUBLISH_TOKEN: they must differ, so that "
                           "the publish token cannot change the config")
     if len(set(admin_tokens)) != len(admin_tokens):
         raise ConfigError("ADMIN_TOKENS: two admin tokens are the same; the actor audited "
+                          "would be ambiguous")
+    return named
+
+
+def _webhook_tokens(raw: str, secrets_found: Mapping[str, str],
+                    admins: Mapping[str, str]) -> dict[str, str]:
+    """ALERT_WEBHOOK_TOKENS: ``name:token`` pairs that may call only the alert
+    webhook. Each must differ from every admin token and the publish token
+    (or it would open their routes too), and its name from the admin tokens'
+    (the actor audited would be ambiguous)."""
+    named = _token_pairs("ALERT_WEBHOOK_TOKENS", raw)
+    others = [secrets_found["PUBLISH_TOKEN"], secrets_found["ADMIN_TOKEN"], *admins.values()]
+    for name, token in named.items():
+        if name in admins:
+            raise ConfigError(f"ALERT_WEBHOOK_TOKENS: {name!r} is an admin token's name "
+                              "(ADMIN_TOKENS) too; the actor audited would be ambiguous")
+        if token in others:
+            raise ConfigError(f"ALERT_WEBHOOK_TOKENS: {name!r}'s token equals an admin or the "
+                              "publish token: it must differ, or it would open their routes")
+    if len(set(named.values())) != len(named):
+        raise ConfigError("ALERT_WEBHOOK_TOKENS: two tokens are the same; the actor audited "
                           "would be ambiguous")
     return named
 

@@ -14,8 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from service.domain.batching import longest_wait_ms
-from service.domain.health import MIN_LOOKUPS
+from service.domain.health import MIN_LOOKUPS, p99_target_ms
 from service.domain.levels import LEVELS
 from service.domain.throttle import Rate, format_rates, parse_rates
 from service.domain.tuning import TUNABLES
@@ -60,7 +59,7 @@ def _clamp(name: str, value: float) -> float:
 
 
 def _p99_target(config: Config) -> float:
-    return longest_wait_ms(config["parameters"]["batch_timeout_ms"]) + 20.0
+    return p99_target_ms(config["parameters"]["batch_timeout_ms"])
 
 
 def batch_timeout_up(f: Figures, config: Config) -> Proposal | None:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from service.domain.advice import RULES as ADVICE_RULES
 from service.domain.control import EVENT_TYPES
+from service.domain.impact import VERDICTS
 
 
 class FieldType(enum.Enum):
@@ -40,6 +42,10 @@ class Measurement:
     # "event": one point per occurrence. "summary": one point per tag set per
     # writer interval (about a second), fields summed (``*_max``: maximum).
     kind: str = "event"
+    # The fields a point may lack (each emitter's code paths; the test
+    # tests/unit/test_telemetry_optional_fields.py writes points through them).
+    # Every other field is on every point: a query may select it unguarded.
+    optional_fields: tuple[str, ...] = ()
 
     @property
     def all_tags(self) -> tuple[str, ...]:
@@ -150,6 +156,8 @@ CATALOGUE: dict[str, Measurement] = {
                 "wait_ms_max": FLOAT,
             },
             kind="summary",
+            # a replayed batch never waited in a connection's batch queue
+            optional_fields=("wait_ms_p50", "wait_ms_p95", "wait_ms_p99", "wait_ms_max"),
             example_query=(
                 'SELECT sum("count") FROM "notify_delivery" WHERE $timeFilter '
                 'GROUP BY time($__interval), "mode"'
@@ -315,6 +323,8 @@ CATALOGUE: dict[str, Measurement] = {
             fields={"connections": INT, "users": INT, "cluster_nodes": INT,
                     "cluster_connections": INT, "cluster_users": INT, "redis_up": INT,
                     "relay_sent": INT, "relay_unsent": INT, "relay_received": INT},
+            # what Redis says of the cluster: absent while it cannot be read
+            optional_fields=("cluster_nodes", "cluster_connections", "cluster_users"),
             example_query=(
                 'SELECT last("cluster_users") FROM "cluster" WHERE $timeFilter '
                 'GROUP BY time($__interval)'
@@ -513,7 +523,8 @@ CATALOGUE: dict[str, Measurement] = {
             description=(
                 "A change of effective configuration, for Grafana annotations: "
                 "`kind` says what changed, `level` is the optimization level after "
-                "it, and `text` describes it."
+                "it, `text` describes it and `actor` made it (`node` for a start-up, "
+                "whose `level` is the one live after the control log's history)."
             ),
             emitted_by="bootstrap.App.start_background, service_layer.tuning.LiveConfig",
             tags=("kind",),
@@ -590,7 +601,9 @@ CATALOGUE: dict[str, Measurement] = {
                 "in the metric's unit), its `direction` (`rising`, `falling`, or `flat` "
                 "when the slope is not told apart from 0), the `confidence` in that "
                 "direction (0-1), the metric's `last` value, the `limit` it is held "
-                "against, and `eta_s`, the seconds until it reaches the limit at this "
+                "against (`connections`, `rss_bytes` and `delivery_p99_ms` against the "
+                "live level's, as in `analysis_targets`, and `spool_bytes`; absent for the "
+                "others), and `eta_s`, the seconds until it reaches the limit at this "
                 "slope (absent when it never does). In the default retention policy; "
                 "`GET /admin/api/performance/trends` reads the newest point of each "
                 "series. How the jobs fit it: docs/operations.md."
@@ -600,6 +613,7 @@ CATALOGUE: dict[str, Measurement] = {
             tag_values={"metric": ANALYSIS_METRICS, "window": TREND_WINDOWS},
             fields={"slope_per_h": FLOAT, "direction": STRING, "confidence": FLOAT,
                     "last": FLOAT, "limit": FLOAT, "eta_s": FLOAT},
+            optional_fields=("limit", "eta_s"),
             example_query=(
                 'SELECT "slope_per_h", "direction", "eta_s" FROM "analysis_trend" '
                 "WHERE $timeFilter AND \"window\" = '24h' GROUP BY \"metric\""
@@ -659,9 +673,111 @@ CATALOGUE: dict[str, Measurement] = {
             tags=("job", "outcome"),
             tag_values={"job": JOB_NAMES, "outcome": ("ok", "error", "skipped")},
             fields={"duration_ms": FLOAT, "items": INT, "error": STRING},
+            optional_fields=("error",),
             example_query=(
                 'SELECT max("duration_ms") FROM "job_run" WHERE $timeFilter '
                 'GROUP BY time($__interval), "job", "outcome"'
+            ),
+        ),
+        Measurement(
+            name="analysis_targets",
+            description=(
+                "The live optimization level's limits, one point per run of the health "
+                "job (every minute, whether or not there is data), for threshold lines "
+                "and alerts that follow the level: the effective `level`, the delivery "
+                "p99 target `delivery_p99_ms` (the longest batch wait, `low`'s twice "
+                "`batch_timeout_ms` at most 200 ms, + 20 ms: what health judges p99 "
+                "against), `connections` (`max_connections`, per node) and `rss_bytes` "
+                "(`memory_budget_mb` in bytes, per node). The same limits as "
+                "`analysis_trend`'s. Draw one with `fill(previous)`."
+            ),
+            emitted_by="service_layer.analysis.run_health",
+            tags=(),
+            fields={"level": STRING, "delivery_p99_ms": FLOAT, "connections": FLOAT,
+                    "rss_bytes": FLOAT},
+            example_query=(
+                'SELECT last("delivery_p99_ms") FROM "raw"."analysis_targets" '
+                "WHERE $timeFilter GROUP BY time($__interval) fill(previous)"
+            ),
+        ),
+        Measurement(
+            name="analysis_recommendation",
+            description=(
+                "The recommendations open at a run of the recommendations job (issued, "
+                "neither applied nor dismissed), one point per `rule` (a rule has at most "
+                "one open: a new proposal supersedes the last), written together at each "
+                "run (every 5 minutes; one moment to within microseconds, as each "
+                "process's timestamps are kept strictly increasing): its `id`, the "
+                "proposed `change` (\"batch_timeout_ms 50 -> 75\", from the live value), "
+                "the `evidence`, the `expected` effect, "
+                "and `apply`, the `curl` that applies it (`SERVICE_URL`, the admin token "
+                "in `$ADMIN_TOKEN`). A run with none open writes nothing: the open ones "
+                "are those of the newest run."
+            ),
+            emitted_by="service_layer.analysis_points.emit_open_recommendations",
+            tags=("rule",),
+            tag_values={"rule": tuple(ADVICE_RULES)},
+            fields={"id": STRING, "change": STRING, "evidence": STRING,
+                    "expected": STRING, "apply": STRING},
+            example_query=(
+                'SELECT "id", "change", "evidence", "expected", "apply" '
+                'FROM "raw"."analysis_recommendation" WHERE time > now() - 10m '
+                'GROUP BY "rule" ORDER BY time DESC LIMIT 1'
+            ),
+        ),
+        Measurement(
+            name="analysis_impact",
+            description=(
+                "One point per impact measurement of a config change (the impact job, "
+                "as it appends `impact_measured`): the `verdict`, the "
+                "`recommendation` applied (its id, or \"\" for a manual change or a "
+                "rollback), the `change` in effect (\"#12 batch_timeout_ms 50 -> 75\", "
+                "the control log's seq first), `text` (the signs behind the verdict), "
+                "delivery p99, deliveries per second and drops per second over the "
+                "window before the change and after it (absent when unknown: no "
+                "telemetry, or the next change came too soon to measure), and "
+                "`rolled_back` (1 when the jobs rolled the change back for it, else 0)."
+            ),
+            emitted_by="service_layer.analysis.run_impact",
+            tags=("verdict",),
+            tag_values={"verdict": VERDICTS},
+            fields={"recommendation": STRING, "change": STRING, "text": STRING,
+                    "delivery_p99_ms_before": FLOAT, "delivery_p99_ms_after": FLOAT,
+                    "delivered_per_s_before": FLOAT, "delivered_per_s_after": FLOAT,
+                    "drops_per_s_before": FLOAT, "drops_per_s_after": FLOAT,
+                    "rolled_back": INT},
+            optional_fields=("delivery_p99_ms_before", "delivery_p99_ms_after",
+                             "delivered_per_s_before", "delivered_per_s_after",
+                             "drops_per_s_before", "drops_per_s_after"),
+            example_query=(
+                'SELECT "change", "delivery_p99_ms_before", "delivery_p99_ms_after", '
+                '"rolled_back" FROM "raw"."analysis_impact" WHERE $timeFilter '
+                'GROUP BY "verdict"'
+            ),
+        ),
+        Measurement(
+            name="notify_books",
+            description=(
+                "The node's books of the stream entries committed on it, cumulative since "
+                "the process started, every 10 s, read in one step (no other work runs "
+                "between the figures): `published` (entries committed here, one per "
+                "recipient, as `notify_publish` `count`), their dispatch outcomes `live`, "
+                "`queued`, `deferred` and `dropped` (as `notify_dispatch`), `pending` "
+                "(committed, no outcome yet: waiting for the hand-off to delivery, or "
+                "held back in offset order) and `unaccounted` = published - live - "
+                "queued - deferred - dropped - pending, which must be 0: more is an "
+                "entry whose outcome was lost, less one counted twice. Entries committed "
+                "on other nodes are in their books (here they count as `relayed` in "
+                "`notify_dispatch`). Per interval: "
+                "`non_negative_difference(last(\"published\"))`."
+            ),
+            emitted_by="service_layer.books.Books",
+            tags=(),
+            fields={"published": INT, "live": INT, "queued": INT, "deferred": INT,
+                    "dropped": INT, "pending": INT, "unaccounted": INT},
+            example_query=(
+                'SELECT last("unaccounted") FROM "raw"."notify_books" WHERE $timeFilter '
+                'GROUP BY time($__interval), "node"'
             ),
         ),
     )
@@ -717,6 +833,9 @@ ROLLUPS: dict[str, dict[str, str]] = {
                        "dropped": "last", "queued": "mean", "spool_bytes": "mean",
                        "write_ms": "mean"},
     "telemetry_dropped": {"count": "last"},
+    "notify_books": {"published": "last", "live": "last", "queued": "last",
+                     "deferred": "last", "dropped": "last", "pending": "last",
+                     "unaccounted": "last"},
     "runtime_leaks": {"alive": "mean", "leaked": "max"},
     "job_run": {"duration_ms": "max", "items": "sum"},
 }

@@ -1,8 +1,10 @@
 """Bearer-token checks for the HTTP APIs, in constant time.
 
 A route is guarded by a ``BearerAuth``: the named tokens allowed for one
-purpose (``publish`` or ``admin``). Which token matched names the actor that
-the control log records, so several admins (or Grafana) each get their own.
+purpose (``publish``, ``admin``, or ``alert webhook``: the admin tokens and
+ALERT_WEBHOOK_TOKENS). Which token matched names the actor that the control
+log records, so several admins (and Grafana) each get their own. A token
+outside a route's set is refused exactly as an unknown one is.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""/api/v1/recommendations and /api/v1/alerts/grafana (admin tokens).
+"""/api/v1/recommendations (admin tokens) and /api/v1/alerts/grafana (admin
+tokens, and the alert webhook's tokens, which open no other route).
 
 Deciding on a recommendation answers the recommendation and the config it
 left live, with the config's ETag; Grafana's webhook answers what it
@@ -52,6 +53,20 @@ def control_blueprint(config: LiveConfig, admins: BearerAuth) -> Blueprint:
         response = jsonify({"recommendation": decided, "config": snapshot})
         response.set_etag(str(snapshot["seq"]))
         return response
+
+    return bp
+
+
+def alerts_blueprint(config: LiveConfig, callers: BearerAuth) -> Blueprint:
+    """The alert webhook alone: ``callers`` are the admin tokens and
+    ALERT_WEBHOOK_TOKENS, so Grafana's token can record alerts (and the
+    mitigations they trigger) but change nothing else; the token's name is
+    the actor."""
+    bp = Blueprint("alerts", __name__, url_prefix="/api/v1")
+
+    @bp.before_request
+    def _webhook_callers_only() -> None:
+        g.actor = callers.require()
 
     @bp.post("/alerts/grafana")
     def grafana_alert() -> Response:

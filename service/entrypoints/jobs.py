@@ -35,9 +35,9 @@ from service.domain.errors import StorageUnavailable
 from service.entrypoints.runtime import start_process
 from service.service_layer.analysis import (
     find_regressions,
-    run_advice,
     run_health,
     run_impact,
+    run_recommendations,
 )
 from service.service_layer.jobs import JobSpec, run_job
 from service.service_layer.ports import JobLock, Telemetry
@@ -66,9 +66,11 @@ def build_jobs(settings: Settings, influx: InfluxClient, engine: Engine,
         JobSpec("rollups", 60.0, lambda: run_rollups(store)),
         JobSpec("trends", 300.0, trends),
         JobSpec("health", 60.0, lambda: run_health(reader, telemetry, config, spool_max)),
-        JobSpec("recommendations", 300.0, lambda: run_advice(reader, config)),
+        JobSpec("recommendations", 300.0,
+                lambda: run_recommendations(reader, config, telemetry, settings.service_url)),
         JobSpec("impact", 60.0,
-                lambda: run_impact(reader, config, auto_rollback=settings.auto_rollback)),
+                lambda: run_impact(reader, config, auto_rollback=settings.auto_rollback,
+                                   telemetry=telemetry)),
         JobSpec("regressions", 300.0,
                 lambda: write_regressions(influx, find_regressions(series, detect))),
     ]

@@ -24,11 +24,18 @@ from service.domain.control import (
     ROLLBACK,
     ControlEvent,
     EventDraft,
+    Recommendation,
     recommendation_states,
 )
 from service.domain.errors import ConflictError
 from service.domain.impact import REGRESSED, impact_payload, judge
 from service.domain.report import changes_of, compare, effect_windows
+from service.service_layer.analysis_points import (
+    emit_impact,
+    emit_open_recommendations,
+    emit_targets,
+    evidence_text,
+)
 from service.service_layer.ports import Telemetry
 from service.service_layer.tuning import LiveConfig
 
@@ -57,8 +64,11 @@ def limits(values: Mapping[str, Any], spool_max_bytes: int) -> dict[str, float]:
 
 def run_health(reader: HealthInputs, telemetry: Telemetry, config: LiveConfig,
                spool_max_bytes: int, now: datetime | None = None) -> int:
-    """Assess every component and write ``analysis_health``; returns how many."""
+    """Write ``analysis_targets`` (first: a run that finds no data, or cannot
+    read any, still says what the targets are), then assess every component
+    and write ``analysis_health``; returns how many components."""
     now = now or datetime.now(UTC)
+    emit_targets(telemetry, config, spool_max_bytes)
     figures = reader.health_inputs(now - HEALTH_WINDOW, now)
     components = health.assess(figures, limits(config.values, spool_max_bytes))
     for name, component in components.items():
@@ -69,8 +79,10 @@ def run_health(reader: HealthInputs, telemetry: Telemetry, config: LiveConfig,
 
 
 def run_advice(reader: HealthInputs, config: LiveConfig, now: datetime | None = None) -> int:
-    """Issue what the rules propose (once), expire the jobs' open ones whose
-    evidence is gone; returns the events appended."""
+    """Issue what the rules propose (once), and leave at most one of the
+    jobs' recommendations open per rule: the one it proposes now; when it
+    proposes nothing, none if the evidence for them is gone, else the newest.
+    Returns the events appended."""
     now = now or datetime.now(UTC)
     figures = reader.health_inputs(now - ADVICE_WINDOW, now)
     events = config.events()
@@ -83,23 +95,57 @@ def run_advice(reader: HealthInputs, config: LiveConfig, now: datetime | None = 
                             and state.decided_at is not None
                             and now - state.decided_at > REISSUE_AFTER)
         if state is None or decided_long_ago:
-            evidence = ", ".join(f"{k}={v:.3g}" for k, v in proposal.evidence.items())
             drafts.append(EventDraft(RECOMMENDATION_ISSUED, proposal.payload(), ACTOR,
-                                     f"rule {proposal.rule}: {evidence}"))
-    if figures.get("delivered_per_s") is not None:  # silence is no evidence of anything
-        firing = {p.id for p in proposals}
-        drafts += [EventDraft(RECOMMENDATION_DISMISSED, {"id": s.id}, ACTOR,
-                              "expired: the evidence for it is gone")
-                   for s in states.values()
-                   if s.status == "issued" and s.issued.get("rule") and s.id not in firing]
+                                     f"rule {proposal.rule}: "
+                                     f"{evidence_text(proposal.evidence)}"))
+    # silence (no deliveries in the window) is no evidence of anything
+    drafts += _closing(states, {p.rule: p.id for p in proposals},
+                       evidence_known=figures.get("delivered_per_s") is not None)
     return _append(config, drafts, events)
 
 
+def _closing(states: Mapping[str, Recommendation], firing: Mapping[str, str], *,
+             evidence_known: bool) -> list[EventDraft]:
+    """Dismissals of the jobs' open recommendations that must not stay open:
+    one whose rule now proposes another change is superseded (two open ones
+    of a rule would contradict each other, and the Overview keys them by
+    rule); one whose rule is silent expires once the evidence is known."""
+    open_ = sorted((s for s in states.values()
+                    if s.status == "issued" and s.issued.get("rule") and s.issued_at),
+                   key=lambda s: s.issued_at)
+    newest = {s.issued["rule"]: s.id for s in open_}
+    drafts = []
+    for state in open_:
+        rule = state.issued["rule"]
+        keep = firing.get(rule) or (None if evidence_known else newest[rule])
+        if state.id == keep:
+            continue
+        reason = (f"superseded: rule {rule} now proposes {keep}" if keep
+                  else "expired: the evidence for it is gone")
+        drafts.append(EventDraft(RECOMMENDATION_DISMISSED, {"id": state.id}, ACTOR, reason))
+    return drafts
+
+
+def run_recommendations(reader: HealthInputs, config: LiveConfig, telemetry: Telemetry,
+                        service_url: str, now: datetime | None = None) -> int:
+    """The recommendations job: ``run_advice``, then one
+    ``analysis_recommendation`` point per recommendation open after it (also
+    when the advice failed: what is open is still worth showing). Returns the
+    events appended and points written."""
+    appended = 0
+    try:
+        appended = run_advice(reader, config, now)
+    finally:
+        written = emit_open_recommendations(telemetry, config, service_url)
+    return appended + written
+
+
 def run_impact(reader: HealthInputs, config: LiveConfig, *, auto_rollback: bool,
-               now: datetime | None = None) -> int:
+               now: datetime | None = None, telemetry: Telemetry | None = None) -> int:
     """Measure each applied change once its after-window has passed; roll a
-    clear regression back when it is still the latest change. Returns the
-    events appended."""
+    clear regression back when it is still the latest change; one
+    ``analysis_impact`` point per measurement appended. Returns the events
+    appended."""
     now = now or datetime.now(UTC)
     events = config.events()
     changes = changes_of(events)
@@ -133,6 +179,8 @@ def run_impact(reader: HealthInputs, config: LiveConfig, *, auto_rollback: bool,
         written = _append(config, drafts, events)
         if not written:
             break  # the log moved: the next run sees the new state
+        if telemetry is not None:
+            emit_impact(telemetry, events, change, config, verdict, signs, effect, roll_back)
         appended += written
         events = config.events()
     return appended

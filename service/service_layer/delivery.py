@@ -33,6 +33,7 @@ from service.domain.errors import (
 from service.domain.model import Appended, Notification
 from service.domain.telemetry import DISPATCHED, DROPPED
 from service.service_layer.acks import AckBuffer
+from service.service_layer.books import Books
 from service.service_layer.cohort import Cohort
 from service.service_layer.grouping import GroupRunner
 from service.service_layer.leaks import LeakTracker
@@ -48,7 +49,7 @@ from service.service_layer.ports import (
 from service.service_layer.recent import RecentEntries
 from service.service_layer.replay import REPLAY_PAGE, REPLAY_READS_AT_ONCE, Replayer
 from service.service_layer.scheduling import DeadlineScheduler
-from service.service_layer.sequencer import LogSequencer
+from service.service_layer.sequencer import ACCEPTED, BEFORE_START, UNKNOWN, LogSequencer
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,12 @@ class DeliveryHub:
         on_foreign: Callable[[Appended], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         pause: Callable[[], None] | None = None,
+        books: Books | None = None,
     ) -> None:
         self._log = log
+        # what this node committed and what became of it (``BookedLog`` enters
+        # the commits; the hub the outcomes, and when it is done with each entry)
+        self.books = books if books is not None else Books()
         self._sender = sender
         self._telemetry = telemetry  # None: measure nothing (benchmarks compare against it)
         self._spawn = spawn
@@ -126,7 +131,8 @@ class DeliveryHub:
         self._taken: int | None = None  # the last entry whose fan-out began
         self.recent = RecentEntries()
         self.sequence = LogSequencer(log, spawn, self._take_in_turn, page=replay_page,
-                                     from_log_origin="log" if on_foreign else None)
+                                     from_log_origin="log" if on_foreign else None,
+                                     mine=self.books.holds)
         self.replay = Replayer(log, sender, self.outbox, page=replay_page, clock=clock,
                                reads_at_once=replay_reads_at_once,
                                from_memory=self._missed_from_memory,
@@ -150,7 +156,7 @@ class DeliveryHub:
         if self.sequence.head is None:
             # Entries committed up to here are read by this connection's replay;
             # later ones are handed to deliver() in order.
-            self.sequence.head = position.head
+            self.sequence.start_at(position.head)
         acked = max(position.acked, self.acks.pending(user_id) or 0)
         start = acked if last_offset is None else last_offset
         if start > position.head:
@@ -300,8 +306,14 @@ class DeliveryHub:
         offline queue keeps it), ``deferred`` (backpressure holds it back) or
         ``dropped`` (the hand-off failed; the entry stays in the log).
         """
-        if not self.sequence.offer(appended) and appended.origin is None:
-            self._count(queued=appended.recipients)  # nobody connected yet: the log keeps it
+        placed = self.sequence.offer(appended)
+        if placed == ACCEPTED:
+            return  # taken now, or held for a gap: ``_take`` accounts for it
+        if placed in (UNKNOWN, BEFORE_START) and appended.origin is None:
+            # nobody connected yet, or it was committed before the head the hub
+            # started from: never taken here, the log keeps it and replays read it
+            self._count(queued=appended.recipients)
+        self.books.settle(appended.offset)  # (BEHIND: a gap fill took it already)
 
     def deliver_many(self, entries: list[Appended]) -> None:
         """Entries another node committed, as its message brought them."""
@@ -320,6 +332,12 @@ class DeliveryHub:
         return self.sequence.head
 
     def _take(self, appended: Appended) -> None:
+        try:
+            self._fan_out_one(appended)
+        finally:  # done with it, whether or not its outcome was counted: the books show which
+            self.books.settle(appended.offset)
+
+    def _fan_out_one(self, appended: Appended) -> None:
         # An entry another node committed is counted there; here only what
         # was sent of it, as ``relayed``.
         self._taken = appended.offset
@@ -427,6 +445,8 @@ class DeliveryHub:
 
     def _count(self, *, live: int = 0, queued: int = 0, dropped: int = 0,
                deferred: int = 0) -> None:
+        """The dispatch outcomes of an entry committed on this node."""
+        self.books.count(live, queued, deferred, dropped)
         if self._telemetry is None:
             return
         tally = self._telemetry.tally

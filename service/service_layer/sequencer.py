@@ -6,6 +6,13 @@ other nodes' messages, or not at all (a lost message); one that comes early
 waits for those before it, at most ``GAP_WAIT_S``, and then what is missing
 is read from the log. The log follower (several nodes) says how far the log
 has gone, so what no message brought is read too.
+
+``offer`` says what became of an entry, so that the hub can account for
+every entry committed on its node (``service_layer.books``): taken now or
+held for later (``ACCEPTED``), left to the log (``UNKNOWN``: no head yet;
+``BEFORE_START``: at or below the head the sequencer started from, so never
+taken here, and replays read it), or already taken from the log by a gap
+fill (``BEHIND``).
 """
 
 from __future__ import annotations
@@ -26,44 +33,62 @@ GAP_WAIT_S = 0.2  # how long an entry handed early waits for the ones before it
 MAX_HELD = 10_000  # entries held back at most; past this the log fills the gap now
 RETRY_SECONDS = 1.0
 
+ACCEPTED, BEHIND, BEFORE_START, UNKNOWN = "accepted", "behind", "before_start", "unknown"
+
 
 class LogSequencer:
     def __init__(self, log: NotificationLog, spawn: Spawner, take: Callable[[Appended], None],
-                 *, page: int, from_log_origin: str | None = None) -> None:
+                 *, page: int, from_log_origin: str | None = None,
+                 mine: Callable[[int], bool] = lambda offset: False) -> None:
         self._log = log
         self._spawn = spawn
         self._take = take  # called once per entry, in offset order, after ``head`` moved
         self._page = page
-        # several nodes: an entry read from the log was (most likely) not committed here
+        # several nodes: an entry read from the log was (most likely) not committed
+        # here; ``mine`` says which were (committed here, not handed on yet)
         self._from_log_origin = from_log_origin
+        self._mine = mine
         self.head: int | None = None  # last offset taken; None until known
+        self.started_at: int | None = None  # the head it started from (``start_at``)
+        self._unknown_upto = 0  # the highest offset offered before the head was known
         self._held: dict[int, Appended] = {}  # handed early: offset -> entry
         self._filling = False  # a greenlet is filling a gap from the log
         self._fill_to = 0  # the log's head as last read: what a fill must reach
 
-    def offer(self, appended: Appended) -> bool:
-        """Take the entry now, or hold it for those before it. False when the
-        head is not known yet (nobody connected, no follower): the log keeps it."""
+    def start_at(self, log_head: int) -> None:
+        """Start from the log's head as read (at the first connect, or by the
+        follower): replays read what is committed up to it. Entries offered
+        before, while the head was unknown, may be past that read; they were
+        left to the log, and taking them now would count them twice."""
         if self.head is None:
-            return False
+            self.head = self.started_at = max(log_head, self._unknown_upto)
+
+    def offer(self, appended: Appended) -> str:
+        """Take the entry now, or hold it for those before it (``ACCEPTED``);
+        or say why neither (see the module's doc)."""
         offset = appended.offset
+        if self.head is None:
+            self._unknown_upto = max(self._unknown_upto, offset)
+            return UNKNOWN
         if offset <= self.head:
-            return True  # a gap filled from the log already took it
+            if self.started_at is not None and offset <= self.started_at:
+                return BEFORE_START
+            return BEHIND
         if offset > self.head + 1:
             self._held[offset] = appended
             self._start_filling()
-            return True
+            return ACCEPTED
         self._advance(appended)
         while self._held and self.head + 1 in self._held:
             self._advance(self._held.pop(self.head + 1))
-        return True
+        return ACCEPTED
 
     def follow(self, log_head: int) -> None:
         """The log's head as read just now: what is up to it and was not
         handed here is read from the log, after a moment in which it may
         still come."""
         if self.head is None:
-            self.head = log_head  # what is committed up to here, replays read
+            self.start_at(log_head)  # what is committed up to here, replays read
             return
         if log_head <= self.head:
             return
@@ -99,7 +124,10 @@ class LogSequencer:
                     continue
                 for appended in missing:
                     if appended.offset > self.head:
-                        if self._from_log_origin is not None:
+                        if self._from_log_origin is not None and not self._mine(
+                                appended.offset):
+                            # (one committed here, its hand-off still to come,
+                            # is this node's to account for: it stays its own)
                             appended = replace(appended, origin=self._from_log_origin)
                         self._advance(appended)
                 if len(missing) < self._page:

@@ -8,10 +8,12 @@ run's time. ``GET /admin/api/performance/trends`` serves the newest of each.
 | ``24h`` | the last 24 hours of 1-minute rollups |
 | ``7d`` | the last 7 days of 1-hour rollups |
 
-Limits: ``connections`` against ``max_connections``, ``rss_bytes`` against
-``memory_budget_mb`` (both live: the caller reads the effective config) and
-``spool_bytes`` against ``TELEMETRY_SPOOL_MAX_BYTES``; the other metrics have
-none, and no ``eta_s``.
+Limits (``trend_limits``): ``connections`` against ``max_connections``,
+``rss_bytes`` against ``memory_budget_mb``, ``delivery_p99_ms`` against the
+level's p99 target (``domain.health.p99_target_ms``: all three live, the
+caller reads the effective config) and ``spool_bytes`` against
+``TELEMETRY_SPOOL_MAX_BYTES``; the other metrics have none, and no ``eta_s``.
+The health job writes the same limits as ``analysis_targets``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from service.domain.health import p99_target_ms
 from service.domain.telemetry import ANALYSIS_METRICS
 from service.domain.trends import trend
 from service.service_layer.ports import DataPoint, MetricSeries, PointWriter
@@ -32,9 +35,11 @@ WINDOWS = (("1h", timedelta(hours=1), "1m"), ("24h", timedelta(hours=24), "1m"),
 
 
 def trend_limits(values: Mapping[str, Any], spool_max_bytes: int) -> dict[str, float]:
-    """The limits the trends are held against, from the effective config's values."""
+    """The limits the trends are held against, from the effective config's
+    values, in each metric's unit (``ANALYSIS_METRICS``)."""
     return {"connections": float(values["max_connections"]),
             "rss_bytes": float(values["memory_budget_mb"]) * (1 << 20),
+            "delivery_p99_ms": p99_target_ms(values["batch_timeout_ms"]),
             "spool_bytes": float(spool_max_bytes)}
 
 

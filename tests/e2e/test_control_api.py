@@ -1,5 +1,6 @@
 """The control API on a running node (real PostgreSQL, real InfluxDB):
-recommendations, Grafana's webhook, named admin tokens, bounds and errors."""
+recommendations, Grafana's webhook and its token, named admin tokens, bounds
+and errors."""
 
 import copy
 
@@ -19,7 +20,8 @@ GRAFANA_URL = "http://grafana.example:3000/"
 @pytest.fixture
 def node(pg_url, influx_database, tmp_path):
     running = start_server({"DATABASE_URL": pg_url, "INFLUX_DB": influx_database,
-                            "ADMIN_TOKENS": f"alice:{ALICE},grafana:{GRAFANA}",
+                            "ADMIN_TOKENS": f"alice:{ALICE}",
+                            "ALERT_WEBHOOK_TOKENS": f"grafana:{GRAFANA}",
                             "GRAFANA_URL": GRAFANA_URL}, tmp_path)
     yield running
     assert stop_server(running) == 0, running.log_text()
@@ -109,6 +111,39 @@ def test_grafana_webhook_records_mitigates_and_can_be_undone(node):
     bad["alerts"][0]["status"] = "pending"
     refused = call(node, "POST", "/api/v1/alerts/grafana", token=GRAFANA, body=bad)
     assert refused.status == 422 and refused.json()["field"] == "alerts[0].status"
+
+
+def test_the_webhook_token_opens_the_webhook_and_nothing_else(node, issue):
+    """Every other operation the API describes answers Grafana's token exactly
+    as it answers a token nobody was given."""
+    from service.entrypoints.openapi import spec
+
+    issue("batch-30")
+    webhook = ("POST", "/api/v1/alerts/grafana")
+    checked = []
+    for path, item in spec()["paths"].items():
+        for method, op in item.items():
+            if (method.upper(), path) == webhook or not op.get("security"):
+                continue
+            concrete = (path.replace("{recommendation_id}", "batch-30")
+                        .replace("{user_id}", "u"))
+            body = ({"parameters": {"batch_size": 12}, "level": "aggressive"}
+                    if method in ("put", "post") else None)
+            refused = call(node, method.upper(), concrete, token=GRAFANA, body=body)
+            unknown = call(node, method.upper(), concrete, token="nobody-has-this-token",
+                           body=body)
+            assert (refused.status, refused.json()) == (unknown.status, unknown.json()), path
+            assert refused.status == 401 and refused.headers["WWW-Authenticate"]
+            checked.append((method.upper(), path))
+    assert {("PUT", "/api/v1/config"), ("POST", "/api/v1/recommendations/{recommendation_id}"
+            "/apply"), ("POST", "/api/v1/notifications"),
+            ("POST", "/admin/api/performance/apply-recommendation")} <= set(checked)
+    config = call(node, "GET", "/api/v1/config").json()
+    assert config["seq"] == 1 and config["level"] == "balanced"  # only the issued one
+    answered = call(node, "POST", "/api/v1/alerts/grafana", token=GRAFANA, body=GRAFANA_BODY)
+    assert answered.status == 200, answered.data
+    as_admin = call(node, "POST", "/api/v1/alerts/grafana", body=GRAFANA_BODY)
+    assert as_admin.status == 200 and as_admin.json()["repeats"] == 2  # admins may too
 
 
 def test_tokens_name_the_actor_and_keep_to_their_purpose(node):

@@ -121,9 +121,11 @@ def test_the_trends_job_fits_each_metric_and_window_from_its_resolution():
         ("drop_rate", "1m"): minutes([0.0] * 3, hour_ago),  # too few: no trend
     }
     series, writer = InMemoryMetricSeries(data), RecordingPointWriter()
-    limits = trend_limits({"max_connections": 1000, "memory_budget_mb": 512}, 1 << 20)
+    limits = trend_limits({"max_connections": 1000, "memory_budget_mb": 512,
+                           "batch_timeout_ms": 50}, 1 << 20)
+    # p99: the longest batch wait (low priority: twice the timeout) + 20 ms, as health has it
     assert limits == {"connections": 1000.0, "rss_bytes": 512.0 * (1 << 20),
-                      "spool_bytes": float(1 << 20)}
+                      "delivery_p99_ms": 120.0, "spool_bytes": float(1 << 20)}
     assert run_trends(series, writer, limits, now=now) == 5
     assert len(series.calls) == len(WINDOWS) * len(ANALYSIS_METRICS)
     assert {(c[3], c[2] - c[1]) for c in series.calls} == {

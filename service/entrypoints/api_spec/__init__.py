@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.entrypoints.api_spec import common, control, performance, publish
+from service.entrypoints.api_spec import common, control, docs, performance, publish
 
 INTRO = """\
 The HTTP API of the notification service: applications publish notifications \
@@ -29,11 +29,13 @@ named tokens of `ADMIN_TOKENS`) open the control API and the older admin \
 routes, and the publish token opens none of them. The control log records \
 the name of the admin token that made each change (`admin` for \
 `ADMIN_TOKEN`). Admin tokens cannot publish unless `ADMIN_CAN_PUBLISH=1`. \
+The tokens of `ALERT_WEBHOOK_TOKENS` (Grafana's) open \
+`POST /api/v1/alerts/grafana` and nothing else. \
 Tokens are compared in constant time. `PUBLISH_TOKEN` and `ADMIN_TOKEN` are \
 generated for development and printed at start when unset (see \
 [configuration](configuration.md)).
-- No token is needed for `GET /healthz`, `GET /openapi.json` and \
-`GET /admin/performance`.
+- No token is needed for `GET /healthz`, `GET /openapi.json`, \
+`GET /admin/performance` and the docs (`GET /docs/<page>`).
 - Every error is the same JSON object, described under [Errors](#errors)."""
 
 TAGS = [
@@ -42,7 +44,9 @@ TAGS = [
                     "$PUBLISH_TOKEN`."},
     {"name": "Control API",
      "description": "Every route needs `Authorization: Bearer $ADMIN_TOKEN`; the publish "
-                    "token is refused. The control state is an append-only event log: each "
+                    "token is refused. The alert webhook also takes a token of "
+                    "`ALERT_WEBHOOK_TOKENS`, which no other route takes. The control state "
+                    "is an append-only event log: each "
                     "change is an event that records who made it (the admin token's name), "
                     "when and why, and every node applies it within a second. The effective "
                     "config is a fold over the log, so \"what was live at time T\" is a "
@@ -58,7 +62,7 @@ SPEC: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "Notification service", "version": "1", "description": INTRO},
     "tags": TAGS,
-    "paths": {**publish.PATHS, **control.PATHS, **performance.PATHS},
+    "paths": {**publish.PATHS, **control.PATHS, **performance.PATHS, **docs.PATHS},
     "components": {
         "securitySchemes": common.SECURITY_SCHEMES,
         "schemas": {"Error": common.ERROR_SCHEMA, **common.parameter_schemas(),

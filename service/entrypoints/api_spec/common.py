@@ -15,6 +15,8 @@ JSON = "application/json"
 PUBLIC: list[dict[str, list[str]]] = []  # security: [] (no token)
 PUBLISH = [{"publishToken": []}]
 ADMIN = [{"adminToken": []}]
+# either: the alert webhook takes an admin token or one of ALERT_WEBHOOK_TOKENS
+ADMIN_OR_WEBHOOK = [{"adminToken": []}, {"alertWebhookToken": []}]
 
 
 def ref(name: str, kind: str = "schemas") -> dict[str, str]:
@@ -58,9 +60,9 @@ ERROR_CODES: list[tuple[int, str, str]] = [
     (400, "malformed_request", "the body is empty or not JSON (`field: body`)"),
     (401, "unauthorized", "missing or wrong bearer token (`field: Authorization`), with "
      "`WWW-Authenticate: Bearer realm=\"notify\"`. The control API never takes the publish "
-     "token"),
-    (404, "not_found", "no route at this path, or a recommendation id that was never issued "
-     "(`field: recommendation_id`)"),
+     "token, and only the alert webhook takes a token of `ALERT_WEBHOOK_TOKENS`"),
+    (404, "not_found", "no route at this path, a recommendation id that was never issued "
+     "(`field: recommendation_id`), or no such page of the docs"),
     (405, "method_not_allowed", "the path exists, but not with this method"),
     (409, "conflict", "control API: `If-Match` names a config `seq` that is no longer the "
      "latest (`field: If-Match`); nothing was changed: read the config again, then decide. "
@@ -173,6 +175,13 @@ SECURITY_SCHEMES = {
         "type": "http", "scheme": "bearer",
         "description": "`Authorization: Bearer $ADMIN_TOKEN`, or a named token of "
                        "`ADMIN_TOKENS`: the control API. The publish token is refused.",
+    },
+    "alertWebhookToken": {
+        "type": "http", "scheme": "bearer",
+        "description": "`Authorization: Bearer <token>`, a named token of "
+                       "`ALERT_WEBHOOK_TOKENS` (Grafana's): taken by "
+                       "`POST /api/v1/alerts/grafana` only; every other route refuses it "
+                       "as it refuses an unknown token.",
     },
 }
 

@@ -1,5 +1,5 @@
 """/api/v1/config, /api/v1/recommendations and /api/v1/alerts/grafana: the
-control API (admin token). Pure data."""
+control API (admin token; the webhook also takes ALERT_WEBHOOK_TOKENS). Pure data."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from service.domain.control import MAX_REASON
 from service.entrypoints.api_spec.common import (
     ADMIN,
+    ADMIN_OR_WEBHOOK,
     CONFIG_EXAMPLE,
     CONFIG_PROPERTIES,
     CONFIG_SCHEMA,
@@ -293,10 +294,12 @@ PATHS: dict[str, Any] = {
                    "dismissed one changes nothing (200, `changed: false`); an applied one is "
                    "a 409: roll the config back instead.")},
     "/api/v1/alerts/grafana": {"post": {
-        "operationId": "grafanaAlert", "tags": TAG, "security": ADMIN,
+        "operationId": "grafanaAlert", "tags": TAG, "security": ADMIN_OR_WEBHOOK,
         "summary": "Grafana's alert webhook",
-        "description": "For a Grafana webhook contact point, with the admin token as its "
-                       "bearer credentials. Each alert is recorded as an `alert_received` "
+        "description": "For a Grafana webhook contact point, with a token of "
+                       "`ALERT_WEBHOOK_TOKENS` as its bearer credentials: such a token "
+                       "opens this route and no other, and its name is the actor recorded. "
+                       "An admin token is taken too. Each alert is recorded as an `alert_received` "
                        "event (a repeat of one already recorded is not). A firing alert that "
                        "has a documented mitigation applies it, as one more control event, "
                        "and the answer names the rollback that undoes it.",
