@@ -8,7 +8,10 @@ rules use:
 - InfluxQL queries: ``$timeFilter`` becomes ``time >= <from>ms and time <=
   <to>ms`` from the query's ``relativeTimeRange`` (seconds before now), as
   Grafana's InfluxDB datasource renders it; each series of the answer is one
-  item, its tags its labels. No series at all is "no data".
+  item, its tags its labels. No series at all is "no data". The rules read
+  ``"raw"."<measurement>"``; the test database has the ``raw`` policy, the
+  default, as the service makes it (``InfluxClient.ensure_database``), and
+  points are written to it.
 - ``reduce`` (last, mean, min, max, sum, count; modes strict, dropNN,
   replaceNN): one number per series.
 - ``math``: ``+ - * /``, comparisons, ``&&`` and ``||`` over ``$REF`` numbers,
@@ -38,9 +41,14 @@ import pytest
 import yaml
 
 from service.adapters.influx_analysis_writer import write_regressions
-from service.adapters.influx_points import InfluxPointWriter
+from service.adapters.influx_writer import InfluxWriter
 from service.adapters.line_protocol import encode
-from service.service_layer.trends import run_trends, trend_limits
+from service.domain.levels import LEVELS
+from service.service_layer import analysis
+from service.service_layer.telemetry import TelemetryRing
+from service.service_layer.trends import trend_limits
+from service.service_layer.tuning import LiveConfig
+from tests.unit.fakes import InMemoryControlLog
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES_FILE = ROOT / "provisioning" / "alerting" / "rules.yml"
@@ -329,58 +337,178 @@ def every(seconds_from, seconds_to, step):
 # Each rule: firing, not firing, and with no data
 
 
+def targets_point(level: str, ago: float, now: float | None = None) -> str:
+    """``analysis_targets`` as the health job writes it for ``level``: the
+    same ``trend_limits`` of that level's values (emit_targets)."""
+    values = LEVELS[level]
+    limits = trend_limits({"max_connections": values.max_connections,
+                           "memory_budget_mb": values.memory_budget_mb,
+                           "batch_timeout_ms": values.batch_timeout_ms}, 256 << 20)
+    return point("analysis_targets", {},
+                 {"level": level, "delivery_p99_ms": limits["delivery_p99_ms"],
+                  "connections": limits["connections"], "rss_bytes": limits["rss_bytes"]},
+                 ago, node="jobs", role="jobs", now=now)
+
+
+def target_ms(level: str) -> float:
+    return trend_limits({"max_connections": 1, "memory_budget_mb": 1,
+                         "batch_timeout_ms": LEVELS[level].batch_timeout_ms}, 0)["delivery_p99_ms"]
+
+
+def live_p99(node: str, p99_ms: float, now: float, mode: str = "live") -> list[str]:
+    return [point("notify_delivery", {"mode": mode}, {"count": 10, "latency_ms_p99": p99_ms},
+                  ago, node=node, now=now) for ago in every(290, 5, 5)]
+
+
 @influx_test
-def test_p99_fires_per_node_above_the_target_and_only_for_live(influx):
+def test_p99_fires_per_node_above_the_live_target_and_only_for_live(influx):
     now = time.time()
-    lines = []
-    for ago in every(290, 5, 5):
-        lines.append(point("notify_delivery", {"mode": "live"},
-                           {"count": 10, "latency_ms_p99": 100.0}, ago, node="a", now=now))
-        lines.append(point("notify_delivery", {"mode": "live"},
-                           {"count": 10, "latency_ms_p99": 180.0}, ago, node="b", now=now))
+    assert target_ms("balanced") == 120.0
+    write(influx, [
+        targets_point("balanced", 30, now=now),
+        *live_p99("a", 100.0, now), *live_p99("b", 180.0, now),
         # replays wait for their user: not delivery latency
-        lines.append(point("notify_delivery", {"mode": "replay"},
-                           {"count": 10, "latency_ms_p99": 9000.0}, ago, node="a", now=now))
-    # an old slow spell, outside the 5-minute window
-    lines.append(point("notify_delivery", {"mode": "live"},
-                       {"count": 10, "latency_ms_p99": 9000.0}, 900, node="a", now=now))
-    write(influx, lines)
+        *live_p99("a", 9000.0, now, mode="replay"),
+        # an old slow spell, outside the 5-minute window
+        point("notify_delivery", {"mode": "live"}, {"count": 10, "latency_ms_p99": 9000.0},
+              900, node="a", now=now),
+    ])
     outcome = evaluate(rule("NotifyDeliveryP99High"), influx)
     assert outcome.instances == {labels(node="a"): "Normal", labels(node="b"): "Alerting"}
+
+
+@influx_test
+@pytest.mark.parametrize("level", ["conservative", "aggressive"])
+def test_p99_is_held_to_the_target_of_the_level_live_now(influx, level):
+    """The same p99 is fine at one level and too slow at another: 150 ms is
+    over conservative's 70 ms and under aggressive's 220 ms."""
+    now = time.time()
+    write(influx, [targets_point(level, 20, now=now),
+                   *live_p99("a", 0.9 * target_ms(level), now),
+                   *live_p99("b", 1.1 * target_ms(level), now),
+                   *live_p99("c", 150.0, now)])
+    outcome = evaluate(rule("NotifyDeliveryP99High"), influx)
+    assert outcome.instances[labels(node="a")] == "Normal"
+    assert outcome.instances[labels(node="b")] == "Alerting"
+    assert outcome.instances[labels(node="c")] == (
+        "Alerting" if target_ms(level) < 150 else "Normal")
+
+
+@influx_test
+def test_p99_is_judged_against_the_newest_target(influx):
+    now = time.time()
+    # aggressive until the memory mitigation set conservative, two minutes ago
+    write(influx, [targets_point("aggressive", ago, now=now) for ago in every(1800, 180, 60)]
+          + [targets_point("conservative", ago, now=now) for ago in every(120, 0, 60)]
+          + live_p99("a", 100.0, now))
+    assert evaluate(rule("NotifyDeliveryP99High"), influx).firing == {labels(node="a")}
 
 
 @influx_test
 def test_p99_of_a_quiet_node_under_the_target_does_not_fire(influx):
     now = time.time()
     # 119 ms: low priority waits 2 x 50 ms + 20 ms by design at level balanced
-    write(influx, [point("notify_delivery", {"mode": "live"},
-                         {"count": 1, "latency_ms_p99": 119.0}, ago, now=now)
-                   for ago in every(250, 10, 10)])
+    write(influx, [targets_point("balanced", 10, now=now)]
+          + [point("notify_delivery", {"mode": "live"}, {"count": 1, "latency_ms_p99": 119.0},
+                   ago, now=now) for ago in every(250, 10, 10)])
     assert evaluate(rule("NotifyDeliveryP99High"), influx).state == "Normal"
 
 
 @influx_test
-def test_p99_with_no_deliveries_is_ok(influx):
+def test_p99_without_a_target_is_not_judged(influx):
+    now = time.time()
+    # the jobs process has not run the health job yet
+    write(influx, live_p99("a", 5000.0, now))
     outcome = evaluate(rule("NotifyDeliveryP99High"), influx)
     assert outcome.state == "Normal" and outcome.instances == {}
 
 
 @influx_test
-def test_drops_fire_per_node_and_reason(influx):
+def test_p99_with_no_deliveries_is_ok(influx):
+    write(influx, [targets_point("balanced", 10)])
+    outcome = evaluate(rule("NotifyDeliveryP99High"), influx)
+    assert outcome.state == "Normal" and outcome.instances == {}
+
+
+def drops(node: str, reason: str, total: int, now: float, span: int = 280) -> list[str]:
+    """``total`` drops spread over the last ``span`` seconds, as per-second summaries."""
+    ages = list(every(span, 5, 5))
+    share, extra = divmod(total, len(ages))
+    return [point("notify_drop", {"reason": reason}, {"count": share + (i < extra)}, ago,
+                  node=node, now=now) for i, ago in enumerate(ages) if share + (i < extra)]
+
+
+@influx_test
+def test_drops_fire_on_a_sustained_rate_per_node_and_reason(influx):
     now = time.time()
     write(influx, [
-        point("notify_drop", {"reason": "slow_consumer"}, {"count": 3}, 60, node="a", now=now),
-        point("notify_drop", {"reason": "disconnected"}, {"count": 2}, 400, node="b", now=now),
+        *drops("a", "slow_consumer", 30, now),   # 0.1 per second
+        *drops("b", "handoff_error", 5, now),    # one client now and then: 0.017 per second
+        *drops("c", "handoff_error", 20, now),   # 0.067 per second
+        point("notify_drop", {"reason": "slow_consumer"}, {"count": 900}, 400, node="b", now=now),
     ])
     outcome = evaluate(rule("NotifyDeliveryDrops"), influx)
-    assert outcome.firing == {labels(node="a", reason="slow_consumer")}
-    assert outcome.state == "Alerting"
+    assert outcome.instances == {labels(node="a", reason="slow_consumer"): "Alerting",
+                                 labels(node="b", reason="handoff_error"): "Normal",
+                                 labels(node="c", reason="handoff_error"): "Alerting"}
+
+
+@influx_test
+def test_disconnects_never_page(influx):
+    now = time.time()
+    # thousands of clients leaving with a batch waiting: routine, replayed on reconnect
+    write(influx, drops("a", "disconnected", 3000, now))
+    outcome = evaluate(rule("NotifyDeliveryDrops"), influx)
+    assert outcome.state == "Normal" and outcome.instances == {}
 
 
 @influx_test
 def test_no_drops_is_ok(influx):
     write(influx, [point("notify_drop", {"reason": "handoff_error"}, {"count": 9}, 900)])
     outcome = evaluate(rule("NotifyDeliveryDrops"), influx)
+    assert outcome.state == "Normal" and outcome.instances == {}
+
+
+def books(node: str, unaccounted: int, ago: float, now: float, published: int = 1000) -> str:
+    """A ``notify_books`` sample whose figures add up to ``unaccounted``."""
+    pending = 5
+    live = published - 40 - 10 - 5 - pending - unaccounted
+    return point("notify_books", {},
+                 {"published": published, "live": live, "queued": 40, "deferred": 10,
+                  "dropped": 5, "pending": pending, "unaccounted": unaccounted},
+                 ago, node=node, now=now)
+
+
+@influx_test
+def test_books_unbalanced_fires_per_node_either_way(influx):
+    now = time.time()
+    write(influx, [
+        *[books("a", 0, ago, now) for ago in every(110, 5, 10)],
+        *[books("b", 3, ago, now) for ago in every(110, 5, 10)],     # 3 entries lost
+        *[books("c", -2, ago, now) for ago in every(110, 5, 10)],    # 2 counted twice
+        # was off, then restarted: its books start again at 0
+        *[books("d", 4, ago, now) for ago in every(110, 60, 10)],
+        *[books("d", 0, ago, now, published=10) for ago in every(50, 5, 10)],
+    ])
+    outcome = evaluate(rule("NotifyBooksUnbalanced"), influx)
+    assert outcome.instances == {labels(node="a"): "Normal", labels(node="b"): "Alerting",
+                                 labels(node="c"): "Alerting", labels(node="d"): "Normal"}
+
+
+@influx_test
+def test_balanced_books_do_not_fire(influx):
+    now = time.time()
+    write(influx, [books(node, 0, ago, now, published=1000 + ago)
+                   for node in ("a", "b") for ago in every(110, 5, 10)])
+    outcome = evaluate(rule("NotifyBooksUnbalanced"), influx)
+    assert outcome.state == "Normal" and len(outcome.instances) == 2
+
+
+@influx_test
+def test_books_of_no_node_is_ok(influx):
+    # an old imbalance, before the window: a node that stopped is NotifyNodeSilent's
+    write(influx, [books("a", 7, 600, time.time())])
+    outcome = evaluate(rule("NotifyBooksUnbalanced"), influx)
     assert outcome.state == "Normal" and outcome.instances == {}
 
 
@@ -427,10 +555,9 @@ MIB = 1 << 20
 
 
 def budget_point(limit_bytes, ago, now=None):
-    return point("analysis_trend", {"metric": "rss_bytes", "window": "1h"},
-                 {"slope_per_h": 0.0, "direction": "flat", "confidence": 1.0,
-                  "last": 1.0, "limit": float(limit_bytes)}, ago, node="cluster", role="jobs",
-                 now=now)
+    return point("analysis_targets", {},
+                 {"level": "custom", "delivery_p99_ms": 70.0, "connections": 15_000.0,
+                  "rss_bytes": float(limit_bytes)}, ago, node="jobs", role="jobs", now=now)
 
 
 def rss_points(node, rss, role="serve", now=None):
@@ -459,26 +586,35 @@ def test_memory_is_judged_against_the_newest_budget(influx):
     assert evaluate(rule("NotifyMemoryCritical"), influx).state == "Normal"
 
 
-class RisingRss:
-    """The key metrics the trends job reads: rss_bytes only, rising."""
-
-    def series(self, metric, start, end, resolution="1m", *, node=None):
-        if metric != "rss_bytes":
-            return []
-        return [(end - timedelta(minutes=10 - i), 400.0 * MIB + i * MIB) for i in range(10)]
-
-
 @influx_test
-def test_memory_reads_the_budget_the_trends_job_writes(influx):
-    """The budget is no seeded guess: the real trends job, with the live
-    memory_budget_mb, writes the limit the rule divides by."""
-    limits = trend_limits({"max_connections": 15_000, "memory_budget_mb": 512}, 1 << 30)
-    assert run_trends(RisingRss(), InfluxPointWriter(influx), limits) > 0
+def test_memory_reads_the_budget_the_health_job_writes(influx):
+    """The budget is no seeded guess: the real health job, at the live
+    level, writes the budget the rule divides by, and a level change moves it."""
+    ring = TelemetryRing()
+    writer = InfluxWriter(ring, influx, {"node": "jobs-1", "role": "jobs"})
+    config = LiveConfig("balanced", {}, lambda values: None, ring, log=InMemoryControlLog())
+    analysis.run_health(NoFigures(), ring, config, 1 << 30)
+    writer.close()
     now = time.time()
-    write(influx, [*rss_points("a", 0.93 * 512 * MIB, now=now),
-                   *rss_points("b", 0.85 * 512 * MIB, now=now)])
+    budget = LEVELS["balanced"].memory_budget_mb * MIB
+    write(influx, [*rss_points("a", 0.93 * budget, now=now),
+                   *rss_points("b", 0.85 * budget, now=now)])
     outcome = evaluate(rule("NotifyMemoryCritical"), influx)
     assert outcome.instances == {labels(node="a"): "Alerting", labels(node="b"): "Normal"}
+
+    writer = InfluxWriter(ring, influx, {"node": "jobs-1", "role": "jobs"})
+    config.change({"level": "aggressive"}, actor="alice")  # twice the budget
+    analysis.run_health(NoFigures(), ring, config, 1 << 30)
+    writer.close()
+    outcome = evaluate(rule("NotifyMemoryCritical"), influx)
+    assert outcome.instances == {labels(node="a"): "Normal", labels(node="b"): "Normal"}
+
+
+class NoFigures:
+    """What the health job reads when nothing has been measured yet."""
+
+    def health_inputs(self, start, end):
+        return {}
 
 
 @influx_test
@@ -689,6 +825,6 @@ def test_every_rule_has_a_behaviour_test_here():
         "NotifyDeliveryP99High", "NotifyDeliveryDrops", "NotifyCacheHitRateLow",
         "NotifyMemoryCritical", "NotifyTelemetryDropping", "NotifyTelemetrySpoolGrowing",
         "NotifyRegressionDetected", "NotifyNodeSilent", "NotifyComponentCritical",
-        "NotifyRedisDown",
+        "NotifyRedisDown", "NotifyBooksUnbalanced",
     }
     assert set(load_rules()) == tested

@@ -1,39 +1,55 @@
 """Checks of provisioning/alerting/: Grafana's file-provisioning schema for
 alert rules, contact points and notification policies, the rules' queries
-against the telemetry catalogue (the checker of test_deploy_files), their
-runbook anchors, and the webhook that reaches the control API.
+against the telemetry catalogue (the checker of tests/support/influxql.py), their
+panels and runbook anchors, and the shape of the rules the issues fixed.
 
 How the rules behave against data: tests/integration/test_alert_rules.py.
+What their notifications read like and where they go:
+tests/unit/test_alert_notifications.py.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 from service.domain.alerts import MITIGATIONS, mitigation_for, parse_grafana
-from tests.unit.test_deploy_files import (
-    COMPOSE_FILE,
-    ROOT,
+from service.domain.telemetry import CATALOGUE
+from tests.support.alerting import (
+    DOCS_VARIABLE,
+    EXPR_UID,
+    RULE_PANELS,
+    alerting_files,
+    data_queries,
+    expressions,
+    groups,
+    policies,
+    receivers,
+    rule_by_title,
+    rule_ids,
+    rules,
+)
+from tests.support.compose import (
+    ALERTING_DIR,
+    COMPOSE_SCRIPTS,
     compose_services,
     compose_variables,
     datasources,
     environment_of,
-    influxql_problems,
     load_yaml,
-    relative,
-    yaml_strings,
+    mounts,
 )
+from tests.support.grafana import all_panels, dashboard_files, load_dashboard
+from tests.support.influxql import influxql_problems, relative, yaml_strings
 
-ALERTING_DIR = ROOT / "provisioning" / "alerting"
-RUNBOOK = ROOT / "docs" / "runbook.md"
-EXPR_UID = "__expr__"
-WEBHOOK_PATH = "/api/v1/alerts/grafana"
-WEBHOOK_TOKEN_VARIABLE = "GRAFANA_WEBHOOK_TOKEN"
-WEBHOOK_ACTOR = "grafana"
+RUNBOOK = ALERTING_DIR.parents[1] / "docs" / "runbook.md"
+RENDER = COMPOSE_SCRIPTS / "render-alerting.sh"
+RAW_FROM = re.compile(r'\bFROM\s+"raw"\."(\w+)"', re.IGNORECASE)
 
 # Grafana's enums (pkg/services/ngalert/models): KeepLast came with 10.4.
 NO_DATA_STATES = {"Alerting", "NoData", "OK"}
@@ -48,7 +64,7 @@ SEVERITIES = {"critical", "warning"}
 DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
 UID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 
-# What issue 8 asks the rules to cover, and the rule that does.
+# What the issues ask the rules to cover, and the rule that does.
 REQUIRED_RULES = {
     "p99 latency above target": "NotifyDeliveryP99High",
     "delivery drops greater than 0": "NotifyDeliveryDrops",
@@ -59,48 +75,8 @@ REQUIRED_RULES = {
     "a regression detected": "NotifyRegressionDetected",
     "no events from a node": "NotifyNodeSilent",
     "component health critical": "NotifyComponentCritical",
+    "the books do not balance": "NotifyBooksUnbalanced",
 }
-
-
-# --------------------------------------------------------------------------
-# Loading
-
-
-def alerting_files() -> list[Path]:
-    return sorted(ALERTING_DIR.glob("*.y*ml"))
-
-
-def documents() -> dict[Path, dict]:
-    return {path: load_yaml(path) for path in alerting_files()}
-
-
-def groups() -> list[dict]:
-    return [g for doc in documents().values() for g in doc.get("groups") or []]
-
-
-def rules() -> list[dict]:
-    return [r for g in groups() for r in g.get("rules") or []]
-
-
-def rule_ids() -> list[str]:
-    return [r.get("title", "?") for r in rules()]
-
-
-def rule_by_title(title: str) -> dict:
-    [found] = [r for r in rules() if r.get("title") == title]
-    return found
-
-
-def contact_points() -> list[dict]:
-    return [c for doc in documents().values() for c in doc.get("contactPoints") or []]
-
-
-def receivers() -> list[dict]:
-    return [r for c in contact_points() for r in c.get("receivers") or []]
-
-
-def policies() -> list[dict]:
-    return [p for doc in documents().values() for p in doc.get("policies") or []]
 
 
 def datasource_uids() -> set[str]:
@@ -108,8 +84,7 @@ def datasource_uids() -> set[str]:
 
 
 def grafana_version() -> tuple[int, ...]:
-    image = compose_services()["grafana"]["image"]
-    tag = image.rsplit(":", 1)[1]
+    tag = compose_services()["grafana"]["image"].rsplit(":", 1)[1]
     return tuple(int(part) for part in re.findall(r"\d+", tag)[:3])
 
 
@@ -117,16 +92,8 @@ def allowed_states(base: set[str]) -> set[str]:
     return base | ({KEEP_LAST} if grafana_version() >= KEEP_LAST_SINCE else set())
 
 
-def data_queries(rule: dict) -> list[dict]:
-    return [d for d in rule.get("data") or [] if d.get("datasourceUid") != EXPR_UID]
-
-
-def expressions(rule: dict) -> list[dict]:
-    return [d for d in rule.get("data") or [] if d.get("datasourceUid") == EXPR_UID]
-
-
 def github_anchor(heading: str) -> str:
-    """The anchor GitHub gives a Markdown heading."""
+    """The anchor GitHub gives a Markdown heading (and the service's /docs)."""
     text = re.sub(r"[`*_]", "", heading.strip().lower())
     text = re.sub(r"[^\w\- ]", "", text)
     return text.replace(" ", "-")
@@ -139,6 +106,11 @@ def runbook_anchors() -> set[str]:
 
 def refs_in_math(expression: str) -> set[str]:
     return set(re.findall(r"\$\{?([A-Za-z]\w*)\}?", expression))
+
+
+def condition_of(rule: dict) -> dict:
+    [found] = [e["model"] for e in expressions(rule) if e["refId"] == rule["condition"]]
+    return found
 
 
 # --------------------------------------------------------------------------
@@ -211,7 +183,6 @@ def test_rule_refs_exist_and_the_condition_is_one_of_them(rule):
                     else {model.get("expression")})
             assert used and used <= seen, f"{step['refId']} uses {used}, defined: {seen}"
         seen.add(step["refId"])
-    # the condition is an expression, and every step leads to it
     assert rule["condition"] in {e["refId"] for e in expressions(rule)}
 
 
@@ -243,6 +214,17 @@ def test_rule_queries_are_raw_influxql_over_a_relative_range(rule):
         span = step.get("relativeTimeRange") or {}
         assert isinstance(span.get("from"), int) and isinstance(span.get("to"), int), where
         assert span["from"] > span["to"] >= 0, f"{where}: relativeTimeRange {span}"
+
+
+@pytest.mark.parametrize("rule", rules(), ids=lambda r: r.get("title", "?"))
+def test_rule_queries_read_the_raw_retention_policy_by_name(rule):
+    """Without a policy a query reads the database's default mapping, which on
+    InfluxDB 2.x was a rollup bucket (issue 19, defect 1)."""
+    for step in data_queries(rule):
+        query = step["model"]["query"]
+        sources = re.findall(r"\bFROM\s+(\S+)", query, re.IGNORECASE)
+        assert sources and all(RAW_FROM.match(f"FROM {s}") for s in sources), (
+            f"{step['refId']}: {sources}")
 
 
 @pytest.mark.parametrize("rule", rules(), ids=lambda r: r.get("title", "?"))
@@ -282,7 +264,9 @@ def test_rule_expressions_are_ones_grafana_has(rule):
 def test_rule_annotations_and_labels(rule):
     annotations = rule.get("annotations") or {}
     assert annotations.get("summary", "").strip(), "no summary"
-    assert "${" not in "".join(annotations.values()), "annotations are not env variables"
+    # Grafana keeps annotations as written; only render-alerting fills DOCS_URL
+    others = {k: v for k, v in annotations.items() if k != "runbook_url"}
+    assert "${" not in "".join(others.values()), "annotations are not env variables"
     labels = rule.get("labels") or {}
     assert labels.get("severity") in SEVERITIES, labels
     # every alert names its component: a label, or the query's "component" tag
@@ -294,17 +278,136 @@ def test_rule_annotations_and_labels(rule):
     assert not any("$" in s for s in yaml_strings(labels)), labels
 
 
+# --------------------------------------------------------------------------
+# Panels and runbook links
+
+
+def test_every_rule_links_the_panel_the_contract_names():
+    links = {r["title"]: (r.get("dashboardUid"), r.get("panelId")) for r in rules()}
+    assert links == RULE_PANELS
+
+
 @pytest.mark.parametrize("rule", rules(), ids=lambda r: r.get("title", "?"))
-def test_rule_runbook_url_is_an_anchor_of_the_runbook(rule):
+def test_the_linked_panel_exists_in_that_dashboard(rule):
+    """Grafana 11.2 reads dashboardUid and panelId (rules_types.go, AlertRuleV1)
+    and a notification links to /d/<uid>?viewPanel=<id>."""
+    assert isinstance(rule.get("panelId"), int), "panelId must be a number"
+    dashboards = {load_dashboard(p)["uid"]: load_dashboard(p) for p in dashboard_files()}
+    dashboard = dashboards.get(rule.get("dashboardUid"))
+    assert dashboard, f"no dashboard with uid {rule.get('dashboardUid')!r}"
+    ids = {p.get("id") for p in all_panels(dashboard.get("panels") or [])}
+    assert rule["panelId"] in ids, f"{rule['dashboardUid']} has no panel {rule['panelId']}"
+
+
+@pytest.mark.parametrize("rule", rules(), ids=lambda r: r.get("title", "?"))
+def test_rule_runbook_url_is_built_from_docs_url_and_its_anchor_exists(rule):
     url = (rule.get("annotations") or {}).get("runbook_url", "")
-    path, _, anchor = url.partition("#")
-    assert path == "docs/runbook.md" and anchor, f"runbook_url {url!r}"
+    prefix = "${" + DOCS_VARIABLE + "}/runbook#"
+    assert url.startswith(prefix), f"runbook_url {url!r}: not absolute, not from DOCS_URL"
+    anchor = url.removeprefix(prefix)
     assert anchor in runbook_anchors(), f"docs/runbook.md has no heading for #{anchor}"
+
+
+def render(tmp_path: Path, docs_url: str) -> subprocess.CompletedProcess:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), DOCS_VARIABLE: docs_url}
+    return subprocess.run(["bash", str(RENDER), str(ALERTING_DIR), str(tmp_path / "out")],
+                          env=env, capture_output=True, text=True, timeout=30)
+
+
+def test_grafana_reads_rules_with_absolute_runbook_links(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "stale.yml").write_text("apiVersion: 1\n")
+    result = render(tmp_path, "https://ops.example.org/notify/docs/")
+    assert result.returncode == 0, result.stderr
+    rendered = {p.name: load_yaml(p) for p in sorted((tmp_path / "out").glob("*.yml"))}
+    assert set(rendered) == {p.name for p in alerting_files()}, "stale files stay"
+    for path in alerting_files():
+        source, output = load_yaml(path), rendered[path.name]
+        for rule in [r for g in output.get("groups") or [] for r in g["rules"]]:
+            url = rule["annotations"]["runbook_url"]
+            parts = urlsplit(url)
+            assert parts.scheme == "https" and parts.netloc == "ops.example.org", url
+            assert parts.path == "/notify/docs/runbook" and parts.fragment in runbook_anchors()
+        # nothing else changes: the contact points' ${...} are Grafana's to fill
+        for group in source.get("groups") or []:
+            for rule in group["rules"]:
+                rule["annotations"]["runbook_url"] = rule["annotations"]["runbook_url"].replace(
+                    "${" + DOCS_VARIABLE + "}", "https://ops.example.org/notify/docs")
+        assert output == source, path.name
+
+
+@pytest.mark.parametrize("bad", ["", "docs", "/docs", "http://host/docs#x", "http://a b/"])
+def test_rendering_refuses_a_docs_url_that_is_not_absolute(tmp_path, bad):
+    result = render(tmp_path, bad)
+    assert result.returncode != 0
+    assert "DOCS_URL" in result.stderr
+
+
+def test_compose_renders_the_rules_before_grafana_reads_them():
+    services = compose_services()
+    renderer = services["render-alerting"]
+    command = renderer.get("entrypoint") or renderer.get("command")
+    assert command[:2] == ["bash", "/compose/render-alerting.sh"], command
+    source, output = command[2:4]
+    volumes = mounts(renderer)
+    assert volumes[source] == "./provisioning/alerting" and volumes["/compose"] == (
+        "./provisioning/compose")
+    assert compose_variables(environment_of(renderer)[DOCS_VARIABLE]) == {DOCS_VARIABLE}
+    grafana = services["grafana"]
+    assert mounts(grafana)["/etc/grafana/provisioning/alerting"] == volumes[output]
+    assert grafana["depends_on"]["render-alerting"] == {
+        "condition": "service_completed_successfully"}
+    # and nothing else provides Grafana's alerting directory
+    assert not any(target in ("/etc/grafana/provisioning", "/etc/grafana")
+                   for target in mounts(grafana))
 
 
 def test_anchor_function_matches_githubs():
     assert github_anchor("NotifyMemoryCritical") == "notifymemorycritical"
     assert github_anchor("How alerts reach the `service`") == "how-alerts-reach-the-service"
+
+
+# --------------------------------------------------------------------------
+# The rules issue 19 changed
+
+
+def test_p99_is_judged_against_the_live_target_not_a_constant():
+    rule = rule_by_title("NotifyDeliveryP99High")
+    queries = {step["refId"]: step["model"]["query"] for step in data_queries(rule)}
+    [target] = [ref for ref, q in queries.items() if '"analysis_targets"' in q]
+    assert 'last("delivery_p99_ms")' in queries[target]
+    assert "delivery_p99_ms" in CATALOGUE["analysis_targets"].fields
+    # no GROUP BY: a number without labels joins every node's p99 (pkg/expr/mathexp, union)
+    assert "GROUP BY" not in queries[target].upper()
+    steps = {e["refId"]: e["model"] for e in expressions(rule)}
+    divisions = [m for m in steps.values() if m["type"] == "math" and "/" in m["expression"]]
+    assert divisions, "the p99 is never set against the target"
+    assert condition_of(rule)["conditions"][0]["evaluator"] == {"type": "gt", "params": [1]}
+
+
+def test_drops_are_a_rate_per_second_without_disconnects():
+    rule = rule_by_title("NotifyDeliveryDrops")
+    [step] = data_queries(rule)
+    query = step["model"]["query"]
+    assert "\"reason\" != 'disconnected'" in query
+    divisor = re.search(r'sum\("count"\)\s*/\s*(\d+)', query)
+    assert divisor, "a count, not a rate"
+    assert int(divisor.group(1)) == step["relativeTimeRange"]["from"] - step[
+        "relativeTimeRange"]["to"], "the rate's divisor is not the window"
+    threshold = condition_of(rule)["conditions"][0]["evaluator"]
+    assert threshold["type"] == "gt" and 0 < threshold["params"][0] < 1, threshold
+
+
+def test_books_unbalanced_fires_on_any_non_zero_last_value_and_pages():
+    rule = rule_by_title("NotifyBooksUnbalanced")
+    [step] = data_queries(rule)
+    assert 'last("unaccounted")' in step["model"]["query"]
+    assert '"notify_books"' in step["model"]["query"]
+    assert step["model"]["query"].rstrip().endswith('GROUP BY "node"')
+    assert condition_of(rule)["conditions"][0]["evaluator"] == {
+        "type": "outside_range", "params": [0, 0]}
+    assert rule["labels"]["severity"] == "critical"
+    assert rule["for"] == "1m", "two evaluations: a loss persists, one odd sample does not"
 
 
 def test_every_mitigated_alertname_is_a_rule_title():
@@ -335,87 +438,5 @@ def test_the_memory_alert_as_grafana_sends_it_is_mitigated():
 
 
 def test_memory_rule_fires_above_90_percent():
-    rule = rule_by_title("NotifyMemoryCritical")
-    [condition] = [e for e in expressions(rule) if e["refId"] == rule["condition"]]
-    evaluator = condition["model"]["conditions"][0]["evaluator"]
+    evaluator = condition_of(rule_by_title("NotifyMemoryCritical"))["conditions"][0]["evaluator"]
     assert evaluator == {"type": "gt", "params": [0.9]}
-
-
-# --------------------------------------------------------------------------
-# Contact point and policy
-
-
-def test_contact_point_and_receiver_fields():
-    names = [c.get("name") for c in contact_points()]
-    assert all(names) and len(names) == len(set(names)), names
-    for contact in contact_points():
-        assert isinstance(contact.get("orgId", 1), int)
-        assert contact.get("receivers"), f"{contact['name']}: no receivers"
-    uids = [r.get("uid") for r in receivers()]
-    assert all(u and UID.match(u) for u in uids) and len(uids) == len(set(uids)), uids
-    for receiver in receivers():
-        assert receiver.get("type"), receiver
-        assert receiver.get("settings"), f"{receiver['uid']}: no settings"
-
-
-def webhook() -> dict:
-    found = [r for r in receivers() if r.get("type") == "webhook"]
-    assert len(found) == 1, found
-    return found[0]
-
-
-def test_webhook_reaches_the_control_api_of_a_compose_service():
-    settings = webhook()["settings"]
-    url = urlsplit(settings["url"])
-    assert url.path == WEBHOOK_PATH
-    services = compose_services()
-    assert url.hostname in services, f"{url.hostname} is not a compose service"
-    port = url.port or 80
-    environment = environment_of(services[url.hostname])
-    assert str(port) == environment.get("PORT", "8000"), (port, environment.get("PORT"))
-    assert settings.get("httpMethod", "POST") == "POST"
-
-
-def test_webhook_uses_a_named_admin_token_from_grafanas_environment():
-    settings = webhook()["settings"]
-    assert settings.get("authorization_scheme") == "Bearer"
-    credentials = settings.get("authorization_credentials", "")
-    assert compose_variables(credentials) == {WEBHOOK_TOKEN_VARIABLE}, credentials
-    assert re.fullmatch(r"\$\{?" + WEBHOOK_TOKEN_VARIABLE + r"\}?", credentials), credentials
-    grafana_env = environment_of(compose_services()["grafana"])
-    assert WEBHOOK_TOKEN_VARIABLE in compose_variables(grafana_env.get(WEBHOOK_TOKEN_VARIABLE, ""))
-    # the service it calls knows that token by a name, the actor it records
-    target = environment_of(compose_services()[urlsplit(settings["url"]).hostname])
-    named = dict(entry.split(":", 1) for entry in target.get("ADMIN_TOKENS", "").split(",")
-                 if ":" in entry)
-    assert WEBHOOK_ACTOR in named, target.get("ADMIN_TOKENS")
-    assert compose_variables(named[WEBHOOK_ACTOR]) == {WEBHOOK_TOKEN_VARIABLE}
-    assert WEBHOOK_TOKEN_VARIABLE not in compose_variables(target.get("ADMIN_TOKEN", ""))
-
-
-def test_webhook_sends_no_more_alerts_than_the_control_api_takes():
-    from service.domain.alerts import MAX_ALERTS
-
-    max_alerts = int(webhook()["settings"].get("maxAlerts", 0))
-    assert 0 < max_alerts <= MAX_ALERTS
-
-
-def test_policy_routes_to_a_provisioned_contact_point():
-    names = {c["name"] for c in contact_points()}
-    for policy in policies():
-        assert policy.get("receiver") in names, policy
-        for field in ("group_wait", "group_interval", "repeat_interval"):
-            if field in policy:
-                assert DURATION.match(str(policy[field])), (field, policy[field])
-        for child in policy.get("routes") or []:
-            assert child.get("receiver", policy["receiver"]) in names, child
-
-
-def test_grafana_mounts_the_alerting_directory():
-    mounts = [v.split(":") for v in compose_services()["grafana"].get("volumes") or []]
-    target = {source.rstrip("/"): dest for source, dest, *_ in mounts}
-    provisioning = target.get("./provisioning")
-    alerting = target.get("./provisioning/alerting")
-    assert provisioning == "/etc/grafana/provisioning" or (
-        alerting == "/etc/grafana/provisioning/alerting"), target
-    assert COMPOSE_FILE.exists()
