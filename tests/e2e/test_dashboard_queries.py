@@ -1,22 +1,31 @@
-"""Every dashboard query against real data, as Grafana would send it.
+"""Every dashboard query and every alert rule's query against real data, as
+Grafana would send them.
 
-One real node (``serve`` on real PostgreSQL and InfluxDB) and one ``jobs``
-process are fed for about half a minute: publishes of every priority and
-target, live clients that ack, a client that stalls until backpressure
-engages and it is closed as a slow consumer, a user away long enough to be
-trimmed, told to reload and replayed to, throttled and refused requests.
-Once their telemetry has landed the rollups are run once, with a clock an
-hour ahead so that the current minute and hour count as complete. Then
-every panel target, annotation and variable query of dashboards/ runs with
-Grafana's macros filled in (``$timeFilter`` the last hour, ``$__interval``
-the panel's minimum interval or 10 s, tag variables "All", ``$rp`` each of
-its options): none may error, and each must return data unless
-``NO_DATA`` below says why it cannot in a run this short.
+One real node (``serve`` on real PostgreSQL and InfluxDB) is fed: publishes
+of every priority and target, live clients that ack, a client that stalls
+until backpressure engages and it is closed as a slow consumer, a user away
+long enough to be trimmed, told to reload and replayed to, throttled and
+refused requests, unread counts of users never seen (cache misses). Then
+the ``jobs`` process starts: its health run writes the live level's targets,
+its recommendations run finds the low cache hit rate and issues a
+recommendation (analysis_recommendation); the test applies it through the
+control API and rolls it back at once, so the impact job's next run measures
+the applied change, the next change having come too soon to judge it
+(analysis_impact, inconclusive). The feed
+lasts until the node has reported in two clock minutes (a difference of
+1-minute buckets needs two), about a minute. Then the rollups are
+run once, with a clock an hour ahead so that the current minute and hour
+count as complete. Then every panel target, annotation and variable query
+of dashboards/ runs with Grafana's macros filled in (``$timeFilter`` the
+panel's relative time or the last hour, ``$__interval`` the panel's minimum
+interval or 10 s, tag variables "All", ``$rp`` each of its options), and
+every InfluxQL query of provisioning/alerting/rules.yml over its relative
+time range: none may error, and each must return data unless ``NO_DATA``
+below says why it cannot in a run this short.
 """
 
 from __future__ import annotations
 
-import re
 import signal
 import socket
 import subprocess
@@ -36,32 +45,32 @@ from service.service_layer.rollups import run_rollups
 from tests.conftest import INFLUX_URL, PG_ADMIN_URL, unique
 from tests.e2e.conftest import ROOT, JsClient, RunningServer, start_server, stop_server
 from tests.e2e.test_connections import raw_socketio_client
-from tests.support.py_client import PyClient, publish_n
-from tests.unit.test_dashboards import (
+from tests.support.grafana import (
     RAW_POLICY,
     RP_FROM,
     annotation_queries,
+    dashboard_files,
+    fill_macros,
+    load_dashboard,
+    query_variables,
     rp_options,
+    rule_queries,
     targets_of,
 )
-from tests.unit.test_deploy_files import dashboard_files, load_dashboard, query_variables
+from tests.support.py_client import PyClient, publish_n
 
-BUDGET_S = 60.0  # the whole module: feeding, waiting, rolling up and every query
-AUTO_INTERVAL_S = 10  # what Grafana's auto interval is raised to at least, here
-TIME_FILTER = "time > now() - 1h"
-# An hour bucket is stamped with its start: a run that crossed the hour has
-# its data in two, the first of which may start more than an hour ago.
-TIME_FILTER_1H = "time > now() - 2h"
-_VARIABLE = re.compile(r"\$\{(\w+)(?::(\w+))?\}|\$(\w+)|\[\[(\w+)(?::(\w+))?\]\]")
+BUDGET_S = 150.0  # the whole module: feeding (a minute or so), rolling up, every query
+RULES = "rules"  # the "uid" of the alert rules' cases
 
 # Targets that may legitimately return nothing after a short run, and why.
-# Keys: (dashboard uid, panel title or "annotation <name>", target refId,
-# resolution: the $rp option's text), "*" for any.
+# Keys: (dashboard uid or RULES, panel title, "annotation <name>" or rule
+# title, target refId, resolution: the $rp option's text), "*" for any.
 _REGRESSIONS = "the change-point job needs hours of buckets to find a lasting shift"
 _TRENDS = "the trends job needs 5 one-minute rollup buckets of a metric"
 _RATE_OF_COUNTER = ("the rate of a cumulative counter needs two buckets; a short run may "
                     "fill a single one")
 _ONE_NODE = "one node, no REDIS_URL: only the nodes of a cluster write the cluster measurement"
+_NO_FAILURES = "no analysis job fails in a healthy run"
 NO_DATA: dict[tuple[str, str, str, str], str] = {
     ("notify-overview", "annotation Regressions", "*", "*"): _REGRESSIONS,
     ("notify-optimization", "annotation Regressions", "*", "*"): _REGRESSIONS,
@@ -69,72 +78,33 @@ NO_DATA: dict[tuple[str, str, str, str], str] = {
     ("notify-optimization", "Trends now", "*", "*"): _TRENDS,
     ("notify-optimization", "Time to limit (forecast)", "*", "*"): _TRENDS,
     ("notify-optimization", "Trend direction", "*", "*"): _TRENDS,
-    ("notify-optimization", "Failed job runs", "*", "*"): "no analysis job fails in a healthy run",
-    ("notify-optimization", "Recommendations, decisions, impact and rollbacks", "*", "*"):
-        "a short run changes no config and may issue no recommendation",
-    ("notify-optimization", "annotation Recommendations and impact", "*", "*"):
-        "a short run changes no config and may issue no recommendation",
+    ("notify-optimization", "Failed job runs", "*", "*"): _NO_FAILURES,
+    ("notify-overview", "Job failures (last hour)", "*", "*"): _NO_FAILURES,
     ("notify-telemetry", "Dropped by reason", "*", "*"): "no telemetry is dropped in a healthy run",
     ("notify-resources", "Ping/pong health", "B", "*"):
         "no client misses a pong: clients answer pings, and a pong is late only after "
         "PING_INTERVAL + PING_TIMEOUT (33 s)",
-    **{("notify-resources", title, "*", "*"): _ONE_NODE
+    **{("notify-resources", title, "A", "*"): _ONE_NODE
        for title in ("Cluster now", "Connections and users per node", "Redis up per node",
                      "Relay: entries sent and received per second",
                      "Relay: entries left to the log follower")},
-    **{(uid, title, "*", resolution): _RATE_OF_COUNTER
-       for uid, title in (("notify-overview", "Telemetry pipeline"),
-                          ("notify-telemetry", "Records per second"),
-                          ("notify-resources", "CPU"),
-                          ("notify-resources", "GC collections per second"))
+    **{(uid, title, ref, resolution): _RATE_OF_COUNTER
+       for uid, title, ref in (("notify-overview", "Telemetry pipeline", "A"),
+                               ("notify-overview", "Books over time", "A"),
+                               ("notify-telemetry", "Records per second", "A"),
+                               ("notify-resources", "CPU", "A"),
+                               ("notify-resources", "GC collections per second", "A"))
        for resolution in ("1m", "1h")},
+    (RULES, "NotifyMemoryCritical", "B", "*"): _TRENDS,
+    (RULES, "NotifyRegressionDetected", "A", "*"): _REGRESSIONS,
+    (RULES, "NotifyRedisDown", "*", "*"): _ONE_NODE,
 }
-
-
-# --------------------------------------------------------------------------
-# Grafana's macros
-
-
-def interval_seconds(text: str) -> int:
-    match = re.fullmatch(r"(\d+)([smhdw])", text)
-    assert match, f"not an interval: {text!r}"
-    return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[
-        match.group(2)]
-
-
-def fill_macros(query: str, dashboard: dict, rp: tuple[str, str], min_interval: str) -> str:
-    """``query`` as Grafana sends it: ``rp`` is the ($rp value, its text),
-    ``min_interval`` the panel's (``${rp:text}`` allowed)."""
-    rp_value, rp_text = rp
-    minimum = (min_interval or "").replace("${rp:text}", rp_text)
-    seconds = max(AUTO_INTERVAL_S, interval_seconds(minimum) if minimum else 0)
-    values = {"timeFilter": TIME_FILTER_1H if rp_text == "1h" else TIME_FILTER,
-              "__interval": f"{seconds}s", "__interval_ms": str(seconds * 1000),
-              "rp": rp_value}
-    for variable in dashboard.get("templating", {}).get("list", []):
-        name = variable["name"]
-        if name == "rp":
-            continue
-        if variable.get("includeAll"):
-            values[name] = variable["allValue"]  # "All": a regex matching every value
-        else:
-            values[name] = variable["current"]["value"]
-
-    def substitute(match: re.Match) -> str:
-        name = match.group(1) or match.group(3) or match.group(4)
-        form = match.group(2) or match.group(5)
-        if name == "rp" and form == "text":
-            return rp_text
-        assert name in values, f"${name} is not a variable or macro of this dashboard"
-        return values[name]
-
-    return _VARIABLE.sub(substitute, query)
 
 
 @dataclass(frozen=True)
 class Case:
     uid: str
-    title: str  # the panel's, or "annotation <name>", or "variable <name>"
+    title: str  # the panel's, or "annotation <name>", or "variable <name>", or the rule's
     ref: str
     query: str  # with the macros filled in
     resolution: str  # the $rp option's text
@@ -155,23 +125,28 @@ class Case:
 def cases() -> list[Case]:
     found: dict[tuple[str, str, str, str], Case] = {}
 
-    def add(dashboard, title, ref, query, min_interval=""):
+    def add(dashboard, title, ref, query, panel=None):
         options = list(rp_options(dashboard).items())
         raw = (RAW_POLICY, rp_options(dashboard).get(RAW_POLICY, "10s"))
         for rp in options if RP_FROM.search(query) else [raw]:
-            case = Case(dashboard["uid"], title, ref,
-                        fill_macros(query, dashboard, rp, min_interval), rp[1])
+            filled = fill_macros(query, dashboard, rp, (panel or {}).get("interval", ""),
+                                 (panel or {}).get("timeFrom", ""))
+            case = Case(dashboard["uid"], title, ref, filled, rp[1])
             found.setdefault((case.uid, case.title, case.ref, case.query), case)
 
     for path in dashboard_files():
         dashboard = load_dashboard(path)
         for panel, target in targets_of(dashboard):
-            add(dashboard, panel["title"], target["refId"], target["query"],
-                panel.get("interval", ""))
+            add(dashboard, panel["title"], target["refId"], target["query"], panel)
         for annotation in annotation_queries(dashboard):
             add(dashboard, f"annotation {annotation['name']}", "-", annotation["query"])
         for variable in query_variables(dashboard):
             add(dashboard, f"variable {variable['name']}", "-", variable["query"])
+    for title, ref, query, span in rule_queries():
+        # Grafana: "time >= <now - from>ms and time <= <now - to>ms"
+        window = f"time >= now() - {span['from']}s AND time <= now() - {span['to']}s"
+        case = Case(RULES, title, ref, query.replace("$timeFilter", window), "10s")
+        found.setdefault((case.uid, case.title, case.ref, case.query), case)
     return list(found.values())
 
 
@@ -293,6 +268,11 @@ def exercise(server: RunningServer) -> None:
         with pytest.raises(socketio.exceptions.ConnectionError):
             refused.connect(server.url, auth={"token": "forged.token"},
                             transports=["websocket"], wait_timeout=5)
+        for i in range(120):  # unread counts of users never seen: cache misses, so the
+            # recommendations job finds a low hit rate on enough lookups (cache-grow)
+            response = server.request("GET", f"/api/v1/users/reader{i}/unread",
+                                      token=server.env["PUBLISH_TOKEN"])
+            assert response.status == 200, response.data
         time.sleep(1.5)  # a trimmer round or more
         dora = JsClient(server.url, server.token("dora"), "--expect", "3",
                         "--timeout-ms", "10000")
@@ -311,25 +291,64 @@ def count(influx: InfluxClient, query: str) -> int:
     return sum(row[1] or 0 for s in series for row in s["values"])
 
 
-def telemetry_landed(influx: InfluxClient) -> bool:
-    """Two samples of every 10 s sampler from both processes, the health
-    job's first run, and every summary of the exercise."""
-    samples = [
-        ('SELECT count("rss_bytes") FROM "process" WHERE "role" = \'serve\'', 2),
-        ('SELECT count("rss_bytes") FROM "process" WHERE "role" = \'jobs\'', 2),
-        ('SELECT count("written") FROM "telemetry_self" WHERE "role" = \'jobs\'', 2),
-        ('SELECT count("written") FROM "telemetry_self" WHERE "role" = \'serve\'', 2),
-        ('SELECT count("connections") FROM "notify_ping"', 2),
-        ('SELECT count("size") FROM "db_pool"', 2),
-        ('SELECT count("hits") FROM "cache"', 2),
-        ('SELECT count("alive") FROM "runtime_leaks"', 2),
-        ('SELECT count("level") FROM "analysis_health"', 1),
-        ('SELECT count("items") FROM "job_run"', 1),
-        ('SELECT count("count") FROM "notify_reload"', 1),
-        ('SELECT count("count") FROM "notify_drop"', 1),
-        ('SELECT count("refused") FROM "notify_backpressure"', 1),
-    ]
+def landed(influx: InfluxClient, samples: list[tuple[str, int]]) -> bool:
     return all(count(influx, q) >= n for q, n in samples)
+
+
+# Two samples of every 10 s sampler of the node, and every summary of the exercise.
+SERVE_LANDED = [
+    ('SELECT count("rss_bytes") FROM "process" WHERE "role" = \'serve\'', 2),
+    ('SELECT count("written") FROM "telemetry_self" WHERE "role" = \'serve\'', 2),
+    ('SELECT count("connections") FROM "notify_ping"', 2),
+    ('SELECT count("size") FROM "db_pool"', 2),
+    ('SELECT count("hits") FROM "cache"', 2),
+    ('SELECT count("alive") FROM "runtime_leaks"', 2),
+    ('SELECT count("published") FROM "notify_books"', 2),
+    ('SELECT count("count") FROM "notify_reload"', 1),
+    ('SELECT count("count") FROM "notify_drop"', 1),
+    ('SELECT count("count") FROM "notify_throttle"', 1),
+    ('SELECT count("refused") FROM "notify_backpressure"', 1),
+]
+# Two samples of the jobs process, and every analysis the dashboards read.
+JOBS_LANDED = [
+    ('SELECT count("rss_bytes") FROM "process" WHERE "role" = \'jobs\'', 2),
+    ('SELECT count("written") FROM "telemetry_self" WHERE "role" = \'jobs\'', 2),
+    ('SELECT count("level") FROM "analysis_health"', 1),
+    ('SELECT count("delivery_p99_ms") FROM "analysis_targets"', 1),
+    ('SELECT count("items") FROM "job_run"', 1),
+    ('SELECT count("rolled_back") FROM "analysis_impact"', 1),
+    ('SELECT count("seq") FROM "control_event"', 3),
+]
+IMPACT_WAIT_S = 90  # the impact job runs 13 s after the jobs start, then every minute
+
+
+def spans_two_minutes(influx: InfluxClient) -> bool:
+    """The node reported in two clock minutes: what a difference between
+    1-minute buckets (NotifyTelemetryDropping) needs."""
+    series = influx.query('SELECT count("written") FROM "telemetry_self" WHERE '
+                          '"role" = \'serve\' AND time > now() - 10m GROUP BY time(1m) '
+                          "fill(none)")[0].get("series") or []
+    return sum(1 for s in series for row in s["values"] if row[1]) >= 2
+
+
+def open_recommendation(influx: InfluxClient) -> str | None:
+    series = influx.query('SELECT "id" FROM "analysis_recommendation" ORDER BY time DESC '
+                          "LIMIT 1")[0].get("series") or []
+    return series[0]["values"][0][1] if series else None
+
+
+def apply_and_roll_back(server: RunningServer, recommendation_id: str) -> None:
+    """Apply it, then roll it back at once: the applied change's after-window
+    ends at the rollback, too soon to judge, so the impact job's next run
+    measures it (inconclusive) and writes analysis_impact."""
+    token = server.env["ADMIN_TOKEN"]
+    applied = server.request("POST", f"/api/v1/recommendations/{recommendation_id}/apply",
+                             token=token, body={"reason": "e2e: dashboards"})
+    assert applied.status == 200, applied.data
+    seq = applied.json()["config"]["seq"]
+    undone = server.request("POST", "/api/v1/config/rollback", token=token,
+                            body={"to_seq": seq - 1, "reason": "e2e: dashboards"})
+    assert undone.status == 200, undone.data
 
 
 @pytest.fixture(scope="module")
@@ -356,9 +375,16 @@ def fed(tmp_path_factory):
             # a stalled client engages backpressure well before it passes its own bound
             "BACKPRESSURE_HIGH_WATER_BYTES": "150000", "SEND_QUEUE_MAX_BYTES": "2000000",
         }, tmp_path)
-        jobs, jobs_log = start_jobs(server.env, tmp_path)
         exercise(server)
-        until(lambda: telemetry_landed(influx), 35, step=0.5)
+        assert until(lambda: landed(influx, SERVE_LANDED), 35, step=0.5), "serve telemetry"
+        # started after the exercise: its first recommendations run finds its figures
+        jobs, jobs_log = start_jobs(server.env, tmp_path)
+        assert until(lambda: open_recommendation(influx), 40, step=0.5), (
+            f"no recommendation issued:\n{jobs_log.read_text()}")
+        apply_and_roll_back(server, open_recommendation(influx))
+        assert until(lambda: landed(influx, JOBS_LANDED), IMPACT_WAIT_S, step=1), (
+            f"jobs telemetry:\n{jobs_log.read_text()}")
+        assert until(lambda: spans_two_minutes(influx), 65, step=1), "two minutes of telemetry"
         # an hour ahead: the current minute and hour count as complete
         run_rollups(InfluxRollupStore(influx), datetime.now(UTC) + timedelta(hours=1, minutes=3))
         yield Fed(influx, server, started)
@@ -409,13 +435,19 @@ def test_macros_are_filled_as_grafana_fills_them():
              "GROUP BY time($__interval)")
     assert fill_macros(query, dashboard, ('"rollup_1m"', "1m"), "${rp:text}") == (
         'SELECT sum("count") * 1000 / 60000 FROM "rollup_1m"."notify_drop" WHERE '
-        '"node" =~ /^.*$/ AND "window" =~ /^24h$/ AND time > now() - 1h '
+        '"node" =~ /^.*$/ AND "window" =~ /^24h$/ AND time > now() - 3600s '
         "GROUP BY time(60s)")
-    raw = fill_macros(query, dashboard, ('""', "10s"), "${rp:text}")
-    assert 'FROM ""."notify_drop"' in raw and "time(10s)" in raw
-    assert "now() - 2h" in fill_macros(query, dashboard, ('"rollup_1h"', "1h"), "${rp:text}")
+    raw = fill_macros(query, dashboard, ('"raw"', "10s"), "${rp:text}")
+    assert 'FROM "raw"."notify_drop"' in raw and "time(10s)" in raw
+    assert "now() - 7200s" in fill_macros(query, dashboard, ('"rollup_1h"', "1h"), "${rp:text}")
+    assert "now() - 300s" in fill_macros(query, dashboard, ('"raw"', "10s"), "", "5m")
     with pytest.raises(AssertionError):
-        fill_macros("SELECT 1 FROM x WHERE $nope", dashboard, ('""', "10s"), "")
+        fill_macros("SELECT 1 FROM x WHERE $nope", dashboard, ('"raw"', "10s"), "")
+
+
+def test_alert_rule_queries_are_among_the_cases():
+    assert {(c.title, c.ref) for c in CASES if c.uid == RULES} == {
+        (title, ref) for title, ref, _, _ in rule_queries()}
 
 
 def test_the_whole_run_stays_within_budget(fed):
