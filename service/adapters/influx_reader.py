@@ -16,6 +16,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from service.adapters.influx import RAW_POLICY, InfluxClient, InfluxRejected, InfluxUnavailable
+from service.adapters.influx_levers import (
+    BYTES_KEYS,
+    LEVER_KEYS,
+    effect_figures,
+    effect_statements,
+    lever_figures,
+    lever_statements,
+)
 from service.domain.control import format_at
 from service.domain.errors import StorageUnavailable, new_error_id
 from service.domain.report import METRIC_KEYS
@@ -151,14 +159,25 @@ class InfluxAnalysisReader:
         - ``drops_per_s``: sum of ``notify_drop`` ``count`` over the length;
         - ``cache_hit_rate``: sum(hits) / (sum(hits) + sum(misses)) over every cache;
         - ``rss_bytes``: the mean ``process`` ``rss_bytes`` of each serving
-          node, summed over the nodes.
+          node, summed over the nodes;
+        - what the lever rules promise to move (``influx_levers.EFFECT_KEYS``):
+          ``refused_connections_per_s`` (``notify_connection`` refused for
+          ``connection_limit``), ``refused_publishes_per_s`` (``notify_throttle``
+          ``reason=backpressure``), ``pool_waiting`` (``db_pool`` seconds waited
+          per second, serving nodes) and ``wire_ratio`` (``notify_delivery``
+          ``wire_bytes`` / ``bytes``).
 
         All None when the window has no point at all; rates are 0 (not None)
         when the service left points but none of that measurement.
         """
+        summary = self._summary(start, end)
+        return {key: summary[key] for key in METRIC_KEYS}
+
+    def _summary(self, start: datetime, end: datetime) -> dict[str, float | None]:
+        """``window_summary`` and ``influx_levers.BYTES_KEYS``, in one request."""
         seconds = (end - start).total_seconds()
         if seconds <= 0:
-            return dict.fromkeys(METRIC_KEYS)
+            return dict.fromkeys(METRIC_KEYS + BYTES_KEYS)
         where = self._where(start, end)
         serving = self._where(start, end, " AND \"role\" = 'serve'")
         statements = [
@@ -171,11 +190,12 @@ class InfluxAnalysisReader:
             f"WHERE {where}",
             f'SELECT sum("rss") AS "rss" FROM (SELECT mean("rss_bytes") AS "rss" '
             f'FROM {RAW}."process" WHERE {serving} GROUP BY "node") WHERE {where}',
+            *effect_statements(where, serving),
         ]
-        delivery, live, drops, cache, process = (next(_rows(r), None)
-                                                 for r in self._query(*statements))
-        if not any((delivery, live, drops, cache, process)):
-            return dict.fromkeys(METRIC_KEYS)
+        delivery, live, drops, cache, process, *effects = (next(_rows(r), None)
+                                                           for r in self._query(*statements))
+        if not any((delivery, live, drops, cache, process, *effects)):
+            return dict.fromkeys(METRIC_KEYS + BYTES_KEYS)
         hits = (cache or {}).get("hits") or 0
         lookups = hits + ((cache or {}).get("misses") or 0)
         p99 = (live or {}).get("p99")
@@ -186,6 +206,7 @@ class InfluxAnalysisReader:
             "drops_per_s": ((drops or {}).get("n") or 0) / seconds,
             "cache_hit_rate": hits / lookups if lookups else None,
             "rss_bytes": None if rss is None else float(rss),
+            **effect_figures(effects, seconds),
         }
 
     def health_inputs(self, start: datetime, end: datetime) -> dict[str, float | None]:
@@ -203,15 +224,19 @@ class InfluxAnalysisReader:
           ``spool_bytes``: the largest spool at its last report;
         - ``job_errors``: analysis job runs that failed;
         - ``cache_lookups``: hits and misses, so a hit rate of a handful of
-          lookups can be told from a real one.
+          lookups can be told from a real one;
+        - for the lever rules, ``influx_levers.BYTES_KEYS`` (JSON bytes per
+          batch and per second delivered, pool checkouts and the wait per checkout)
+          and ``LEVER_KEYS``
+          (queued bytes, pool size, cache misses, evictions and invalidations).
         """
         seconds = (end - start).total_seconds()
         keys = ("published_per_s", "throttled_per_s", "mean_batch", "wait_p50_ms",
                 "connections_node_max", "rss_node_max", "cpu_node_max", "db_query_ms",
                 "db_slow", "telemetry_dropped", "spool_bytes", "job_errors", "cache_lookups")
         if seconds <= 0:
-            return dict.fromkeys(METRIC_KEYS + keys)
-        summary = self.window_summary(start, end)
+            return dict.fromkeys(METRIC_KEYS + BYTES_KEYS + LEVER_KEYS + keys)
+        summary = self._summary(start, end)
         where = self._where(start, end)
         serving = self._where(start, end, " AND \"role\" = 'serve'")
         per_node = f"WHERE {where} GROUP BY \"node\", \"role\")"
@@ -236,8 +261,10 @@ class InfluxAnalysisReader:
             "AND \"outcome\" = 'error'",
             f'SELECT sum("hits") AS "hits", sum("misses") AS "misses" FROM {RAW}."cache" '
             f"WHERE {where}",
+            *lever_statements(where, serving),
         )]
-        publish, throttle, live, conns, rss, cpu, db, dropped, spool, jobs, cache = rows
+        publish, throttle, live, conns, rss, cpu, db, dropped, spool, jobs, cache = rows[:11]
+        levers = [row or None for row in rows[11:]]
         batches = live.get("b") or 0
         queries = db.get("n") or 0
         return {
@@ -255,6 +282,7 @@ class InfluxAnalysisReader:
             "telemetry_dropped": float(dropped.get("v") or 0),
             "spool_bytes": _float_or_none(spool.get("v")),
             "job_errors": float(jobs.get("n") or 0),
+            **lever_figures(levers),
         }
 
 

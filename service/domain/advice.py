@@ -4,58 +4,26 @@ proposing one exact change. Pure.
 
 A rule that fires gives a ``Proposal``: its id is the rule and the change
 (``cache-grow:cache_entries=10000``), so the same advice is issued once and a
-new one is issued when the proposed value moves. docs/operations.md lists the
-rules; a test checks it names each one.
+new one is issued when the proposed value moves. The rules for the levers
+the older design named (connections, memory, pool, cache TTL, compression)
+are in ``advice_levers``; ``RULES`` lists them all. docs/operations.md lists
+the rules; a test checks it names each one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
 
+from service.domain.advice_base import Config, Figures, Proposal
+from service.domain.advice_base import clamp as _clamp
+from service.domain.advice_base import margin as _margin
+from service.domain.advice_levers import LEVER_RULES, cache_misses_expire
 from service.domain.health import MIN_LOOKUPS, p99_target_ms
 from service.domain.levels import LEVELS
 from service.domain.throttle import Rate, format_rates, parse_rates
-from service.domain.tuning import TUNABLES
 
-Figures = Mapping[str, float | None]
-Config = Mapping[str, Any]  # {"level": str, "parameters": {name: effective value}}
+__all__ = ["PROMISES", "RULES", "Proposal", "propose"]
 LEVEL_ORDER = tuple(LEVELS)  # conservative, balanced, aggressive, maximum
-
-
-@dataclass(frozen=True)
-class Proposal:
-    rule: str
-    change: Mapping[str, Any]  # {"level": ...} or {"parameters": {name: value}}
-    evidence: Mapping[str, float]
-    expected_effect: str
-    confidence: float  # 0-1: how far past its thresholds the evidence is
-
-    @property
-    def id(self) -> str:
-        if "level" in self.change:
-            return f"{self.rule}:level={self.change['level']}"
-        (name, value), = self.change["parameters"].items()
-        return f"{self.rule}:{name}={value}"
-
-    def payload(self) -> dict[str, Any]:
-        return {"id": self.id, "rule": self.rule, **self.change,
-                "evidence": {k: round(v, 4) for k, v in self.evidence.items()},
-                "expected_effect": self.expected_effect,
-                "confidence": round(self.confidence, 2)}
-
-
-def _margin(value: float, threshold: float) -> float:
-    """0.5 at the threshold, towards 1 as the value gets twice as far past it."""
-    if threshold == 0:
-        return 0.9
-    return max(0.5, min(0.95, 0.5 + 0.45 * abs(value - threshold) / abs(threshold)))
-
-
-def _clamp(name: str, value: float) -> float:
-    t = TUNABLES[name]
-    return t.kind(min(t.maximum, max(t.minimum, value)))
 
 
 def _p99_target(config: Config) -> float:
@@ -90,6 +58,8 @@ def cache_grow(f: Figures, config: Config) -> Proposal | None:
     share = rss / (p["memory_budget_mb"] * 2**20)
     if not (rate < 0.7 and share < 0.6 and p["cache_entries"] > 0):
         return None
+    if cache_misses_expire(f):
+        return None  # the values expire before they are read again: cache-ttl-up
     to = _clamp("cache_entries", p["cache_entries"] * 2)
     if to == p["cache_entries"]:
         return None
@@ -136,6 +106,21 @@ RULES: dict[str, Callable[[Figures, Config], Proposal | None]] = {
     "cache-grow": cache_grow,
     "burst-down": burst_down,
     "level-up": level_up,
+    **LEVER_RULES,
+}
+
+# What each rule's change should move, in the impact job's window summary
+# (``report.METRIC_KEYS``): (figure, "down" or "up"). batch-timeout-up's
+# promise (CPU per delivery) is not in the summary.
+PROMISES: dict[str, tuple[str, str]] = {
+    "cache-grow": ("cache_hit_rate", "up"),
+    "burst-down": ("drops_per_s", "down"),
+    "level-up": ("delivery_p99_ms", "down"),
+    "connections-up": ("refused_connections_per_s", "down"),
+    "memory-budget-up": ("refused_publishes_per_s", "down"),
+    "pool-wait": ("pool_waiting", "down"),
+    "cache-ttl-up": ("cache_hit_rate", "up"),
+    "compression-down": ("wire_ratio", "down"),
 }
 
 

@@ -4,12 +4,15 @@ and whether it is a clear regression that may be rolled back. Pure.
 The effect is ``report.compare`` of the key metrics over a window before and
 after the change (``report.effect_windows``). The verdict:
 
-- ``regressed``: delivery p99 rose by at least 25 % and 10 ms, or drops rose
-  by at least 1/s and to at least twice what they were (deliveries falling
+- ``regressed``: delivery p99 rose by at least 25 % and 10 ms, or drops,
+  connections refused for the limit or publishes refused for backpressure
+  rose by at least 1/s and to at least twice what they were (deliveries falling
   by a quarter then is named as a further sign; a fall alone is not one:
   there may just be less to send);
-- ``improved``: p99 fell by at least 10 % and 5 ms with no regression sign,
-  or drops fell by at least half from at least 1/s;
+- ``improved``: with no regression sign, p99 fell by at least 10 % and
+  5 ms, or drops fell by at least half from at least 1/s, or one of the
+  figures a recommendation rule promises to move (``advice.PROMISES``) moved
+  past its threshold (``PROMISED``);
 - ``neutral`` otherwise, and ``inconclusive`` when either window is too
   short or empty.
 """
@@ -23,6 +26,19 @@ REGRESSED, IMPROVED, NEUTRAL, INCONCLUSIVE = "regressed", "improved", "neutral",
 VERDICTS = (REGRESSED, IMPROVED, NEUTRAL, INCONCLUSIVE)
 
 Summary = Mapping[str, float | None]
+
+# Rates that must not climb: (key, words); past 1/s and doubled is a regression.
+REFUSALS = (("refused_connections_per_s", "connections refused"),
+            ("refused_publishes_per_s", "publishes refused"))
+# The rules' promised figures: (key, words, better when "down"/"up", at least
+# this much absolute, and this fraction of the value before).
+PROMISED = (
+    ("refused_connections_per_s", "connections refused", "down", 0.1, 0.5),
+    ("refused_publishes_per_s", "publishes refused", "down", 0.1, 0.5),
+    ("pool_waiting", "checkouts waiting", "down", 0.05, 0.3),
+    ("cache_hit_rate", "cache hit rate", "up", 0.05, 0.0),
+    ("wire_ratio", "wire/JSON bytes", "down", 0.05, 0.1),
+)
 
 
 def _delta(before: float | None, after: float | None) -> tuple[float, float] | None:
@@ -51,11 +67,30 @@ def judge(before: Summary, after: Summary) -> tuple[str, list[str]]:
             bad.append(f"deliveries {rate[1]:.0f} %")
     elif drops_before >= 1.0 and drops_after <= drops_before / 2:
         good.append(f"drops {drops_before:.2f}/s -> {drops_after:.2f}/s")
+    for key, words in REFUSALS:
+        b, a = before.get(key) or 0.0, after.get(key) or 0.0
+        if a - b >= 1.0 and a >= 2 * b:
+            bad.append(f"{words} {b:.2f}/s -> {a:.2f}/s")
+    good += _promised(before, after)
     if bad:
         return REGRESSED, bad
     if good:
         return IMPROVED, good
     return NEUTRAL, ["no change past the thresholds"]
+
+
+def _promised(before: Summary, after: Summary) -> list[str]:
+    """The promised figures that moved the right way past their thresholds:
+    by ``least`` at least, and by ``share`` of the value before at least."""
+    signs = []
+    for key, words, better, least, share in PROMISED:
+        b, a = before.get(key), after.get(key)
+        if b is None or a is None:
+            continue
+        gain = b - a if better == "down" else a - b
+        if gain >= least and gain >= share * abs(b):
+            signs.append(f"{words} {b:.3g} -> {a:.3g}")
+    return signs
 
 
 def impact_payload(seq: int, verdict: str, signs: list[str], effect: Mapping[str, Any],

@@ -41,6 +41,12 @@ METRICS = (
     Metric("drops_per_s", "dropped", "1/s", "/s", digits=3),
     Metric("cache_hit_rate", "cache hit rate", "ratio 0-1", "%", 100.0),
     Metric("rss_bytes", "RSS, serving nodes", "bytes", "MiB", 1 / 2**20),
+    # what the lever rules (domain.advice_levers) promise to move
+    Metric("refused_connections_per_s", "connections refused (limit)", "1/s", "/s", digits=3),
+    Metric("refused_publishes_per_s", "publishes refused (backpressure)", "1/s", "/s",
+           digits=3),
+    Metric("pool_waiting", "database checkouts waiting (mean)", "s/s", digits=3),
+    Metric("wire_ratio", "bytes on the wire / JSON bytes", "ratio 0-1", "%", 100.0),
 )
 METRIC_KEYS = tuple(m.key for m in METRICS)
 

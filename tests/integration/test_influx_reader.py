@@ -31,6 +31,11 @@ def s(seconds):
     return T + timedelta(seconds=seconds)
 
 
+# the lever rules' effect figures of a window with none of their points
+NO_LEVER_POINTS = {"refused_connections_per_s": 0.0, "refused_publishes_per_s": 0.0,
+                   "pool_waiting": 0.0, "wire_ratio": None}
+
+
 @pytest.fixture
 def raw_points(influx):
     influx.write_lines([
@@ -66,18 +71,19 @@ def test_a_window_summary_is_computed_from_the_raw_measurements(raw_points):
         "drops_per_s": 6 / 60,
         "cache_hit_rate": 100 / 150,
         "rss_bytes": 200.0 + 1000.0,  # mean per serving node, summed
+        **NO_LEVER_POINTS,
     }
     node_a = InfluxAnalysisReader(raw_points, node="a")
     assert node_a.window_summary(s(0), s(60)) == {
         "delivered_per_s": 30 / 60, "delivery_p99_ms": 7.0, "drops_per_s": 3 / 60,
-        "cache_hit_rate": 90 / 100, "rss_bytes": 200.0}
+        "cache_hit_rate": 90 / 100, "rss_bytes": 200.0, **NO_LEVER_POINTS}
 
 
 def test_a_window_without_traffic_reads_zero_rates_and_without_points_nothing(raw_points):
     reader = InfluxAnalysisReader(raw_points)
     assert reader.window_summary(s(120), s(180)) == {
         "delivered_per_s": 0.0, "delivery_p99_ms": None, "drops_per_s": 0.0,
-        "cache_hit_rate": None, "rss_bytes": 500.0}
+        "cache_hit_rate": None, "rss_bytes": 500.0, **NO_LEVER_POINTS}
     assert reader.window_summary(s(300), s(360)) == dict.fromkeys(METRIC_KEYS)
     assert reader.window_summary(s(60), s(60)) == dict.fromkeys(METRIC_KEYS)
 
@@ -163,3 +169,79 @@ def test_an_unreachable_influxdb_is_storage_unavailable():
         with pytest.raises(StorageUnavailable) as caught:
             call()
         assert caught.value.code == "storage_unavailable"
+
+
+@pytest.fixture
+def lever_points(influx):
+    """Points of the measurements the lever rules read, in [s(0), s(60)),
+    with look-alikes they must leave out (other reasons, roles, times)."""
+    refused = {"event": "refused", "reason": "connection_limit"}
+    influx.write_lines([
+        point("notify_connection", refused, {"count": 4, "active": 50}, s(1)),
+        point("notify_connection", refused, {"count": 2, "active": 50}, s(2), node="b"),
+        point("notify_connection", {"event": "refused", "reason": "rate_limited"},
+              {"count": 100, "active": 50}, s(3)),
+        point("notify_connection", {"event": "opened", "reason": "ok"},
+              {"count": 100, "active": 50}, s(3)),
+        point("notify_connection", refused, {"count": 1000, "active": 50}, s(60)),
+        point("notify_throttle", {"priority": "low", "reason": "backpressure"},
+              {"count": 9, "recipients": 1}, s(4)),
+        point("notify_throttle", {"priority": "low", "reason": "rate"},
+              {"count": 500, "recipients": 3}, s(4)),
+        point("db_pool", {}, {"size": 5, "checked_out": 5, "overflow": 0, "waits": 10,
+                              "wait_ms_sum": 200.0, "wait_ms_max": 50.0}, s(10)),
+        point("db_pool", {}, {"size": 10, "checked_out": 1, "overflow": 0, "waits": 30,
+                              "wait_ms_sum": 100.0, "wait_ms_max": 9.0}, s(20), node="b"),
+        point("db_pool", {}, {"size": 40, "checked_out": 1, "overflow": 0, "waits": 1000,
+                              "wait_ms_sum": 99_000.0, "wait_ms_max": 99.0}, s(20),
+              role="jobs"),
+        point("notify_delivery", {"mode": "live", "trigger": "size"},
+              {"count": 100, "batches": 4, "bytes": 8000, "wire_bytes": 2000}, s(5)),
+        point("notify_delivery", {"mode": "replay", "trigger": "replay"},
+              {"count": 50, "batches": 1, "bytes": 2000, "wire_bytes": 2000}, s(6), node="b"),
+        point("notify_queues", {}, {"samples": 20, "queued_bytes_max": 7000,
+                                    "backlogged_connections_max": 3}, s(7)),
+        point("notify_queues", {}, {"samples": 20, "queued_bytes_max": 3000,
+                                    "backlogged_connections_max": 1}, s(8), node="b"),
+        point("cache", {"level": "user", "cache": "streams"},
+              {"hits": 60, "misses": 40, "evictions": 5, "evictions_ttl": 20,
+               "evictions_bytes": 1, "invalidations": 3}, s(10)),
+        point("cache", {"level": "global", "cache": "log"},
+              {"hits": 0, "misses": 10, "evictions": 1, "evictions_ttl": 2,
+               "evictions_bytes": 0, "invalidations": 4}, s(10), node="b"),
+    ])
+    return influx
+
+
+def test_the_lever_rules_figures_are_read_from_their_measurements(lever_points):
+    reader = InfluxAnalysisReader(lever_points)
+    summary = reader.window_summary(s(0), s(60))
+    assert {k: summary[k] for k in NO_LEVER_POINTS} == {
+        "refused_connections_per_s": 6 / 60,  # connection_limit only, both nodes
+        "refused_publishes_per_s": 9 / 60,    # backpressure only
+        "pool_waiting": 0.3 / 60,             # serving nodes: the jobs' pool left out
+        "wire_ratio": 4000 / 10_000,
+    }
+    figures = reader.health_inputs(s(0), s(60))
+    assert {k: figures[k] for k in (
+        "batch_bytes_mean", "delivered_bytes_per_s", "pool_checkouts", "pool_wait_ms",
+        "queued_bytes_max",
+        "pool_size", "cache_misses", "cache_evictions_lru", "cache_evictions_ttl",
+        "cache_evictions_bytes", "cache_invalidations")} == {
+        "batch_bytes_mean": 10_000 / 5, "delivered_bytes_per_s": 10_000 / 60,
+        "pool_checkouts": 40.0, "pool_wait_ms": 300.0 / 40, "queued_bytes_max": 7000.0,
+        "pool_size": 10.0,
+        "cache_misses": 50.0, "cache_evictions_lru": 6.0, "cache_evictions_ttl": 22.0,
+        "cache_evictions_bytes": 1.0, "cache_invalidations": 7.0}
+    node_b = InfluxAnalysisReader(lever_points, node="b").health_inputs(s(0), s(60))
+    assert node_b["refused_connections_per_s"] == 2 / 60 and node_b["pool_size"] == 10.0
+    assert node_b["queued_bytes_max"] == 3000.0 and node_b["wire_ratio"] == 1.0
+
+
+def test_without_lever_points_their_figures_are_unknown(raw_points):
+    figures = InfluxAnalysisReader(raw_points).health_inputs(s(0), s(60))
+    assert figures["queued_bytes_max"] is None and figures["pool_size"] is None
+    assert figures["pool_checkouts"] == 0.0 and figures["batch_bytes_mean"] is None
+    assert figures["cache_evictions_ttl"] == 0.0  # the cache reported, with no evictions
+    quiet = InfluxAnalysisReader(raw_points).health_inputs(s(300), s(360))
+    assert quiet["cache_misses"] is None and quiet["refused_publishes_per_s"] is None
