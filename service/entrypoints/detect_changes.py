@@ -1,5 +1,6 @@
 """``python -m service detect-changes --input FILE.csv``: the change points of
-one series, as a JSON list of ``{index, direction, magnitude_pct}`` on stdout.
+one series, as a JSON list of ``{index, kind, direction, magnitude_pct,
+confidence}`` on stdout (kind: "level" or "variance"; confidence: 1 - p-value).
 
 The CSV has the header ``time,value``; ``time`` is ISO 8601 (no zone: UTC)
 or epoch seconds, in order; ``value`` is a finite number. Blank lines are
@@ -23,6 +24,8 @@ from service.domain.changepoints import detect
 DAY_S = 86_400
 MAX_ROWS = 1_000_000  # about two years of 1-minute rollups: 8 s and 340 MB here
 HARD_MAX_ROWS = 10_000_000
+# detect()'s options the command passes on when given (else detect's defaults)
+OPTIONS = ("min_magnitude_pct", "confidence", "threshold", "min_segment", "max_window")
 
 
 class InputError(Exception):
@@ -36,18 +39,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="points per daily cycle, to divide it out (1440 for 1-minute "
                              "points); 0 for none; auto (default): from the time column if "
                              "it spans 3 days or more, else guessed from the values")
-    parser.add_argument("--min-magnitude-pct", type=_non_negative, default=5.0, metavar="PCT",
-                        help="ignore changes smaller than this %% of the level before "
-                             "(default 5)")
-    parser.add_argument("--threshold", type=_positive, default=4.5, metavar="Z",
-                        help="how many standard errors a change must be (default 4.5; "
-                             "lower finds changes sooner and raises more false alarms)")
-    parser.add_argument("--min-segment", type=_int_at_least(2), default=6, metavar="N",
-                        help="fewest points of a new level (default 6); shorter bursts "
-                             "are not changes")
-    parser.add_argument("--max-window", type=_int_at_least(2), default=192, metavar="N",
-                        help="widest window compared on each side (default 192); wider "
-                             "finds smaller changes in more noise")
+    parser.add_argument("--min-magnitude-pct", type=_non_negative, metavar="PCT",
+                        help="ignore level changes smaller than this %% of the level "
+                             "before (default 5)")
+    parser.add_argument("--confidence", type=_fraction, metavar="C",
+                        help="report a change only if the chance that no-change noise "
+                             "shows one as strong is below 1 - C (default 0.9999)")
+    parser.add_argument("--threshold", type=_positive, metavar="Z",
+                        help="how many standard errors the jump between the straight "
+                             "lines either side must be (default 4; lower finds more "
+                             "changes and raises more false alarms)")
+    parser.add_argument("--min-segment", type=_int_at_least(2), metavar="N",
+                        help="fewest points of a new level (default 6)")
+    parser.add_argument("--max-window", type=_int_at_least(2), metavar="N",
+                        help="widest window either side for the jump test (default 192)")
     parser.add_argument("--max-rows", type=_int_at_least(1), default=MAX_ROWS, metavar="N",
                         help=f"refuse a file with more data rows (default {MAX_ROWS:,}; "
                              f"at most {HARD_MAX_ROWS:,})")
@@ -57,22 +62,24 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.max_rows > HARD_MAX_ROWS:
             raise InputError(f"--max-rows is at most {HARD_MAX_ROWS:,}")
-        if args.min_segment > args.max_window:
+        options = {name: value for name in OPTIONS
+                   if (value := getattr(args, name)) is not None}
+        segment, window = options.get("min_segment", 6), options.get("max_window", 192)
+        if segment > window:
             raise InputError("--min-segment must not exceed --max-window")
         times, values = read_series(args.input, args.max_rows)
-        if len(values) < 2 * args.min_segment:
+        if len(values) < 2 * segment:
             raise InputError(f"{args.input}: {len(values)} data rows; at least "
-                             f"{2 * args.min_segment} are needed (2 x --min-segment)")
+                             f"{2 * segment} are needed (2 x --min-segment)")
         period = args.period if args.period != "auto" else period_from_times(times)
-        points = detect(values, period=period, min_magnitude_pct=args.min_magnitude_pct,
-                        threshold=args.threshold, min_segment=args.min_segment,
-                        max_window=args.max_window)
+        points = detect(values, period=period, **options)
     except InputError as exc:
         print(f"detect-changes: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps([{"index": p.index, "direction": p.direction,
+    print(json.dumps([{"index": p.index, "kind": p.kind, "direction": p.direction,
                        "magnitude_pct": round(p.magnitude_pct, 2)
-                       if math.isfinite(p.magnitude_pct) else None} for p in points]))
+                       if math.isfinite(p.magnitude_pct) else None,
+                       "confidence": round(p.confidence, 6)} for p in points]))
     return 0
 
 
@@ -175,6 +182,13 @@ def _positive(text: str) -> float:
     number = _float(text)
     if number <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be above 0")
+    return number
+
+
+def _fraction(text: str) -> float:
+    number = _float(text)
+    if not 0 < number < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 1")
     return number
 
 
