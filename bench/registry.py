@@ -22,8 +22,9 @@ BENCHMARKS = {
     "storm": "bench.storm",
 }
 # not in ``all``: minutes long each (soak: 10,000 connections; chaos: faults on
-# its own private services); run them on their own
-LONG = {"soak": "bench.soak", "chaos": "bench.chaos"}
+# its own private services; tuning: a node per recommendation rule); run them on
+# their own
+LONG = {"soak": "bench.soak", "chaos": "bench.chaos", "tuning": "bench.tuning"}
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
 

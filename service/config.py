@@ -23,6 +23,7 @@ from service.adapters.influx import InfluxSettings, Retention
 from service.domain.backpressure import DEFAULT_ACTIONS, parse_actions
 from service.domain.errors import InvalidInput
 from service.domain.idempotency import DEFAULT_WINDOW_S
+from service.domain.job_settings import JobSettings, job_settings_from
 from service.domain.levels import LEVELS, PoolSettings
 from service.domain.model import Priority
 from service.domain.rate_limits import (
@@ -113,6 +114,8 @@ class Settings:
     backpressure_high_water_bytes: int = 0  # 0: a quarter of the memory budget
     leak_grace_s: float = 30.0
     auto_rollback: bool = True  # the impact job rolls a clear regression back
+    # the analysis jobs' intervals and windows (JOB_INTERVALS, *_WINDOW_S)
+    jobs: JobSettings = field(default_factory=JobSettings, compare=False)
     backpressure_actions: dict = field(default_factory=lambda: dict(DEFAULT_ACTIONS),
                                        compare=False)
     # Socket.IO rate limits (domain/rate_limits.py): None when off
@@ -275,6 +278,7 @@ class Settings:
             backpressure_high_water_bytes=max(0, _int(env, "BACKPRESSURE_HIGH_WATER_BYTES", 0)),
             leak_grace_s=_float(env, "LEAK_GRACE_S", 30.0),
             auto_rollback=env.get("AUTO_ROLLBACK", "1") != "0",
+            jobs=_job_settings(env),
             connect_rate_per_ip=_limit(env, "CONNECT_RATE_PER_IP", CONNECT_PER_IP),
             connect_rate_per_user=_limit(env, "CONNECT_RATE_PER_USER", CONNECT_PER_USER),
             event_rate_per_ip=_limit(env, "EVENT_RATE_PER_IP", EVENT_PER_IP),
@@ -416,6 +420,13 @@ def _webhook_tokens(raw: str, secrets_found: Mapping[str, str],
         raise ConfigError("ALERT_WEBHOOK_TOKENS: two tokens are the same; the actor audited "
                           "would be ambiguous")
     return named
+
+
+def _job_settings(env: Mapping[str, str]) -> JobSettings:
+    try:
+        return job_settings_from(env)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _backpressure(raw: str) -> dict:

@@ -62,16 +62,23 @@ def build_jobs(settings: Settings, influx: InfluxClient, engine: Engine,
 
     reader = InfluxAnalysisReader(influx)
     spool_max = settings.telemetry_spool_max_bytes
+    # intervals and windows from JOB_INTERVALS and *_WINDOW_S (domain/job_settings.py)
+    js = settings.jobs
+    every = js.interval
     return [
-        JobSpec("rollups", 60.0, lambda: run_rollups(store)),
-        JobSpec("trends", 300.0, trends),
-        JobSpec("health", 60.0, lambda: run_health(reader, telemetry, config, spool_max)),
-        JobSpec("recommendations", 300.0,
-                lambda: run_recommendations(reader, config, telemetry, settings.service_url)),
-        JobSpec("impact", 60.0,
+        JobSpec("rollups", every("rollups"), lambda: run_rollups(store)),
+        JobSpec("trends", every("trends"), trends),
+        JobSpec("health", every("health"),
+                lambda: run_health(reader, telemetry, config, spool_max,
+                                   window=js.health_window)),
+        JobSpec("recommendations", every("recommendations"),
+                lambda: run_recommendations(reader, config, telemetry, settings.service_url,
+                                            window=js.advice_window)),
+        JobSpec("impact", every("impact"),
                 lambda: run_impact(reader, config, auto_rollback=settings.auto_rollback,
-                                   telemetry=telemetry)),
-        JobSpec("regressions", 300.0,
+                                   telemetry=telemetry, span=js.impact_window,
+                                   min_after=js.impact_min_after)),
+        JobSpec("regressions", every("regressions"),
                 lambda: write_regressions(influx, find_regressions(series, detect))),
     ]
 

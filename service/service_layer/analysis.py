@@ -63,13 +63,14 @@ def limits(values: Mapping[str, Any], spool_max_bytes: int) -> dict[str, float]:
 
 
 def run_health(reader: HealthInputs, telemetry: Telemetry, config: LiveConfig,
-               spool_max_bytes: int, now: datetime | None = None) -> int:
+               spool_max_bytes: int, now: datetime | None = None,
+               window: timedelta = HEALTH_WINDOW) -> int:
     """Write ``analysis_targets`` (first: a run that finds no data, or cannot
     read any, still says what the targets are), then assess every component
     and write ``analysis_health``; returns how many components."""
     now = now or datetime.now(UTC)
     emit_targets(telemetry, config, spool_max_bytes)
-    figures = reader.health_inputs(now - HEALTH_WINDOW, now)
+    figures = reader.health_inputs(now - window, now)
     components = health.assess(figures, limits(config.values, spool_max_bytes))
     for name, component in components.items():
         telemetry.emit("analysis_health", (("component", name), ("status", component["status"])),
@@ -78,13 +79,14 @@ def run_health(reader: HealthInputs, telemetry: Telemetry, config: LiveConfig,
     return len(components)
 
 
-def run_advice(reader: HealthInputs, config: LiveConfig, now: datetime | None = None) -> int:
+def run_advice(reader: HealthInputs, config: LiveConfig, now: datetime | None = None,
+               window: timedelta = ADVICE_WINDOW) -> int:
     """Issue what the rules propose (once), and leave at most one of the
     jobs' recommendations open per rule: the one it proposes now; when it
     proposes nothing, none if the evidence for them is gone, else the newest.
     Returns the events appended."""
     now = now or datetime.now(UTC)
-    figures = reader.health_inputs(now - ADVICE_WINDOW, now)
+    figures = reader.health_inputs(now - window, now)
     events = config.events()
     states = recommendation_states(events)
     proposals = propose(figures, {"level": config.level, "parameters": config.values})
@@ -127,22 +129,24 @@ def _closing(states: Mapping[str, Recommendation], firing: Mapping[str, str], *,
 
 
 def run_recommendations(reader: HealthInputs, config: LiveConfig, telemetry: Telemetry,
-                        service_url: str, now: datetime | None = None) -> int:
+                        service_url: str, now: datetime | None = None,
+                        window: timedelta = ADVICE_WINDOW) -> int:
     """The recommendations job: ``run_advice``, then one
     ``analysis_recommendation`` point per recommendation open after it (also
     when the advice failed: what is open is still worth showing). Returns the
     events appended and points written."""
     appended = 0
     try:
-        appended = run_advice(reader, config, now)
+        appended = run_advice(reader, config, now, window)
     finally:
         written = emit_open_recommendations(telemetry, config, service_url)
     return appended + written
 
 
 def run_impact(reader: HealthInputs, config: LiveConfig, *, auto_rollback: bool,
-               now: datetime | None = None, telemetry: Telemetry | None = None) -> int:
-    """Measure each applied change once its after-window has passed; roll a
+               now: datetime | None = None, telemetry: Telemetry | None = None,
+               span: timedelta = IMPACT_SPAN, min_after: timedelta = IMPACT_MIN_AFTER) -> int:
+    """Measure each applied change once its after-window (``span``) has passed; roll a
     clear regression back when it is still the latest change; one
     ``analysis_impact`` point per measurement appended. Returns the events
     appended."""
@@ -155,11 +159,11 @@ def run_impact(reader: HealthInputs, config: LiveConfig, *, auto_rollback: bool,
     for index, change in enumerate(changes):
         if change.seq in measured or now - change.at > IMPACT_HORIZON:
             continue
-        before, after = effect_windows(changes, index, IMPACT_SPAN, now)
+        before, after = effect_windows(changes, index, span, now)
         latest = index == len(changes) - 1
-        if latest and after.end - after.start < IMPACT_SPAN:
+        if latest and after.end - after.start < span:
             continue  # not over yet
-        if after.end - after.start < IMPACT_MIN_AFTER:
+        if after.end - after.start < min_after:
             verdict, signs, effect = "inconclusive", ["the next change came too soon"], {}
         else:
             summary_before = reader.window_summary(before.start, before.end)
@@ -170,7 +174,7 @@ def run_impact(reader: HealthInputs, config: LiveConfig, *, auto_rollback: bool,
                      and change.type != ROLLBACK)
         drafts = [EventDraft(IMPACT_MEASURED, impact_payload(
             change.seq, verdict, signs, effect, _expected(change, states), roll_back),
-            ACTOR, f"measured {IMPACT_SPAN.total_seconds() / 60:g} min each side of #"
+            ACTOR, f"measured {span.total_seconds() / 60:g} min each side of #"
                    f"{change.seq}")]
         if roll_back:
             drafts.append(EventDraft(ROLLBACK, {"to_seq": change.seq - 1}, ACTOR,
@@ -241,10 +245,17 @@ def find_regressions(series: SeriesSource, detect: Detector, now: datetime | Non
                 at = points[cp.index][0]
                 before, after = float(cp.before_mean), float(cp.after_mean)
                 magnitude = (after - before) / abs(before) * 100.0 if before else 0.0
+                text = (f"{metric} {cp.direction} {abs(magnitude):.0f} % "
+                        f"({before:.4g} -> {after:.4g}), {resolution} rollups")
+                kind = getattr(cp, "kind", "level")
+                if kind == "variance":  # the level held; its noise grew or shrank
+                    magnitude = float(cp.magnitude_pct)
+                    text = (f"{metric} {'noisier' if cp.direction == 'up' else 'calmer'}: "
+                            f"spread {magnitude:+.0f} % (level {before:.4g} -> {after:.4g}), "
+                            f"{resolution} rollups")
                 found[(metric, at)] = {
-                    "at": at, "metric": metric, "direction": cp.direction,
+                    "at": at, "metric": metric, "direction": cp.direction, "kind": kind,
+                    "confidence": float(getattr(cp, "confidence", 1.0)),
                     "before_mean": before, "after_mean": after,
-                    "magnitude_pct": round(magnitude, 2),
-                    "text": f"{metric} {cp.direction} {abs(magnitude):.0f} % "
-                            f"({before:.4g} -> {after:.4g}), {resolution} rollups"}
+                    "magnitude_pct": round(magnitude, 2), "text": text}
     return sorted(found.values(), key=lambda r: r["at"])
