@@ -18,6 +18,7 @@ from service.adapters.influx import InfluxClient, InfluxSettings
 from tests.conftest import INFLUX_URL
 from tests.e2e.conftest import start_server, stop_server
 from tests.support.py_client import PyClient
+from tests.support.waiting import wait_for
 
 OUTCOMES = ("live", "queued", "deferred", "dropped")
 
@@ -31,15 +32,6 @@ def stalled_client(server, user: str) -> websocket.WebSocket:
     ws.send("40" + json.dumps({"token": server.token(user)}))
     assert ws.recv().startswith("40")
     return ws
-
-
-def wait_until(check, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def engaged(server) -> bool:
@@ -85,13 +77,13 @@ def test_every_books_point_balances_and_counts_what_was_published(pg_url, influx
         for i in range(60):  # 3.6 MB for a client that reads nothing
             server.publish({"user_id": "ivy", "category": "bulk",
                             "payload": {"i": i, "b": "x" * 60_000}})
-        assert wait_until(lambda: engaged(server))
+        assert wait_for(lambda: engaged(server), 15.0)
         publish_all([{"user_id": u, "category": "c", "priority": p, "payload": {}}
                      for u in ("ann", "bob", "olga") for p in ("normal", "high", "critical")]
                     * 5)  # deferred (normal, high) while engaged; critical goes at once
         stalled.close()
         stalled = None
-        assert wait_until(lambda: not engaged(server))
+        assert wait_for(lambda: not engaged(server), 15.0)
         for user, client in readers.items():
             assert len(client.wait_for(expected[user], timeout=20)) == expected[user], user
     finally:

@@ -21,6 +21,7 @@ import urllib3
 
 from service.domain.impact import VERDICTS
 from tests.e2e.conftest import ROOT, start_server, stop_server
+from tests.support.waiting import wait_for
 
 IMPACT_WINDOW_S = 20
 JOB_ENV = {"JOB_INTERVALS": "health=2,recommendations=2,impact=2",
@@ -57,16 +58,6 @@ def admin(server, method: str, path: str, body=None) -> dict:
     response = server.request(method, path, token=server.env["ADMIN_TOKEN"], body=body)
     assert response.status < 300, (path, response.status, response.data[:300])
     return response.json()
-
-
-def wait_for(what, timeout: float, step: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = what()
-        if found:
-            return found
-        time.sleep(step)
-    return None
 
 
 def test_a_recommendation_is_issued_applied_and_judged_on_a_live_node(influx_database,
