@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from service.domain.advice import RULES as ADVICE_RULES
 from service.domain.control import EVENT_TYPES
 from service.domain.impact import VERDICTS
+from service.domain.report import METRIC_KEYS as REPORT_FIGURES
 
 
 class FieldType(enum.Enum):
@@ -62,6 +63,10 @@ ANALYSIS_METRICS = ("delivery_p99_ms", "delivery_rate", "publish_rate", "drop_ra
 TREND_WINDOWS = ("1h", "24h", "7d")
 # The scheduled analysis jobs (``job_run``): entrypoints.jobs.build_jobs names each one.
 JOB_NAMES = ("rollups", "trends", "regressions", "health", "recommendations", "impact")
+
+# ``analysis_impact``: each figure of the optimization report, before and after.
+IMPACT_FIGURE_FIELDS = tuple(f"{figure}_{side}" for figure in REPORT_FIGURES
+                             for side in ("before", "after"))
 
 CATALOGUE: dict[str, Measurement] = {
     m.name: m
@@ -733,22 +738,19 @@ CATALOGUE: dict[str, Measurement] = {
                 "`recommendation` applied (its id, or \"\" for a manual change or a "
                 "rollback), the `change` in effect (\"#12 batch_timeout_ms 50 -> 75\", "
                 "the control log's seq first), `text` (the signs behind the verdict), "
-                "delivery p99, deliveries per second and drops per second over the "
-                "window before the change and after it (absent when unknown: no "
-                "telemetry, or the next change came too soon to measure), and "
+                "each figure of the optimization report (`<figure>_before`, "
+                "`<figure>_after`: delivery p99, deliveries, drops, cache hit rate, "
+                "RSS and the figures the lever rules promise to move) over the window "
+                "before the change and after it (absent when unknown: no telemetry, "
+                "or the next change came too soon to measure), and "
                 "`rolled_back` (1 when the jobs rolled the change back for it, else 0)."
             ),
             emitted_by="service_layer.analysis.run_impact",
             tags=("verdict",),
             tag_values={"verdict": VERDICTS},
             fields={"recommendation": STRING, "change": STRING, "text": STRING,
-                    "delivery_p99_ms_before": FLOAT, "delivery_p99_ms_after": FLOAT,
-                    "delivered_per_s_before": FLOAT, "delivered_per_s_after": FLOAT,
-                    "drops_per_s_before": FLOAT, "drops_per_s_after": FLOAT,
-                    "rolled_back": INT},
-            optional_fields=("delivery_p99_ms_before", "delivery_p99_ms_after",
-                             "delivered_per_s_before", "delivered_per_s_after",
-                             "drops_per_s_before", "drops_per_s_after"),
+                    **dict.fromkeys(IMPACT_FIGURE_FIELDS, FLOAT), "rolled_back": INT},
+            optional_fields=IMPACT_FIGURE_FIELDS,
             example_query=(
                 'SELECT "change", "delivery_p99_ms_before", "delivery_p99_ms_after", '
                 '"rolled_back" FROM "raw"."analysis_impact" WHERE $timeFilter '

@@ -23,15 +23,12 @@ from service.domain.control import (
     fold_config,
     recommendation_states,
 )
+from service.domain.report import METRIC_KEYS as REPORT_FIGURES
 from service.service_layer.ports import Telemetry
 from service.service_layer.trends import trend_limits
 from service.service_layer.tuning import LiveConfig
 
 log = logging.getLogger(__name__)
-
-# analysis_impact's figures before and after a change: (field prefix, report key)
-IMPACT_FIGURES = (("delivery_p99_ms", "delivery_p99_ms"), ("delivered_per_s", "delivered_per_s"),
-                  ("drops_per_s", "drops_per_s"))
 
 
 def emit_targets(telemetry: Telemetry, config: LiveConfig, spool_max_bytes: int) -> None:
@@ -136,9 +133,9 @@ def emit_impact(telemetry: Telemetry, events: Sequence[ControlEvent], change: Co
     fields: dict[str, Any] = {"recommendation": str(recommendation or ""),
                               "change": change_text(events, change, config),
                               "text": "; ".join(signs), "rolled_back": int(rolled_back)}
-    for prefix, key in IMPACT_FIGURES:
+    for figure in REPORT_FIGURES:
         for side in ("before", "after"):
-            value = (effect.get(key) or {}).get(side)
+            value = (effect.get(figure) or {}).get(side)
             if value is not None:
-                fields[f"{prefix}_{side}"] = float(value)
+                fields[f"{figure}_{side}"] = float(value)
     telemetry.emit("analysis_impact", (("verdict", verdict),), fields)
