@@ -12,6 +12,10 @@ scored in one run on data from outside and on our own:
 3. **Ops-like series** (bench/changepoints_ops.py): precision, recall and F1
    on labelled latency-like series (steps, cycles, spikes, jitter).
 
+Peers (bench/changepoints_peers.py): Apache Otava with its defaults and with
+``min_magnitude=0.05``, scored in the same run on the same series (TCPD F1,
+false alarms, ops-like F1), under ``peers`` in the JSON.
+
 Targets: TCPD F1 >= 0.78 with the shipped defaults, and <= 1 false alarm
 per 10,000 change-free points. Progress on stderr; the last stdout line is
 one JSON object.
@@ -25,7 +29,7 @@ import itertools
 import sys
 import time
 
-from bench import changepoints_null, changepoints_ops, changepoints_tcpd
+from bench import changepoints_null, changepoints_ops, changepoints_peers, changepoints_tcpd
 from service.domain.changepoints import detect
 
 TARGET_F1, TARGET_ALARMS = 0.78, 1.0
@@ -52,6 +56,7 @@ def run(argv: list[str]) -> dict:
                         help="series per null shape in the (separate) tuning set")
     parser.add_argument("--ops-seeds", type=int, default=10, help="series per ops scenario")
     args = parser.parse_args(argv)
+    changepoints_peers.require()
     started = time.monotonic()
 
     series = changepoints_tcpd.load()
@@ -80,14 +85,33 @@ def run(argv: list[str]) -> dict:
 
     nulls = changepoints_null.null_series(args.null_seeds)
     alarms = changepoints_null.false_alarms(nulls, lambda v: _indices(v, {}))
-    for shape, figures in alarms.items():
-        log(f"changepoints: null {shape:28} {figures['alarms']:3} alarms in "
-            f"{figures['points']:6} points = {figures['per_10k']:.2f} per 10k")
-
     ops = changepoints_ops.score(lambda v, p: [c.index for c in detect(v, period=p)],
                                  args.ops_seeds)
+    peers = changepoints_peers.score(series, nulls, args.ops_seeds)
+    short = changepoints_peers.SHORT
+    log(f"changepoints: TCPD F1 ours {in_sample:.3f}; "
+        f"{changepoints_peers.beside(peers, 'tcpd_f1')}")
+    for shape, figures in alarms.items():
+        others = ", ".join(f"{short[n]} {p['false_alarm_counts'][shape]['alarms']}"
+                           for n, p in peers.items())
+        log(f"changepoints: null {shape:28} {figures['alarms']:3} alarms in "
+            f"{figures['points']:6} points = {figures['per_10k']:.2f} per 10k (peers: {others})")
+    for scenario, figures in ops["by_scenario"].items():
+        others = ", ".join(f"{short[n]} {p['ops_by_scenario'][scenario]:.2f}"
+                           for n, p in peers.items())
+        log(f"changepoints: ops {scenario:20} F1 ours {figures['f1']:.2f} fp {figures['fp']:3}; "
+            f"{others}")
     log(f"changepoints: ops-like F1 {ops['f1']} precision {ops['precision']} "
-        f"recall {ops['recall']}")
+        f"recall {ops['recall']}; without the cycle scenarios F1 {ops['without_cycle']['f1']}")
+    for name, p in peers.items():
+        log(f"changepoints: peer {name}: TCPD F1 {p['tcpd_f1']:.3f}, false alarms "
+            f"{p['false_alarms_per_10k']:.2f} per 10k, ops-like F1 {p['ops_f1']} precision "
+            f"{p['ops_precision']} recall {p['ops_recall']} (without the cycle scenarios "
+            f"{p['ops_f1_without_cycle']}); CPU s {p['cpu_seconds']}")
+    log(f"changepoints: summary  TCPD F1 / false alarms per 10k / ops F1: ours "
+        f"{in_sample:.3f} / {alarms['overall']['per_10k']:.2f} / {ops['f1']:.3f}; " + "; ".join(
+            f"{n} {p['tcpd_f1']:.3f} / {p['false_alarms_per_10k']:.2f} / {p['ops_f1']:.3f}"
+            for n, p in peers.items()))
     per_series = {name: round(f, 3) for name, f in zip(series, shipped, strict=True)}
     overall = alarms["overall"]["per_10k"]
     return {
@@ -105,7 +129,9 @@ def run(argv: list[str]) -> dict:
         "false_alarms_by_shape": {k: v["per_10k"] for k, v in alarms.items()},
         "false_alarm_counts": alarms,
         "ops_f1": ops["f1"], "ops_precision": ops["precision"], "ops_recall": ops["recall"],
+        "ops_f1_without_cycle": ops["without_cycle"]["f1"],
         "ops": ops,
+        "peers": peers,
         "targets": {"tcpd_f1": f">= {TARGET_F1}", "false_alarms_per_10k": f"<= {TARGET_ALARMS}"},
         "targets_met": in_sample >= TARGET_F1 and overall <= TARGET_ALARMS,
         "seconds": round(time.monotonic() - started, 1),
@@ -114,5 +140,6 @@ def run(argv: list[str]) -> dict:
                   f"grid settings, each kept only if <= {TARGET_ALARMS} alarm per 10k on a "
                   f"separate tuning set of null series; null: {args.null_seeds} seeds x "
                   f"{len(changepoints_null.SHAPES)} shapes; ops: {args.ops_seeds} seeds x "
-                  f"{len(changepoints_ops.SCENARIOS)} scenarios, hit within 5 points, period 288"),
+                  f"{len(changepoints_ops.SCENARIOS)} scenarios, hit within 5 points, period 288; "
+                  f"peers: {changepoints_peers.NOTE}"),
     }
