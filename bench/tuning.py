@@ -79,6 +79,10 @@ def run_scenario(scenario: Scenario) -> dict[str, Any]:
             if rec is None:
                 result["why_not"] = f"not issued within {ISSUE_TIMEOUT_S:.0f} s of the jobs"
                 result["open"] = [r["id"] for r in rig.recommendations()]
+                # what the rules read over the last advice window, to say why
+                end = now()
+                seen = rig.reader.health_inputs(end - timedelta(seconds=ADVICE_WINDOW_S), end)
+                result["seen"] = {k: round(v, 4) for k, v in seen.items() if v is not None}
                 progress(f"{scenario.rule}: {result['why_not']}")
                 return result
             issued_at = parse_at(rec["issued_at"])

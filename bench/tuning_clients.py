@@ -1,14 +1,19 @@
 """``bench tuning``'s Socket.IO clients in this process (python-socketio, on
-gevent): receivers that ask for deflate-compressed batches, and users who
-keep trying to connect to a node at its connection limit."""
+gevent): receivers that ask for deflate-compressed batches, users who keep
+trying to connect to a node at its connection limit, and (raw websocket)
+receivers that stop reading for a while."""
 
 from __future__ import annotations
 
+import json
+import socket
+import time
 from collections import Counter
 
 import gevent
 import gevent.event
 import socketio
+import websocket
 
 from bench.harness import SECRETS
 from service.adapters.tokens import UserTokens
@@ -73,23 +78,58 @@ def connect_attempts(url: str, users: list[str], period_s: float) -> Clients:
     return clients
 
 
-def churning_receivers(url: str, users: list[str], hold_s: float) -> Clients:
-    """Each user connects, stays ``hold_s``, leaves, and comes back: a batch
-    still waiting when it leaves is dropped (``disconnected``)."""
+def _raw_client(url: str, user: str) -> websocket.WebSocket:
+    """Engine.IO and Socket.IO handshakes by hand, with a small receive
+    buffer, so that what this client does not read stays on the node."""
+    ws = websocket.create_connection(
+        url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket", timeout=10,
+        sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
+    ws.recv()  # Engine.IO open
+    ws.send("40" + json.dumps({"token": TOKENS.issue(user)}))
+    if not ws.recv().startswith("40"):
+        raise ConnectionError("not connected")
+    return ws
+
+
+def stalling_receivers(url: str, users: list[str], stall_s: float) -> Clients:
+    """Each user, on the first batch after a quiet spell, stops reading for
+    ``stall_s`` (a client busy elsewhere), then reads everything waiting: a
+    burst larger than the node's send queue arrives while it stalls, and the
+    node closes it as a slow consumer (``slow_consumer`` drops). Closed, it
+    comes back at once, and reads without stalling for a while (the replay
+    of what it missed is not a burst)."""
     clients = Clients()
 
-    def churn(user: str) -> None:
+    def receive(user: str) -> None:
         while not clients.stopping.is_set():
             try:
-                client = _client(url, user)
-            except socketio.exceptions.ConnectionError:
+                ws = _raw_client(url, user)
+            except Exception:
                 clients.status["refused"] += 1
-                clients.stopping.wait(hold_s)
+                clients.stopping.wait(0.5)
                 continue
-            client.on("notifications", lambda _batch: None)
-            clients.stopping.wait(hold_s)
-            client.disconnect()
             clients.status["sessions"] += 1
+            calm_until = time.monotonic() + 2.0
+            try:
+                while not clients.stopping.is_set():
+                    ws.settimeout(1.0)
+                    try:
+                        frame = ws.recv()
+                    except websocket.WebSocketTimeoutException:
+                        continue
+                    if not frame:
+                        break
+                    if frame == "2":  # Engine.IO ping
+                        ws.send("3")
+                    elif time.monotonic() >= calm_until:
+                        clients.status["stalls"] += 1
+                        clients.stopping.wait(stall_s)
+                        calm_until = time.monotonic() + 0.5  # read what waited
+            except (websocket.WebSocketException, OSError):
+                pass
+            finally:
+                clients.status["closed"] += 1
+                ws.close()
 
-    clients.tasks = [gevent.spawn(churn, user) for user in users]
+    clients.tasks = [gevent.spawn(receive, user) for user in users]
     return clients

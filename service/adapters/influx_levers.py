@@ -15,7 +15,7 @@ RAW = f'"{RAW_POLICY}"'
 # In the window summary (``report.METRIC_KEYS``) beside the key metrics:
 # what the lever rules promise to move, so the impact job can judge them.
 EFFECT_KEYS = ("refused_connections_per_s", "refused_publishes_per_s", "pool_waiting",
-               "wire_ratio")
+               "wire_ratio", "slow_consumer_drops_per_s")
 # Read with the effect figures, for the rules only.
 BYTES_KEYS = ("batch_bytes_mean", "delivered_bytes_per_s", "pool_checkouts", "pool_wait_ms")
 LEVER_KEYS = ("queued_bytes_max", "pool_size", "cache_misses", "cache_evictions_lru",
@@ -26,7 +26,8 @@ def effect_statements(where: str, serving: str) -> list[str]:
     """Connections refused for the limit (``connection_limit``: the node's
     or a user's limit, or memory), publishes refused for backpressure, the
     serving nodes' pool checkouts and their wait, delivered bytes as JSON and
-    on the wire."""
+    on the wire, and notifications dropped because their client read too
+    slowly (``slow_consumer``: the one drop reason a burst can cause)."""
     return [
         f'SELECT sum("count") AS "n" FROM {RAW}."notify_connection" WHERE {where} '
         "AND \"event\" = 'refused' AND \"reason\" = 'connection_limit'",
@@ -36,6 +37,8 @@ def effect_statements(where: str, serving: str) -> list[str]:
         f"WHERE {serving}",
         'SELECT sum("bytes") AS "bytes", sum("wire_bytes") AS "wire", sum("batches") AS "b" '
         f'FROM {RAW}."notify_delivery" WHERE {where}',
+        f'SELECT sum("count") AS "n" FROM {RAW}."notify_drop" WHERE {where} '
+        "AND \"reason\" = 'slow_consumer'",
     ]
 
 
@@ -46,7 +49,7 @@ def effect_figures(rows: list[dict[str, Any] | None], seconds: float) -> dict[st
     checkouts waited per second (how many wait at once, on average): fewer
     checkouts lower it where the wait per checkout stays (measured: a bigger
     cache cut checkouts 22-fold while each still waited ~70 ms)."""
-    refused_conn, refused_pub, pool, delivery = (row or {} for row in rows)
+    refused_conn, refused_pub, pool, delivery, slow = (row or {} for row in rows)
     checkouts = pool.get("n") or 0
     size, wire, batches = (delivery.get(k) or 0 for k in ("bytes", "wire", "b"))
     return {
@@ -58,6 +61,7 @@ def effect_figures(rows: list[dict[str, Any] | None], seconds: float) -> dict[st
         "batch_bytes_mean": size / batches if batches else None,
         "delivered_bytes_per_s": size / seconds,
         "pool_checkouts": float(checkouts),
+        "slow_consumer_drops_per_s": (slow.get("n") or 0) / seconds,
     }
 
 

@@ -216,6 +216,8 @@ class InfluxAnalysisReader:
         - ``published_per_s``, ``throttled_per_s``: sums over the length;
         - ``mean_batch``: delivered entries per batch; ``wait_p50_ms``: the mean
           of the intervals' ``wait_ms_p50`` (how long live entries waited);
+          ``wait_p99_ms``: the 99th percentile of their ``wait_ms_p99``, taken
+          as ``delivery_p99_ms`` is (the batching's share of the latency);
         - ``connections_node_max``: the busiest node's mean open connections
           (``notify_ping``); ``rss_node_max``: the largest serving node's mean RSS;
         - ``cpu_node_max``: the busiest serving node's CPU, cores in use;
@@ -231,7 +233,7 @@ class InfluxAnalysisReader:
           (queued bytes, pool size, cache misses, evictions and invalidations).
         """
         seconds = (end - start).total_seconds()
-        keys = ("published_per_s", "throttled_per_s", "mean_batch", "wait_p50_ms",
+        keys = ("published_per_s", "throttled_per_s", "mean_batch", "wait_p50_ms", "wait_p99_ms",
                 "connections_node_max", "rss_node_max", "cpu_node_max", "db_query_ms",
                 "db_slow", "telemetry_dropped", "spool_bytes", "job_errors", "cache_lookups")
         if seconds <= 0:
@@ -243,7 +245,8 @@ class InfluxAnalysisReader:
         rows = [next(_rows(r), None) or {} for r in self._query(
             f'SELECT sum("count") AS "n" FROM {RAW}."notify_publish" WHERE {where}',
             f'SELECT sum("count") AS "n" FROM {RAW}."notify_throttle" WHERE {where}',
-            'SELECT sum("count") AS "n", sum("batches") AS "b", mean("wait_ms_p50") AS "w" '
+            'SELECT sum("count") AS "n", sum("batches") AS "b", mean("wait_ms_p50") AS "w", '
+            'percentile("wait_ms_p99", 99) AS "w99" '
             f'FROM {RAW}."notify_delivery" WHERE {where} AND "mode" = \'live\'',
             'SELECT max("c") AS "v" FROM (SELECT mean("connections") AS "c" FROM '
             f'{RAW}."notify_ping" {per_node}',
@@ -274,6 +277,7 @@ class InfluxAnalysisReader:
             "throttled_per_s": (throttle.get("n") or 0) / seconds,
             "mean_batch": (live.get("n") or 0) / batches if batches else None,
             "wait_p50_ms": _float_or_none(live.get("w")),
+            "wait_p99_ms": _float_or_none(live.get("w99")),
             "connections_node_max": _float_or_none(conns.get("v")),
             "rss_node_max": _float_or_none(rss.get("v")),
             "cpu_node_max": None if cpu.get("v") is None else float(cpu["v"]) / seconds,

@@ -18,6 +18,7 @@ from service.domain.advice_base import Config, Figures, Proposal
 from service.domain.advice_base import clamp as _clamp
 from service.domain.advice_base import margin as _margin
 from service.domain.advice_levers import LEVER_RULES, cache_misses_expire
+from service.domain.batching import longest_wait_ms
 from service.domain.health import MIN_LOOKUPS, p99_target_ms
 from service.domain.levels import LEVELS
 from service.domain.throttle import Rate, format_rates, parse_rates
@@ -70,9 +71,13 @@ def cache_grow(f: Figures, config: Config) -> Proposal | None:
 
 
 def burst_down(f: Figures, config: Config) -> Proposal | None:
-    """Publishes are throttled and notifications dropped in the same window:
-    bursts let through more than delivery keeps up with, so a quarter less."""
-    throttled, drops = f.get("throttled_per_s"), f.get("drops_per_s")
+    """Publishes are throttled and clients are closed for reading too slowly
+    in the same window: bursts let through more than those clients keep up
+    with, so a quarter less. Only ``slow_consumer`` drops count: a
+    ``disconnected`` drop (a batch still waiting when its client left) and a
+    ``handoff_error`` (a failed hand-off) are not the burst's doing, and a
+    smaller burst did not lower them (docs/operations.md)."""
+    throttled, drops = f.get("throttled_per_s"), f.get("slow_consumer_drops_per_s")
     if not throttled or not drops:
         return None
     rates = parse_rates(config["parameters"]["throttle"], {})
@@ -82,22 +87,40 @@ def burst_down(f: Figures, config: Config) -> Proposal | None:
     if to == format_rates(rates):
         return None
     return Proposal("burst-down", {"parameters": {"throttle": to}},
-                    {"throttled_per_s": throttled, "drops_per_s": drops},
-                    "fewer drops after bursts; publishers see 429 sooner",
-                    _margin(drops, 0.0))
+                    {"throttled_per_s": throttled, "slow_consumer_drops_per_s": drops},
+                    "fewer clients closed for reading slowly after bursts; publishers "
+                    "see 429 sooner", _margin(drops, 0.0))
+
+
+# level-up's premise: the live entries' batch wait p99 is at least this share
+# of delivery p99 (the latency is spent in the batches, not before them) and
+# at most LATE times the longest wait the level means (the batches flush on
+# time: waits past that are the node flushing late, not the batching).
+BATCHING_SHARE = 0.5
+LATE = 2.0
 
 
 def level_up(f: Figures, config: Config) -> Proposal | None:
-    """The CPU is mostly idle while latency misses its target: the next level
-    (bigger batches and caches, higher limits)."""
-    cpu, p99 = f.get("cpu_node_max"), f.get("delivery_p99_ms")
-    if cpu is None or p99 is None:
+    """The CPU is mostly idle while latency misses its target, and the
+    latency is the batching's own: the p99 of live entries' wait in their
+    batch is half of delivery p99 or more, and within twice the longest wait
+    the level means. Then the next level (bigger batches and caches, higher
+    limits). Silent otherwise, because a more aggressive level shortens
+    neither latency from before the batches (waiting for database commits)
+    nor batches flushed late (a node whose loop was held up, as by SQLite
+    commits): both were measured, p99 rising after the change, once rolled
+    back (docs/operations.md)."""
+    cpu, p99, wait = f.get("cpu_node_max"), f.get("delivery_p99_ms"), f.get("wait_p99_ms")
+    if cpu is None or p99 is None or wait is None:
         return None
     index = LEVEL_ORDER.index(config["level"])
     if not (cpu < 0.3 and p99 > _p99_target(config)) or index + 1 == len(LEVEL_ORDER):
         return None
+    longest = longest_wait_ms(config["parameters"]["batch_timeout_ms"])
+    if not BATCHING_SHARE * p99 <= wait <= LATE * longest:
+        return None
     return Proposal("level-up", {"level": LEVEL_ORDER[index + 1]},
-                    {"cpu_node_max": cpu, "delivery_p99_ms": p99},
+                    {"cpu_node_max": cpu, "delivery_p99_ms": p99, "wait_p99_ms": wait},
                     "lower latency for the idle CPU", _margin(p99, _p99_target(config)))
 
 
@@ -114,7 +137,7 @@ RULES: dict[str, Callable[[Figures, Config], Proposal | None]] = {
 # promise (CPU per delivery) is not in the summary.
 PROMISES: dict[str, tuple[str, str]] = {
     "cache-grow": ("cache_hit_rate", "up"),
-    "burst-down": ("drops_per_s", "down"),
+    "burst-down": ("slow_consumer_drops_per_s", "down"),
     "level-up": ("delivery_p99_ms", "down"),
     "connections-up": ("refused_connections_per_s", "down"),
     "memory-budget-up": ("refused_publishes_per_s", "down"),

@@ -27,6 +27,14 @@ from service.domain.health import MIN_LOOKUPS
 REFUSED_PER_S = 0.1  # refusals per second that are evidence (180 in 30 minutes)
 COMPRESSION_FLOOR = 1024  # below ~1 KiB deflate saves little (domain.compression)
 BANDWIDTH = 1e6  # JSON bytes per second delivered that make wire size worth CPU
+# pool-wait: a checkout waits this many statement times or more (a queue for
+# the pool several deep), at least POOL_WAIT_MS (shorter waits are not worth
+# memory), and statements average under SLOW_STATEMENT_MS (slower, the
+# database is the bottleneck). Measured with a pool of one: waits of 7-8
+# statement times alone, 9-74 under contention (docs/operations.md).
+POOL_WAIT_FACTOR = 5.0
+POOL_WAIT_MS = 5.0
+SLOW_STATEMENT_MS = 20.0
 
 
 def connections_up(f: Figures, config: Config) -> Proposal | None:
@@ -82,14 +90,19 @@ def memory_budget_up(f: Figures, config: Config) -> Proposal | None:
 
 
 def pool_wait(f: Figures, config: Config) -> Proposal | None:
-    """Checkouts wait for a database connection while statements are quick:
-    the pool is short, not the database. The pool's size is set at start-up
+    """Checkouts wait for a database connection several statement times or
+    more (``POOL_WAIT_FACTOR``; at least ``POOL_WAIT_MS``): the pool is short,
+    not the database. Relative, because under contention statements slow
+    too: an absolute bound on them kept the rule silent where waits were ten
+    to fifty statement times. The pool's size is set at start-up
     only (an engine is not rebuilt live), so this proposes the nearest live
     lever: twice the cache entries, where the entry bound evicts values that
     are read again, so fewer reads need a connection. Silent when statements
     are slow (the database is the bottleneck: more connections would queue
     there), when evictions by the entry bound are few, and below a hit rate of
-    0.7 (cache-grow proposes the same change there)."""
+    0.7 (cache-grow proposes the same change there). Slow statements are
+    those averaging ``SLOW_STATEMENT_MS`` or more, or a wait of fewer than
+    ``POOL_WAIT_FACTOR`` statement times."""
     figures = known(f, "pool_wait_ms", "pool_checkouts", "db_query_ms", "cache_hit_rate",
                     "cache_lookups", "cache_misses", "cache_evictions_lru")
     share = memory_share(f, config)
@@ -97,7 +110,8 @@ def pool_wait(f: Figures, config: Config) -> Proposal | None:
         return None
     wait, checkouts, query_ms, rate, lookups, misses, lru = figures
     p = config["parameters"]
-    if not (checkouts >= 100 and wait >= 10.0 and query_ms < 5.0):
+    if not (checkouts >= 100 and wait >= POOL_WAIT_MS and wait >= POOL_WAIT_FACTOR * query_ms
+            and query_ms < SLOW_STATEMENT_MS):
         return None
     if not (lookups >= MIN_LOOKUPS and 0.7 <= rate < 0.95 and misses > 0
             and lru >= 0.2 * misses and share < 0.6 and p["cache_entries"] > 0):
@@ -112,7 +126,8 @@ def pool_wait(f: Figures, config: Config) -> Proposal | None:
                     {"pool_wait_ms": wait, "db_query_ms": query_ms, "cache_hit_rate": rate,
                      "lru_share_of_misses": lru / misses},
                     "less time waiting for database connections: fewer reads need one, "
-                    f"for some memory{restart}", margin(wait, 10.0))
+                    f"for some memory{restart}",
+                    margin(wait, max(POOL_WAIT_MS, POOL_WAIT_FACTOR * query_ms)))
 
 
 def cache_misses_expire(f: Figures) -> bool:

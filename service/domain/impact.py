@@ -38,6 +38,7 @@ PROMISED = (
     ("pool_waiting", "checkouts waiting", "down", 0.05, 0.3),
     ("cache_hit_rate", "cache hit rate", "up", 0.05, 0.0),
     ("wire_ratio", "wire/JSON bytes", "down", 0.05, 0.1),
+    ("slow_consumer_drops_per_s", "slow-consumer drops", "down", 0.1, 0.5),
 )
 
 

@@ -47,6 +47,7 @@ METRICS = (
            digits=3),
     Metric("pool_waiting", "database checkouts waiting (mean)", "s/s", digits=3),
     Metric("wire_ratio", "bytes on the wire / JSON bytes", "ratio 0-1", "%", 100.0),
+    Metric("slow_consumer_drops_per_s", "dropped, slow consumers", "1/s", "/s", digits=3),
 )
 METRIC_KEYS = tuple(m.key for m in METRICS)
 

@@ -33,7 +33,7 @@ def s(seconds):
 
 # the lever rules' effect figures of a window with none of their points
 NO_LEVER_POINTS = {"refused_connections_per_s": 0.0, "refused_publishes_per_s": 0.0,
-                   "pool_waiting": 0.0, "wire_ratio": None}
+                   "pool_waiting": 0.0, "wire_ratio": None, "slow_consumer_drops_per_s": 0.0}
 
 
 @pytest.fixture
@@ -72,11 +72,15 @@ def test_a_window_summary_is_computed_from_the_raw_measurements(raw_points):
         "cache_hit_rate": 100 / 150,
         "rss_bytes": 200.0 + 1000.0,  # mean per serving node, summed
         **NO_LEVER_POINTS,
+        "slow_consumer_drops_per_s": 3 / 60,  # node b's were clients that left
     }
     node_a = InfluxAnalysisReader(raw_points, node="a")
     assert node_a.window_summary(s(0), s(60)) == {
         "delivered_per_s": 30 / 60, "delivery_p99_ms": 7.0, "drops_per_s": 3 / 60,
-        "cache_hit_rate": 90 / 100, "rss_bytes": 200.0, **NO_LEVER_POINTS}
+        "cache_hit_rate": 90 / 100, "rss_bytes": 200.0, **NO_LEVER_POINTS,
+        "slow_consumer_drops_per_s": 3 / 60}
+    node_b = InfluxAnalysisReader(raw_points, node="b").window_summary(s(0), s(60))
+    assert node_b["drops_per_s"] == 3 / 60 and node_b["slow_consumer_drops_per_s"] == 0.0
 
 
 def test_a_window_without_traffic_reads_zero_rates_and_without_points_nothing(raw_points):
@@ -95,6 +99,19 @@ def test_delivery_p99_is_the_99th_percentile_of_the_interval_p99s_not_their_maxi
     summary = InfluxAnalysisReader(influx).window_summary(s(1000), s(1200))
     assert summary["delivery_p99_ms"] == 99.0  # nearest rank of 100; the maximum is 100
     assert summary["delivered_per_s"] == 100 / 200
+
+
+def test_the_batch_wait_p99_is_taken_as_delivery_p99_is_from_live_deliveries(influx):
+    influx.write_lines([point("notify_delivery", {"mode": "live"},
+                              {"count": 1, "latency_ms_p99": 400.0, "wait_ms_p50": 1.0,
+                               "wait_ms_p99": float(i)}, s(1000 + i))
+                        for i in range(1, 101)] + [
+        point("notify_delivery", {"mode": "replay"},
+              {"count": 1, "latency_ms_p99": 400.0, "wait_ms_p99": 5000.0}, s(1150))])
+    figures = InfluxAnalysisReader(influx).health_inputs(s(1000), s(1200))
+    assert figures["wait_p99_ms"] == 99.0 and figures["delivery_p99_ms"] == 400.0
+    assert figures["wait_p50_ms"] == 1.0
+    assert InfluxAnalysisReader(influx).health_inputs(s(2000), s(2060))["wait_p99_ms"] is None
 
 
 def trend(metric, window, fields, moment, node="jobs-1"):
@@ -221,6 +238,7 @@ def test_the_lever_rules_figures_are_read_from_their_measurements(lever_points):
         "refused_publishes_per_s": 9 / 60,    # backpressure only
         "pool_waiting": 0.3 / 60,             # serving nodes: the jobs' pool left out
         "wire_ratio": 4000 / 10_000,
+        "slow_consumer_drops_per_s": 0.0,
     }
     figures = reader.health_inputs(s(0), s(60))
     assert {k: figures[k] for k in (

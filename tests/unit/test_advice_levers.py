@@ -48,9 +48,9 @@ BELOW = [
     ("memory-budget-up", "refused_publishes_per_s", 0.099),
     ("memory-budget-up", "rss_node_max", 0.849 * 512 * MIB),
     ("memory-budget-up", "queued_bytes_max", 0.05 * 512 * MIB),
-    ("pool-wait", "pool_wait_ms", 9.9),
+    ("pool-wait", "pool_wait_ms", 4.9),
     ("pool-wait", "pool_checkouts", 99.0),
-    ("pool-wait", "db_query_ms", 5.0),
+    ("pool-wait", "db_query_ms", 8.01),                         # 40 ms < 5 statement times
     ("pool-wait", "cache_evictions_lru", 199.0),               # < 20 % of 1,000 misses
     ("pool-wait", "cache_hit_rate", 0.95),
     ("pool-wait", "cache_lookups", 99.0),
@@ -71,7 +71,7 @@ COMPETING = {
     # memory held by send queues (slow clients): a bigger budget lets them grow
     "memory-budget-up": {"queued_bytes_max": 100 * MIB},
     # slow statements: the database, not the pool, is the bottleneck
-    "pool-wait": {"db_query_ms": 30.0},
+    "pool-wait": {"db_query_ms": 30.0, "pool_wait_ms": 400.0},
     # writes invalidate more values than expire: a longer TTL keeps none longer
     "cache-ttl-up": {"cache_invalidations": 2500.0},
     # a busy CPU: deflating more batches costs CPU it does not have
@@ -204,3 +204,16 @@ def test_every_promised_figure_is_in_the_window_summary():
 
     assert {figure for figure, _ in advice.PROMISES.values()} <= set(METRIC_KEYS)
     assert set(advice.PROMISES) <= set(advice.RULES)
+
+
+@pytest.mark.parametrize(("wait", "query_ms", "fires"), [
+    (60.0, 6.0, True),     # measured under contention: waits 60-370 ms, statements 5-7 ms
+    (370.0, 7.0, True),
+    (29.9, 6.0, False),    # under five statement times
+    (7.6, 1.0, True),      # alone: 7.6 ms for statements of ~1 ms
+    (4.9, 0.5, False),     # under the floor
+    (400.0, 20.0, False),  # statements of 20 ms: the database is slow
+])
+def test_pool_wait_compares_the_wait_with_the_statement_time(wait, query_ms, fires):
+    figures = {**EVIDENCE["pool-wait"], "pool_wait_ms": wait, "db_query_ms": query_ms}
+    assert ("pool-wait" in fired(figures)) is fires

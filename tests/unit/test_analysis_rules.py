@@ -21,7 +21,8 @@ QUIET = {"delivered_per_s": 100.0, "delivery_p99_ms": 30.0, "drops_per_s": 0.0,
          "throttled_per_s": 0.0, "mean_batch": 30.0, "wait_p50_ms": 10.0,
          "connections_node_max": 100.0, "rss_node_max": 100e6, "cpu_node_max": 0.4,
          "db_query_ms": 2.0, "db_slow": 0.0, "telemetry_dropped": 0.0,
-         "spool_bytes": 0.0, "job_errors": 0.0, "cache_lookups": 5000.0}
+         "spool_bytes": 0.0, "job_errors": 0.0, "cache_lookups": 5000.0,
+         "slow_consumer_drops_per_s": 0.0, "wait_p99_ms": 12.0}
 
 
 def test_a_quiet_cluster_is_healthy_everywhere():
@@ -82,10 +83,10 @@ def test_every_health_threshold_and_rule_is_documented():
      {"mean_batch": 3.0, "wait_p50_ms": 48.0, "cpu_node_max": 0.3}),
     ("cache-grow", {"cache_hit_rate": 0.5, "rss_node_max": 100e6},
      {"cache_hit_rate": 0.5, "rss_node_max": 400e6}),
-    ("burst-down", {"throttled_per_s": 5.0, "drops_per_s": 2.0},
-     {"throttled_per_s": 5.0, "drops_per_s": 0.0}),
-    ("level-up", {"cpu_node_max": 0.1, "delivery_p99_ms": 150.0},
-     {"cpu_node_max": 0.5, "delivery_p99_ms": 150.0}),
+    ("burst-down", {"throttled_per_s": 5.0, "slow_consumer_drops_per_s": 2.0},
+     {"throttled_per_s": 5.0, "slow_consumer_drops_per_s": 0.0}),
+    ("level-up", {"cpu_node_max": 0.1, "delivery_p99_ms": 150.0, "wait_p99_ms": 100.0},
+     {"cpu_node_max": 0.5, "delivery_p99_ms": 150.0, "wait_p99_ms": 100.0}),
 ])
 def test_each_rule_fires_on_its_evidence_and_not_without(rule, fires, quiet):
     [proposal] = [p for p in advice.propose({**QUIET, **fires}, BALANCED) if p.rule == rule]
@@ -98,15 +99,44 @@ def test_each_rule_fires_on_its_evidence_and_not_without(rule, fires, quiet):
 def test_proposed_changes_are_exact_and_within_range():
     by_rule = {p.rule: p for p in advice.propose(
         {**QUIET, "mean_batch": 3.0, "wait_p50_ms": 48.0, "cpu_node_max": 0.8,
-         "cache_hit_rate": 0.5, "throttled_per_s": 1.0, "drops_per_s": 2.0}, BALANCED)}
+         "cache_hit_rate": 0.5, "throttled_per_s": 1.0, "slow_consumer_drops_per_s": 2.0},
+        BALANCED)}
     assert by_rule["batch-timeout-up"].change == {"parameters": {"batch_timeout_ms": 75}}
     assert by_rule["cache-grow"].change == {"parameters": {
         "cache_entries": preset("balanced")["cache_entries"] * 2}}
     assert "normal=" in by_rule["burst-down"].change["parameters"]["throttle"]
     top = {"level": "maximum", "parameters": preset("maximum")}
     assert not [p for p in advice.propose({**QUIET, "cpu_node_max": 0.1,
-                                           "delivery_p99_ms": 900.0}, top)
+                                           "delivery_p99_ms": 900.0, "wait_p99_ms": 800.0}, top)
                 if p.rule == "level-up"]
+
+
+def rules_fired(figures):
+    return {p.rule for p in advice.propose({**QUIET, **figures}, BALANCED)}
+
+
+def test_burst_down_counts_only_the_drops_a_burst_can_cause():
+    # the full run's scenario: drops were clients leaving with a batch waiting
+    left = {"throttled_per_s": 5.0, "drops_per_s": 6.73, "slow_consumer_drops_per_s": 0.0}
+    assert "burst-down" not in rules_fired(left)
+    assert "burst-down" in rules_fired({**left, "slow_consumer_drops_per_s": 0.5})
+    assert "burst-down" not in rules_fired({"throttled_per_s": 0.0, "drops_per_s": 6.73,
+                                            "slow_consumer_drops_per_s": 0.5})
+    assert advice.PROMISES["burst-down"] == ("slow_consumer_drops_per_s", "down")
+
+
+@pytest.mark.parametrize(("p99", "wait_p99_ms", "fires"), [
+    (150.0, 75.0, True),     # half of p99, within twice balanced's 100 ms longest wait
+    (150.0, 74.9, False),    # just below half
+    (377.0, 30.0, False),    # the latency is from before the batches (commits)
+    (400.0, 200.0, True),    # twice the longest wait
+    (400.0, 200.1, False),   # past it: the batches flushed late
+    (400.0, 400.0, False),   # the level-up run: waits as long as the whole p99
+])
+def test_level_up_fires_only_when_the_latency_is_the_batching(p99, wait_p99_ms, fires):
+    figures = {"cpu_node_max": 0.1, "delivery_p99_ms": p99, "wait_p99_ms": wait_p99_ms}
+    assert ("level-up" in rules_fired(figures)) is fires
+    assert "level-up" not in rules_fired({**figures, "wait_p99_ms": None})
 
 
 @pytest.mark.parametrize(("before", "after", "verdict"), [
@@ -115,6 +145,9 @@ def test_proposed_changes_are_exact_and_within_range():
     ({"delivery_p99_ms": 80.0}, {"delivery_p99_ms": 40.0}, IMPROVED),
     ({"drops_per_s": 0.0}, {"drops_per_s": 3.0}, REGRESSED),
     ({"drops_per_s": 4.0}, {"drops_per_s": 1.0}, IMPROVED),
+    # burst-down's promise: fewer slow-consumer drops, though all drops stay under 1/s
+    ({"slow_consumer_drops_per_s": 0.8}, {"slow_consumer_drops_per_s": 0.2}, IMPROVED),
+    ({"slow_consumer_drops_per_s": 0.8}, {"slow_consumer_drops_per_s": 0.5}, NEUTRAL),
     ({"delivered_per_s": 100.0}, {"delivered_per_s": 10.0}, NEUTRAL),  # less to send
     ({"delivery_p99_ms": None}, {"delivery_p99_ms": None}, INCONCLUSIVE),
 ])
