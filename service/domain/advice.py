@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from service.domain.advice_base import Config, Figures, Proposal
+from service.domain.advice_base import Config, Figures, Proposal, memory_share
 from service.domain.advice_base import clamp as _clamp
 from service.domain.advice_base import margin as _margin
 from service.domain.advice_levers import LEVER_RULES, cache_misses_expire
@@ -53,10 +53,9 @@ def batch_timeout_up(f: Figures, config: Config) -> Proposal | None:
 def cache_grow(f: Figures, config: Config) -> Proposal | None:
     """The hit rate is low and the memory budget has room: twice the entries."""
     p = config["parameters"]
-    rate, rss = f.get("cache_hit_rate"), f.get("rss_node_max")
-    if rate is None or rss is None or (f.get("cache_lookups") or 0) < MIN_LOOKUPS:
+    rate, share = f.get("cache_hit_rate"), memory_share(f, config)
+    if rate is None or share is None or (f.get("cache_lookups") or 0) < MIN_LOOKUPS:
         return None
-    share = rss / (p["memory_budget_mb"] * 2**20)
     if not (rate < 0.7 and share < 0.6 and p["cache_entries"] > 0):
         return None
     if cache_misses_expire(f):

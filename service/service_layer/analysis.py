@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from service.domain import health
 from service.domain.advice import propose
+from service.domain.changepoints import ChangePoint
 from service.domain.control import (
     IMPACT_MEASURED,
     RECOMMENDATION_DISMISSED,
@@ -29,6 +30,7 @@ from service.domain.control import (
 )
 from service.domain.errors import ConflictError
 from service.domain.impact import REGRESSED, impact_payload, judge
+from service.domain.job_settings import JobSettings
 from service.domain.report import changes_of, compare, effect_windows
 from service.service_layer.analysis_points import (
     emit_impact,
@@ -41,10 +43,11 @@ from service.service_layer.tuning import LiveConfig
 
 log = logging.getLogger(__name__)
 ACTOR = "jobs"
-HEALTH_WINDOW = timedelta(minutes=5)
-ADVICE_WINDOW = timedelta(minutes=30)
-IMPACT_SPAN = timedelta(minutes=15)  # each side of a change
-IMPACT_MIN_AFTER = timedelta(minutes=5)  # a shorter after-window is too short to judge
+# the production windows (domain/job_settings.py; a run may shorten them)
+HEALTH_WINDOW = JobSettings().health_window
+ADVICE_WINDOW = JobSettings().advice_window
+IMPACT_SPAN = JobSettings().impact_window  # each side of a change
+IMPACT_MIN_AFTER = JobSettings().impact_min_after  # a shorter after-window is too short to judge
 IMPACT_HORIZON = timedelta(days=7)  # older changes are not measured any more
 REISSUE_AFTER = timedelta(hours=24)  # a decided recommendation may come back after this
 
@@ -220,7 +223,8 @@ REGRESSION_METRICS = ("delivery_p99_ms", "delivery_rate", "drop_rate", "cache_hi
 
 
 class Detector(Protocol):
-    def __call__(self, values: list[float], *, period: int | None = None) -> list[Any]: ...
+    def __call__(self, values: list[float], *,
+                 period: int | None = None) -> list[ChangePoint]: ...
 
 
 class SeriesSource(Protocol):
@@ -245,17 +249,17 @@ def find_regressions(series: SeriesSource, detect: Detector, now: datetime | Non
                 at = points[cp.index][0]
                 before, after = float(cp.before_mean), float(cp.after_mean)
                 magnitude = (after - before) / abs(before) * 100.0 if before else 0.0
-                text = (f"{metric} {cp.direction} {abs(magnitude):.0f} % "
-                        f"({before:.4g} -> {after:.4g}), {resolution} rollups")
-                kind = getattr(cp, "kind", "level")
-                if kind == "variance":  # the level held; its noise grew or shrank
+                if cp.kind == "variance":  # the level held; its noise grew or shrank
                     magnitude = float(cp.magnitude_pct)
                     text = (f"{metric} {'noisier' if cp.direction == 'up' else 'calmer'}: "
                             f"spread {magnitude:+.0f} % (level {before:.4g} -> {after:.4g}), "
                             f"{resolution} rollups")
+                else:
+                    text = (f"{metric} {cp.direction} {abs(magnitude):.0f} % "
+                            f"({before:.4g} -> {after:.4g}), {resolution} rollups")
                 found[(metric, at)] = {
-                    "at": at, "metric": metric, "direction": cp.direction, "kind": kind,
-                    "confidence": float(getattr(cp, "confidence", 1.0)),
+                    "at": at, "metric": metric, "direction": cp.direction, "kind": cp.kind,
+                    "confidence": float(cp.confidence),
                     "before_mean": before, "after_mean": after,
                     "magnitude_pct": round(magnitude, 2), "text": text}
     return sorted(found.values(), key=lambda r: r["at"])
