@@ -13,6 +13,7 @@ import pytest
 from service.adapters.influx import InfluxClient, InfluxSettings
 from tests.e2e.conftest import start_server, stop_server
 from tests.support.py_client import PyClient, publish_n
+from tests.support.waiting import wait_for
 
 
 def telemetry(server) -> dict:
@@ -21,13 +22,10 @@ def telemetry(server) -> dict:
 
 
 def wait_until(predicate, timeout: float = 30.0, step: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError("condition not met in time")
+    value = wait_for(predicate, timeout, step)
+    if not value:
+        raise AssertionError("condition not met in time")
+    return value
 
 
 def assert_accounted(t: dict) -> None:
