@@ -40,6 +40,8 @@ LISTEN_BACKLOG = 4096
 # a turn: 2-3 s. Accepting is cheap here: a Socket.IO connection then waits
 # for its turn (admission.py) parked, and anything else goes at once.
 MAX_ACCEPT = 2048
+# Linux's TCP_NOTSENT_LOWAT (socket.TCP_NOTSENT_LOWAT from Python 3.12)
+TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 
 
 class _WebSocket(WebSocket):
@@ -172,6 +174,16 @@ class LeanWebSocketHandler(WebSocketHandler):
         # the same for a small WebSocket frame sent behind an unacked one.
         with contextlib.suppress(OSError):  # not TCP (a test's socketpair)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # The kernel takes whatever fits its send buffer, which autotunes up to
+        # tcp_wmem's maximum (4 MiB): a client that stops reading would have
+        # megabytes waiting in the kernel before one byte waited in the node's
+        # send queue, so SEND_QUEUE_MAX_BYTES would never see a slow consumer,
+        # and the kernel's memory per such client would not be bounded by it.
+        # Unsent bytes past SOCKET_UNSENT_MAX_BYTES stay in the node's queue.
+        unsent = getattr(server, "unsent_max_bytes", 0)
+        if unsent:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, unsent)
         super().__init__(sock, address, server,
                          rfile if rfile is not None else sock.makefile("rb", READ_BUFFER_BYTES))
 
@@ -243,6 +255,7 @@ def serve(settings: Settings, *, listener: socket.socket | None = None,
     server.clients = NoClientRegistry()
     server.handshakes = app.handshakes
     server.max_accept = MAX_ACCEPT
+    server.unsent_max_bytes = settings.socket_unsent_max_bytes
     app.start_background()
 
     stopping = False

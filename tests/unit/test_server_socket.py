@@ -6,6 +6,7 @@ import logging
 import os
 import random
 import socket
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -25,6 +26,36 @@ def test_each_accepted_connection_sends_without_nagle_delay():
             assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
             LeanWebSocketHandler(accepted, address, SimpleNamespace())
             assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+
+
+def _taken_by_kernel(sock: socket.socket) -> int:
+    """Bytes the kernel accepts for a peer that reads nothing."""
+    sock.setblocking(False)
+    taken, chunk = 0, b"x" * 8192
+    for _ in range(3):  # the send buffer may grow between tries
+        while True:
+            try:
+                taken += sock.send(chunk)
+            except BlockingIOError:
+                break
+        time.sleep(0.02)
+    return taken
+
+
+@pytest.mark.parametrize("unsent", [0, 64 * 1024])
+def test_the_kernel_holds_at_most_the_unsent_bound_for_a_client_that_stops_reading(unsent):
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(listener.getsockname())
+        accepted, address = listener.accept()
+        with client, accepted:
+            LeanWebSocketHandler(accepted, address, SimpleNamespace(unsent_max_bytes=unsent))
+            taken = _taken_by_kernel(accepted)
+    if unsent:  # the bound, one send's overshoot and the client's small window
+        assert taken <= unsent + 64 * 1024
+    else:  # the kernel's send buffer, left alone, takes far more: the bound is what bounds
+        assert taken > 4 * 64 * 1024
 
 
 def test_a_socket_that_is_not_tcp_is_served_as_it_is():
