@@ -38,6 +38,9 @@ GRID = {  # the settings cross-validation chooses among
     "curve_threshold": (2.0, 3.0),
     "max_phi": (0.8, 0.9),
     "confidence": (0.999, 0.9999),
+    # 0: no slope test; at 5 it raised slope alarms on 3 of 20 smooth curves like those
+    # of tests/unit/test_changepoints_slope.py (parabola, exponential, slow sine), at 7 none
+    "slope_threshold": (0.0, 7.0, 10.0),
 }
 
 

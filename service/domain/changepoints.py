@@ -1,11 +1,12 @@
-"""Change points: where a metric stepped to a new level, or got noisier, and
-stayed there; not where it merely has a shape (a cycle, a drift, correlated
-or heavy-tailed noise, a spike). Pure Python, no I/O (numpy is not a
-dependency of the service).
+"""Change points: where a metric stepped to a new level, got noisier, or
+its trend bent (a kink), and stayed so; not where it merely has a shape (a
+cycle, a drift, a smooth curve, correlated or heavy-tailed noise, a
+spike). Pure Python, no I/O (numpy is not a dependency of the service).
 
 ``detect(values, period=...)`` returns the first index of each new regime,
 with the means before and after it and a ``confidence`` = 1 - p-value.
-Step by step (the shape helpers are in ``changepoint_shape``):
+Step by step (the shape helpers are in ``changepoint_shape``, the fits in
+``changepoint_fit``, the slope test in ``changepoint_slope``):
 
 1. **Spikes.** Each point is clipped to ``spike_k`` local noise scales
    around the median of the 7 points around it (spikes and bursts of up to
@@ -33,6 +34,21 @@ Step by step (the shape helpers are in ``changepoint_shape``):
    ``min_magnitude_pct`` of the level before. A variance change must change
    the noise's scale by at least ``min_spread_ratio``, and is dropped
    within 4 ``min_segment`` of a level change (the same event).
+6. **Slope.** Between the level changes, binary segmentation with the
+   broken-line statistic: the hinge (x - k)_+ added to a straight line, over
+   its standard error, against the larger of the long-run noise scale and
+   the broken line's own residual scale; its maximum's p-value is the tube
+   formula for a smooth process, p = 2 (1 - Phi(b)) + (L / pi) exp(-b^2 / 2),
+   L the length of the curve the standardized hinges trace (same
+   ``confidence``). A kink is kept only if the hinge is still
+   ``slope_threshold`` long-run standard errors or more when a parabola,
+   not a line, is fitted through the window around the vertex (at most
+   ``max_window`` points each side, within the neighbouring splits), so
+   that a smooth curve, a drift or the crest of a slow cycle, whose slope
+   turns gradually, is no kink (0: no slope test); and if the new slope
+   takes the level at least ``min_magnitude_pct`` away from where the old
+   slope would have put it by the end of that window (``kind="slope"``; its
+   index is the first point after the vertex).
 
 The defaults are the setting that leave-one-out cross-validation on the
 TCPD benchmark picked among those that keep change-free series of many
@@ -41,6 +57,10 @@ changepoints``; figures in docs/benchmarks.md).
 
 ``magnitude_pct`` is signed, 100 * (after - before) / |before| of the level
 (or of the noise's scale, for ``kind="variance"``); +-inf if before is 0.
+For ``kind="slope"``, ``before_mean`` and ``after_mean`` are where the old
+slope would have put the level and where the new one puts it, at the end
+of the window after the vertex (``direction`` is that of the change of
+slope), and ``score`` is the broken-line statistic.
 """
 
 from __future__ import annotations
@@ -49,6 +69,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from service.domain.changepoint_fit import polyfit
 from service.domain.changepoint_shape import (
     ar1,
     deseasonalize,
@@ -58,6 +79,7 @@ from service.domain.changepoint_shape import (
     median,
     noise_scale,
 )
+from service.domain.changepoint_slope import slope_changes
 
 _LOG_ABS_SD = math.pi / math.sqrt(8.0)  # sd of log|N(0, 1)|
 
@@ -71,7 +93,7 @@ class ChangePoint:
     after_mean: float
     score: float  # the standardized CUSUM statistic of the split
     confidence: float = 1.0  # 1 - p-value of the split, under no change
-    kind: str = "level"  # "level" or "variance"
+    kind: str = "level"  # "level", "variance" or "slope"
 
     @property
     def p_value(self) -> float:
@@ -82,16 +104,16 @@ def detect(values: Sequence[float], *, period: int | None = None,
            min_magnitude_pct: float = 5.0, threshold: float = 3.5, min_segment: int = 6,
            max_window: int = 192, spike_k: float = 3.0, confidence: float = 0.9999,
            min_spread_ratio: float = 1.5, curve_threshold: float = 2.0,
-           max_phi: float = 0.8) -> list[ChangePoint]:
+           max_phi: float = 0.8, slope_threshold: float = 7.0) -> list[ChangePoint]:
     """The change points of ``values``, in order. See the module docstring."""
     if period is not None and period < 0:
         raise ValueError("period must be >= 0 points (0: no cycle), or None (guess)")
     if not (2 <= min_segment <= max_window and threshold >= 0 and spike_k > 0
             and min_magnitude_pct >= 0 and 0 < confidence < 1 and min_spread_ratio >= 1
-            and 0 <= max_phi < 1):
+            and 0 <= max_phi < 1 and slope_threshold >= 0):
         raise ValueError("need 2 <= min_segment <= max_window, threshold >= 0, spike_k > 0, "
                          "min_magnitude_pct >= 0, 0 < confidence < 1, min_spread_ratio >= 1, "
-                         "0 <= max_phi < 1")
+                         "0 <= max_phi < 1, slope_threshold >= 0")
     y = [float(v) for v in values]
     if not all(math.isfinite(v) for v in y):
         raise ValueError("values must be finite numbers")
@@ -104,9 +126,14 @@ def detect(values: Sequence[float], *, period: int | None = None,
             y = deseasonalize(y, period)
         y, _periods = guess_periods(y)
     alpha = 1.0 - confidence
-    found = _level_changes(y, alpha, threshold, min_magnitude_pct / 100, min_segment,
-                           max_window, curve_threshold, max_phi)
+    long_run = _long_run_scale(y, max_phi)
+    found = _level_changes(y, long_run, alpha, threshold, min_magnitude_pct / 100, min_segment,
+                           max_window, curve_threshold)
     levels = [p.index for p in found]
+    if slope_threshold > 0:
+        found += [_point(t, old, new, stat, p, "slope", old, new) for t, stat, p, old, new in
+                  slope_changes(y, levels, long_run, alpha, slope_threshold,
+                                min_magnitude_pct / 100, min_segment, max_window)]
     # a step shows in the differences too (one large one, and more noise where
     # the noise scales with the level), and a variance split is placed less
     # sharply: a variance change within 4 min_segment of a level change is
@@ -156,8 +183,7 @@ def _segment(x: list[float], scale: Callable[[int, int], float], alpha: float,
     return sorted(out)
 
 
-def _level_changes(y: list[float], alpha: float, threshold: float, ratio: float, m: int,
-                   window: int, curve_threshold: float, max_phi: float) -> list[ChangePoint]:
+def _long_run_scale(y: list[float], max_phi: float) -> Callable[[int, int], float]:
     phi = ar1(y, max_phi)
     # the differences see sigma^2 (1 - phi); sums see sigma^2 (1 + phi) / (1 - phi)
     factor = math.sqrt((1 + phi) / (1 - phi) / (1 - phi))
@@ -167,6 +193,12 @@ def _level_changes(y: list[float], alpha: float, threshold: float, ratio: float,
         """Of the stretch itself: noise that grows must not look like steps."""
         return max(noise_scale(y[a:b]), floor) * factor
 
+    return long_run
+
+
+def _level_changes(y: list[float], long_run: Callable[[int, int], float], alpha: float,
+                   threshold: float, ratio: float, m: int, window: int,
+                   curve_threshold: float) -> list[ChangePoint]:
     splits = _segment(y, long_run, alpha, m)
     cuts = [0] + [t for t, _s, _p in splits] + [len(y)]
     out = []
@@ -218,54 +250,14 @@ def _jump_z(y: list[float], lo: int, t: int, hi: int, left_scale: float, right_s
     where its curvature is at least ``curve`` standard errors (a slow cycle)."""
     sides = []
     for seg, x0, scale in ((y[lo:t], t - lo - 0.5, left_scale), (y[t:hi], -0.5, right_scale)):
-        line, parabola = _fit_at(seg, x0, 1), _fit_at(seg, x0, 2)
+        line, parabola = polyfit(seg, x0, 1), polyfit(seg, x0, 2)
         if line is None or scale <= 0:
             return 0.0
-        bent = parabola is not None and abs(parabola[2]) >= curve * scale
-        value, var, _top = parabola if bent else line
-        sides.append((value, var * scale * scale))
+        bent = parabola is not None and abs(parabola.top_z) >= curve * scale
+        fit = parabola if bent else line
+        sides.append((fit.value, fit.value_var * scale * scale))
     (left, lvar), (right, rvar) = sides
     return abs(right - left) / math.sqrt(lvar + rvar)
-
-
-def _fit_at(seg: list[float], x0: float, degree: int,
-            ) -> tuple[float, float, float] | None:
-    """(value at x0 of the least-squares polynomial through seg, its variance
-    / sigma^2, its highest coefficient / that coefficient's standard error x sigma)."""
-    w, k = len(seg), degree + 1
-    if w < 2 * k:
-        return None
-    c = (w - 1) / 2  # centred and scaled abscissae keep the normal equations well conditioned
-    xs = [(i - c) / w for i in range(w)]
-    moments = [sum(x ** j for x in xs) for j in range(2 * k - 1)]
-    a = [[moments[i + j] for j in range(k)] for i in range(k)]
-    b = [sum(v * x ** i for x, v in zip(xs, seg, strict=True)) for i in range(k)]
-    inverse = _inverse(a)
-    if inverse is None:
-        return None
-    coef = [sum(inverse[i][j] * b[j] for j in range(k)) for i in range(k)]
-    at = [((x0 - c) / w) ** j for j in range(k)]
-    value = sum(ci * ai for ci, ai in zip(coef, at, strict=True))
-    var = sum(at[i] * inverse[i][j] * at[j] for i in range(k) for j in range(k))
-    return value, var, coef[-1] / math.sqrt(inverse[-1][-1])
-
-
-def _inverse(a: list[list[float]]) -> list[list[float]] | None:
-    """Gauss-Jordan inverse of a small symmetric positive matrix."""
-    k = len(a)
-    m = [row[:] + [1.0 if i == j else 0.0 for j in range(k)] for i, row in enumerate(a)]
-    for col in range(k):
-        pivot = max(range(col, k), key=lambda r: abs(m[r][col]))
-        if abs(m[pivot][col]) < 1e-12:
-            return None
-        m[col], m[pivot] = m[pivot], m[col]
-        div = m[col][col]
-        m[col] = [v / div for v in m[col]]
-        for r in range(k):
-            if r != col and m[r][col]:
-                f = m[r][col]
-                m[r] = [v - f * p for v, p in zip(m[r], m[col], strict=True)]
-    return [row[k:] for row in m]
 
 
 def _point(index: int, before: float, after: float, stat: float, p: float, kind: str,

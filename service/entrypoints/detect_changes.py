@@ -1,6 +1,6 @@
 """``python -m service detect-changes --input FILE.csv``: the change points of
 one series, as a JSON list of ``{index, kind, direction, magnitude_pct,
-confidence}`` on stdout (kind: "level" or "variance"; confidence: 1 - p-value).
+confidence}`` on stdout (kind: "level", "variance" or "slope"; confidence: 1 - p-value).
 
 The CSV has the header ``time,value``; ``time`` is ISO 8601 (no zone: UTC)
 or epoch seconds, in order; ``value`` is a finite number. Blank lines are

@@ -254,6 +254,10 @@ def find_regressions(series: SeriesSource, detect: Detector, now: datetime | Non
                     text = (f"{metric} {'noisier' if cp.direction == 'up' else 'calmer'}: "
                             f"spread {magnitude:+.0f} % (level {before:.4g} -> {after:.4g}), "
                             f"{resolution} rollups")
+                elif cp.kind == "slope":  # the trend bent: before/after are where it leads
+                    text = (f"{metric} trend bent {cp.direction}: {abs(magnitude):.0f} % off "
+                            f"its old course ({before:.4g} -> {after:.4g}), "
+                            f"{resolution} rollups")
                 else:
                     text = (f"{metric} {cp.direction} {abs(magnitude):.0f} % "
                             f"({before:.4g} -> {after:.4g}), {resolution} rollups")
