@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from service.domain.advice_base import Config, Figures, Proposal, memory_share
+from service.domain.advice_base import MIB, Config, Figures, Proposal, memory_share
 from service.domain.advice_base import clamp as _clamp
 from service.domain.advice_base import margin as _margin
 from service.domain.advice_levers import LEVER_RULES, cache_misses_expire
@@ -27,19 +27,29 @@ __all__ = ["PROMISES", "RULES", "Proposal", "propose"]
 LEVEL_ORDER = tuple(LEVELS)  # conservative, balanced, aggressive, maximum
 
 
+# A node under this share of a core is mostly idle: level-down spends the idle
+# CPU on latency; at or over it, batch-timeout-up saves CPU for some latency.
+# Not higher: a node on SQLite fell behind before its CPU got there
+# (docs/operations.md).
+IDLE_CPU = 0.25
+
+
 def _p99_target(config: Config) -> float:
     return p99_target_ms(config["parameters"]["batch_timeout_ms"])
 
 
 def batch_timeout_up(f: Figures, config: Config) -> Proposal | None:
     """Batches flush by timeout at small sizes while the CPU is busy: wait
-    longer, so each frame carries more (cheaper per delivery)."""
+    longer, so each frame carries more (cheaper per delivery). Measured
+    weak where the publishes' own work is most of the CPU: frames of two
+    entries instead of one gave 3.7 % less CPU per delivery
+    (docs/operations.md)."""
     p = config["parameters"]
     batch, wait, cpu = f.get("mean_batch"), f.get("wait_p50_ms"), f.get("cpu_node_max")
     if batch is None or wait is None or cpu is None:
         return None
     if not (batch < 0.25 * p["batch_size"] and wait >= 0.8 * p["batch_timeout_ms"]
-            and cpu >= 0.6):
+            and cpu >= IDLE_CPU):
         return None
     to = _clamp("batch_timeout_ms", round(p["batch_timeout_ms"] * 1.5))
     if to == p["batch_timeout_ms"]:
@@ -47,7 +57,7 @@ def batch_timeout_up(f: Figures, config: Config) -> Proposal | None:
     return Proposal("batch-timeout-up", {"parameters": {"batch_timeout_ms": to}},
                     {"mean_batch": batch, "wait_p50_ms": wait, "cpu_node_max": cpu},
                     f"larger batches, less CPU per delivery; p99 up to "
-                    f"{to - p['batch_timeout_ms']:g} ms higher", _margin(cpu, 0.6))
+                    f"{to - p['batch_timeout_ms']:g} ms higher", _margin(cpu, IDLE_CPU))
 
 
 def cache_grow(f: Figures, config: Config) -> Proposal | None:
@@ -91,43 +101,55 @@ def burst_down(f: Figures, config: Config) -> Proposal | None:
                     "see 429 sooner", _margin(drops, 0.0))
 
 
-# level-up's premise: the live entries' batch wait p99 is at least this share
+# level-down's premise: the live entries' batch wait p99 is at least this share
 # of delivery p99 (the latency is spent in the batches, not before them) and
 # at most LATE times the longest wait the level means (the batches flush on
 # time: waits past that are the node flushing late, not the batching).
 BATCHING_SHARE = 0.5
-LATE = 2.0
+LATE = 1.5
+# ...and the node fits the lower level's limits with room: its connections
+# and its memory at most these shares of that level's limit and budget.
+LOWER_LIMIT_SHARE, LOWER_BUDGET_SHARE = 0.8, 0.6
 
 
-def level_up(f: Figures, config: Config) -> Proposal | None:
+def level_down(f: Figures, config: Config) -> Proposal | None:
     """The CPU is mostly idle while latency misses its target, and the
     latency is the batching's own: the p99 of live entries' wait in their
-    batch is half of delivery p99 or more, and within twice the longest wait
-    the level means. Then the next level (bigger batches and caches, higher
-    limits). Silent otherwise, because a more aggressive level shortens
-    neither latency from before the batches (waiting for database commits)
-    nor batches flushed late (a node whose loop was held up, as by SQLite
-    commits): both were measured, p99 rising after the change, once rolled
-    back (docs/operations.md)."""
+    batch is half of delivery p99 or more, and within 1.5 times the longest
+    wait the level means (LATE). Then the level below, whose batches wait half as long
+    (for more CPU per delivery, which is idle), if the node's connections and
+    memory fit its lower limits with room. Silent otherwise: a shorter wait
+    shortens neither latency from before the batches (waiting for database
+    commits) nor batches flushed late (a node whose loop was held up).
+    This rule was ``level-up`` until the level above was measured to raise
+    p99 (its batches wait twice as long; docs/operations.md)."""
     cpu, p99, wait = f.get("cpu_node_max"), f.get("delivery_p99_ms"), f.get("wait_p99_ms")
     if cpu is None or p99 is None or wait is None:
         return None
     index = LEVEL_ORDER.index(config["level"])
-    if not (cpu < 0.3 and p99 > _p99_target(config)) or index + 1 == len(LEVEL_ORDER):
+    if not (cpu < IDLE_CPU and p99 > _p99_target(config)) or index == 0:
         return None
     longest = longest_wait_ms(config["parameters"]["batch_timeout_ms"])
     if not BATCHING_SHARE * p99 <= wait <= LATE * longest:
         return None
-    return Proposal("level-up", {"level": LEVEL_ORDER[index + 1]},
+    lower = LEVELS[LEVEL_ORDER[index - 1]]
+    connections, rss = f.get("connections_node_max"), f.get("rss_node_max")
+    if connections is None or rss is None:
+        return None
+    if not (connections <= LOWER_LIMIT_SHARE * lower.max_connections
+            and rss <= LOWER_BUDGET_SHARE * lower.memory_budget_mb * MIB):
+        return None
+    return Proposal("level-down", {"level": LEVEL_ORDER[index - 1]},
                     {"cpu_node_max": cpu, "delivery_p99_ms": p99, "wait_p99_ms": wait},
-                    "lower latency for the idle CPU", _margin(p99, _p99_target(config)))
+                    "lower latency (batches wait half as long) for the idle CPU; the "
+                    "lower level's limits and budget", _margin(p99, _p99_target(config)))
 
 
 RULES: dict[str, Callable[[Figures, Config], Proposal | None]] = {
     "batch-timeout-up": batch_timeout_up,
     "cache-grow": cache_grow,
     "burst-down": burst_down,
-    "level-up": level_up,
+    "level-down": level_down,
     **LEVER_RULES,
 }
 
@@ -137,7 +159,7 @@ RULES: dict[str, Callable[[Figures, Config], Proposal | None]] = {
 PROMISES: dict[str, tuple[str, str]] = {
     "cache-grow": ("cache_hit_rate", "up"),
     "burst-down": ("slow_consumer_drops_per_s", "down"),
-    "level-up": ("delivery_p99_ms", "down"),
+    "level-down": ("delivery_p99_ms", "down"),
     "connections-up": ("refused_connections_per_s", "down"),
     "memory-budget-up": ("refused_publishes_per_s", "down"),
     "pool-wait": ("pool_waiting", "down"),

@@ -25,6 +25,7 @@ from service.domain.advice_base import (
 from service.domain.health import MIN_LOOKUPS
 
 REFUSED_PER_S = 0.1  # refusals per second that are evidence (180 in 30 minutes)
+BUDGET_HEADROOM = 0.75  # memory-budget-up: the RSS seen is at most this share of the new budget
 COMPRESSION_FLOOR = 1024  # below ~1 KiB deflate saves little (domain.compression)
 BANDWIDTH = 1e6  # JSON bytes per second delivered that make wire size worth CPU
 # pool-wait: a checkout waits this many statement times or more (a queue for
@@ -67,7 +68,9 @@ def connections_up(f: Figures, config: Config) -> Proposal | None:
 def memory_budget_up(f: Figures, config: Config) -> Proposal | None:
     """Publishes are refused for backpressure while the largest node's RSS
     sits at the budget and the send queues are nearly empty: the budget is
-    below this load's working set, so a quarter more. Silent when the
+    below this load's working set, so a quarter more, or more where the RSS
+    needs it to sit at ``BUDGET_HEADROOM`` of the new budget (under the 90 %
+    where backpressure releases, with room). Silent when the
     queues hold memory (slow clients: a larger budget would let them grow).
     The figures do not show the host's memory: the admin must know it fits."""
     figures = known(f, "refused_publishes_per_s", "rss_node_max", "queued_bytes_max")
@@ -78,7 +81,10 @@ def memory_budget_up(f: Figures, config: Config) -> Proposal | None:
     budget = p["memory_budget_mb"] * MIB
     if not (refused >= REFUSED_PER_S and rss >= 0.85 * budget and queued < 0.05 * budget):
         return None
-    to = clamp("memory_budget_mb", round(p["memory_budget_mb"] * 1.25))
+    # a quarter more, or enough that the RSS seen is BUDGET_HEADROOM of it (a
+    # quarter more of a budget the node was already 22 % over left it over)
+    fits = math.ceil(rss / BUDGET_HEADROOM / MIB)
+    to = clamp("memory_budget_mb", max(round(p["memory_budget_mb"] * 1.25), fits))
     if to == p["memory_budget_mb"]:
         return None
     return Proposal("memory-budget-up", {"parameters": {"memory_budget_mb": to}},

@@ -4,7 +4,9 @@ and whether it is a clear regression that may be rolled back. Pure.
 The effect is ``report.compare`` of the key metrics over a window before and
 after the change (``report.effect_windows``). The verdict:
 
-- ``regressed``: delivery p99 rose by at least 25 % and 10 ms, or drops,
+- ``regressed``: delivery p99 rose by at least 25 % and 10 ms more than the
+  change moved the level's p99 target (a longer batch_timeout_ms lets
+  entries wait longer by design: that much of a rise was asked for), or drops,
   connections refused for the limit or publishes refused for backpressure
   rose by at least 1/s and to at least twice what they were (deliveries falling
   by a quarter then is named as a further sign; a fall alone is not one:
@@ -48,16 +50,22 @@ def _delta(before: float | None, after: float | None) -> tuple[float, float] | N
     return after - before, ((after - before) / before * 100.0) if before else float("inf")
 
 
-def judge(before: Summary, after: Summary) -> tuple[str, list[str]]:
-    """The verdict and the signs behind it, in words."""
+def judge(before: Summary, after: Summary, p99_allowance_ms: float = 0.0,
+          ) -> tuple[str, list[str]]:
+    """The verdict and the signs behind it, in words. ``p99_allowance_ms``:
+    how far the change itself moved the p99 target (``health.p99_target_ms``
+    of its batch_timeout_ms): a rise of p99 within it is what was asked
+    for, and only the rise past it counts."""
     if all(v is None for v in before.values()) or all(v is None for v in after.values()):
         return INCONCLUSIVE, ["no telemetry in one of the windows"]
     bad, good = [], []
     p99 = _delta(before.get("delivery_p99_ms"), after.get("delivery_p99_ms"))
     if p99 is not None:
         absolute, pct = p99
-        if absolute >= 10.0 and pct >= 25.0:
-            bad.append(f"delivery p99 +{absolute:.0f} ms (+{pct:.0f} %)")
+        excess = absolute - max(0.0, p99_allowance_ms)
+        if excess >= 10.0 and excess >= 0.25 * (before.get("delivery_p99_ms") or 0.0):
+            allowed = f", {p99_allowance_ms:.0f} ms of it allowed" if p99_allowance_ms > 0 else ""
+            bad.append(f"delivery p99 +{absolute:.0f} ms (+{pct:.0f} %{allowed})")
         elif absolute <= -5.0 and pct <= -10.0:
             good.append(f"delivery p99 {absolute:.0f} ms ({pct:.0f} %)")
     drops_before, drops_after = before.get("drops_per_s") or 0.0, after.get("drops_per_s") or 0.0

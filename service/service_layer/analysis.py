@@ -26,6 +26,7 @@ from service.domain.control import (
     ControlEvent,
     EventDraft,
     Recommendation,
+    fold_config,
     recommendation_states,
 )
 from service.domain.errors import ConflictError
@@ -171,7 +172,8 @@ def run_impact(reader: HealthInputs, config: LiveConfig, *, auto_rollback: bool,
         else:
             summary_before = reader.window_summary(before.start, before.end)
             summary_after = reader.window_summary(after.start, after.end)
-            verdict, signs = judge(summary_before, summary_after)
+            verdict, signs = judge(summary_before, summary_after,
+                                   p99_allowance(events, change, config))
             effect = compare(summary_before, summary_after)
         roll_back = (auto_rollback and verdict == REGRESSED and latest
                      and change.type != ROLLBACK)
@@ -191,6 +193,16 @@ def run_impact(reader: HealthInputs, config: LiveConfig, *, auto_rollback: bool,
         appended += written
         events = config.events()
     return appended
+
+
+def p99_allowance(events: list[ControlEvent], change: ControlEvent,
+                  config: LiveConfig) -> float:
+    """How far ``change`` moved the p99 target (ms; 0 if it lowered it)."""
+    earlier = [e for e in events if e.seq < change.seq]
+    before, after = (fold_config(folded, config.startup, config.default_level)
+                     for folded in (earlier, [*earlier, change]))
+    return max(0.0, health.p99_target_ms(after.values["batch_timeout_ms"])
+               - health.p99_target_ms(before.values["batch_timeout_ms"]))
 
 
 def _expected(change: ControlEvent, states: Mapping[str, Any]) -> str | None:

@@ -125,6 +125,14 @@ def test_the_changes_are_exact():
                        "compression-down": {"compression_min_bytes": 2048}}
 
 
+def test_a_budget_the_node_is_well_over_grows_until_the_rss_fits_with_room():
+    # the bench's node: 76 MiB budget, 92.7 MiB RSS; a quarter more (95) left it
+    # refused at the new budget; 0.75 of the new one is the RSS at most
+    proposal = fired({**EVIDENCE["memory-budget-up"], "rss_node_max": 92.7 * MIB},
+                     with_values(memory_budget_mb=76))
+    assert proposal["memory-budget-up"].change["parameters"] == {"memory_budget_mb": 124}
+
+
 def test_the_connection_limit_grows_only_as_far_as_memory_allows():
     # 300 MiB for 15,000: at that rate 80 % of 512 MiB holds 20,480
     proposal = fired({**EVIDENCE["connections-up"], "rss_node_max": 300 * MIB})

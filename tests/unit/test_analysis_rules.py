@@ -80,12 +80,12 @@ def test_every_health_threshold_and_rule_is_documented():
 
 @pytest.mark.parametrize(("rule", "fires", "quiet"), [
     ("batch-timeout-up", {"mean_batch": 3.0, "wait_p50_ms": 48.0, "cpu_node_max": 0.8},
-     {"mean_batch": 3.0, "wait_p50_ms": 48.0, "cpu_node_max": 0.3}),
+     {"mean_batch": 3.0, "wait_p50_ms": 48.0, "cpu_node_max": 0.2}),
     ("cache-grow", {"cache_hit_rate": 0.5, "rss_node_max": 100e6},
      {"cache_hit_rate": 0.5, "rss_node_max": 400e6}),
     ("burst-down", {"throttled_per_s": 5.0, "slow_consumer_drops_per_s": 2.0},
      {"throttled_per_s": 5.0, "slow_consumer_drops_per_s": 0.0}),
-    ("level-up", {"cpu_node_max": 0.1, "delivery_p99_ms": 150.0, "wait_p99_ms": 100.0},
+    ("level-down", {"cpu_node_max": 0.1, "delivery_p99_ms": 150.0, "wait_p99_ms": 100.0},
      {"cpu_node_max": 0.5, "delivery_p99_ms": 150.0, "wait_p99_ms": 100.0}),
 ])
 def test_each_rule_fires_on_its_evidence_and_not_without(rule, fires, quiet):
@@ -105,10 +105,10 @@ def test_proposed_changes_are_exact_and_within_range():
     assert by_rule["cache-grow"].change == {"parameters": {
         "cache_entries": preset("balanced")["cache_entries"] * 2}}
     assert "normal=" in by_rule["burst-down"].change["parameters"]["throttle"]
-    top = {"level": "maximum", "parameters": preset("maximum")}
+    bottom = {"level": "conservative", "parameters": preset("conservative")}
     assert not [p for p in advice.propose({**QUIET, "cpu_node_max": 0.1,
-                                           "delivery_p99_ms": 900.0, "wait_p99_ms": 800.0}, top)
-                if p.rule == "level-up"]
+                                           "delivery_p99_ms": 90.0, "wait_p99_ms": 50.0}, bottom)
+                if p.rule == "level-down"]
 
 
 def rules_fired(figures):
@@ -126,17 +126,30 @@ def test_burst_down_counts_only_the_drops_a_burst_can_cause():
 
 
 @pytest.mark.parametrize(("p99", "wait_p99_ms", "fires"), [
-    (150.0, 75.0, True),     # half of p99, within twice balanced's 100 ms longest wait
+    (150.0, 75.0, True),     # half of p99, within 1.5 x balanced's 100 ms longest wait
     (150.0, 74.9, False),    # just below half
     (377.0, 30.0, False),    # the latency is from before the batches (commits)
-    (400.0, 200.0, True),    # twice the longest wait
-    (400.0, 200.1, False),   # past it: the batches flushed late
-    (400.0, 400.0, False),   # the level-up run: waits as long as the whole p99
+    (300.0, 150.0, True),    # 1.5 times the longest wait
+    (300.0, 150.1, False),   # past it: the batches flushed late
+    (185.0, 183.0, False),   # the first level-down run: the lower level cut p99 by 10 %
+    (400.0, 400.0, False),   # a run on commits: waits as long as the whole p99
 ])
-def test_level_up_fires_only_when_the_latency_is_the_batching(p99, wait_p99_ms, fires):
+def test_level_down_fires_only_when_the_latency_is_the_batching(p99, wait_p99_ms, fires):
     figures = {"cpu_node_max": 0.1, "delivery_p99_ms": p99, "wait_p99_ms": wait_p99_ms}
-    assert ("level-up" in rules_fired(figures)) is fires
-    assert "level-up" not in rules_fired({**figures, "wait_p99_ms": None})
+    assert ("level-down" in rules_fired(figures)) is fires
+    assert "level-down" not in rules_fired({**figures, "wait_p99_ms": None})
+
+
+def test_level_down_proposes_the_level_below_only_where_the_node_fits_it():
+    figures = {"cpu_node_max": 0.1, "delivery_p99_ms": 140.0, "wait_p99_ms": 105.0}
+    [proposal] = [p for p in advice.propose({**QUIET, **figures}, BALANCED)
+                  if p.rule == "level-down"]
+    assert proposal.change == {"level": "conservative"}  # batches wait 25 ms, not 50
+    # conservative allows 5,000 connections and 256 MiB: past 80 % or 60 %, silent
+    assert "level-down" not in rules_fired({**figures, "connections_node_max": 4_001.0})
+    assert "level-down" in rules_fired({**figures, "connections_node_max": 4_000.0})
+    assert "level-down" not in rules_fired({**figures, "rss_node_max": 0.61 * 256 * 2**20})
+    assert "level-down" not in rules_fired({**figures, "rss_node_max": None})
 
 
 @pytest.mark.parametrize(("before", "after", "verdict"), [
@@ -223,6 +236,22 @@ def test_a_change_is_measured_once_and_a_clear_regression_rolled_back(config, lo
     assert log.events[-1].payload["seq"] == rollback.seq
     assert log.events[-1].payload["rolled_back"] is False
     assert analysis.run_impact(reader, config, auto_rollback=True, now=later) == 0
+
+
+@pytest.mark.parametrize(("change", "p99_after", "verdict"), [
+    ({"batch_timeout_ms": 75}, 75.0, "neutral"),      # +45 ms, within the target's +50 ms
+    ({"batch_timeout_ms": 75}, 272.0, "regressed"),   # the bench's run: far past it
+    ({"batch_size": 5}, 75.0, "regressed"),            # moves no target: all of it counts
+])
+def test_a_rise_of_p99_that_the_change_asked_for_is_no_regression(config, log, change,
+                                                                  p99_after, verdict):
+    config.change({"parameters": change}, actor="alice")  # balanced: 50 ms -> target 120
+    at = log.events[-1].at
+    reader = Figures([(at - timedelta(hours=1), {**QUIET, "delivery_p99_ms": 30.0}),
+                      (at, {**QUIET, "delivery_p99_ms": p99_after})])
+    analysis.run_impact(reader, config, auto_rollback=True, now=at + timedelta(minutes=16))
+    [impact] = [e for e in log.events if e.type == "impact_measured"]
+    assert impact.payload["verdict"] == verdict
 
 
 def test_without_auto_rollback_the_regression_is_only_recorded(config, log):

@@ -173,7 +173,7 @@ def test_each_impact_measurement_is_written_with_its_figures(config, log):
 
 def test_an_impact_not_measured_lacks_the_figures_and_names_the_recommendation(config, log):
     config.append([EventDraft("recommendation_issued",
-                              {"id": "r1", "rule": "level-up", "level": "aggressive"}, "jobs")])
+                              {"id": "r1", "rule": "level-down", "level": "conservative"}, "jobs")])
     from service.service_layer.recommendations import apply_recommendation
 
     apply_recommendation(config, "r1", "alice")
@@ -185,7 +185,7 @@ def test_an_impact_not_measured_lacks_the_figures_and_names_the_recommendation(c
     first = points(telemetry, "analysis_impact")[0]
     assert first[0] == {"verdict": "inconclusive"}
     assert first[1]["recommendation"] == "r1" and first[1]["rolled_back"] == 0
-    assert first[1]["change"].startswith("#2 level balanced -> aggressive; ")
+    assert first[1]["change"].startswith("#2 level balanced -> conservative; ")
     assert first[1]["text"] == "the next change came too soon"
     missing = set(CATALOGUE["analysis_impact"].fields) - set(first[1])
     assert missing == set(CATALOGUE["analysis_impact"].optional_fields)
