@@ -295,3 +295,21 @@ def test_regressions_are_found_in_each_metric_and_stamped_with_their_bucket():
     assert row["metric"] == "delivery_p99_ms" and row["direction"] == "up"
     assert abs((row["at"] - minutes[120]).total_seconds()) <= 5 * 60
     assert 20 <= row["magnitude_pct"] <= 40 and "delivery_p99_ms up" in row["text"]
+
+
+def test_a_trend_that_bends_is_a_regression_worded_as_a_bend():
+    import random
+
+    from service.domain.changepoints import detect
+    from tests.unit.fakes import InMemoryMetricSeries
+
+    rng = random.Random(3)
+    start = NOW - timedelta(hours=3)
+    minutes = [start + timedelta(minutes=i) for i in range(180)]
+    # memory flat at 200, then growing 1 a minute from minute 90: a leak starting
+    rss = [(t, 200.0 + max(0, i - 90) * 1.0 + rng.gauss(0, 1.0)) for i, t in enumerate(minutes)]
+    series = InMemoryMetricSeries({("rss_bytes", "1m"): rss})
+    rows = analysis.find_regressions(series, detect, now=NOW)
+    [row] = [r for r in rows if r["kind"] == "slope"]
+    assert row["direction"] == "up" and "rss_bytes trend bent up" in row["text"]
+    assert abs((row["at"] - minutes[91]).total_seconds()) <= 5 * 60
