@@ -27,6 +27,7 @@ from service.adapters.db_metrics import QueryStats
 from service.adapters.influx import InfluxClient
 from service.adapters.influx_reader import InfluxAnalysisReader
 from service.adapters.influx_writer import Backoff, InfluxWriter
+from service.adapters.jwt_tokens import jwt_verifier
 from service.adapters.notification_log import SqlNotificationLog, create_schema
 from service.adapters.presence import RedisPresence
 from service.adapters.runtime_metrics import RuntimeSampler, process_snapshot, rss_bytes
@@ -299,7 +300,10 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
             committed=hub.deliver_many,
             acked=notification_log.acked_elsewhere,
             trimmed=notification_log.invalidate_all)
-    tokens = UserTokens(settings.user_token_secret, settings.user_token_ttl)
+    tokens = UserTokens(settings.user_token_secret, settings.user_token_ttl, jwt=jwt_verifier(
+        secret=settings.jwt_secret, public_key=settings.jwt_public_key,
+        jwks_url=settings.jwt_jwks_url, audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer))
     limits = SocketRateLimits(
         connect_per_ip=settings.connect_rate_per_ip,
         connect_per_user=settings.connect_rate_per_user,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from service.adapters.database import default_sqlite_url
 from service.adapters.influx import InfluxSettings, Retention
+from service.adapters.jwt_tokens import JwtConfigError, jwt_verifier, read_public_key
 from service.domain.backpressure import DEFAULT_ACTIONS, parse_actions
 from service.domain.errors import InvalidInput
 from service.domain.idempotency import DEFAULT_WINDOW_S
@@ -70,6 +71,13 @@ class Settings:
     admin_can_publish: bool = False
     user_token_secret: str = ""
     user_token_ttl: int = 86_400
+    # JWT user tokens (adapters/jwt_tokens.py), "" when unset: at most one of
+    # the secret, the public key (its PEM text) and the JWKS URL
+    jwt_secret: str = field(default="", repr=False)
+    jwt_public_key: str = ""
+    jwt_jwks_url: str = ""
+    jwt_audience: str = ""
+    jwt_issuer: str = ""
     optimization_level: str = "balanced"
     demo: bool = False
     grafana_url: str = "http://127.0.0.1:3000"
@@ -231,6 +239,7 @@ class Settings:
             admin_can_publish=env.get("ADMIN_CAN_PUBLISH", "0") == "1",
             user_token_secret=secrets_found["USER_TOKEN_SECRET"],
             user_token_ttl=_int(env, "USER_TOKEN_TTL", 86_400),
+            **_jwt(env),
             optimization_level=level,
             demo=env.get("DEMO", "0") == "1",
             grafana_url=env.get("GRAFANA_URL", "http://127.0.0.1:3000"),
@@ -422,6 +431,22 @@ def _webhook_tokens(raw: str, secrets_found: Mapping[str, str],
         raise ConfigError("ALERT_WEBHOOK_TOKENS: two tokens are the same; the actor audited "
                           "would be ambiguous")
     return named
+
+
+def _jwt(env: Mapping[str, str]) -> dict[str, str]:
+    """The JWT_* settings, checked now: a bad key stops the start, not a connect."""
+    values = {name: env.get(name.upper(), "").strip() for name in
+              ("jwt_public_key", "jwt_jwks_url", "jwt_audience", "jwt_issuer")}
+    values["jwt_secret"] = env.get("JWT_SECRET", "")  # not stripped: the signers use it as is
+    try:
+        if values["jwt_public_key"]:
+            values["jwt_public_key"] = read_public_key(values["jwt_public_key"])
+        jwt_verifier(secret=values["jwt_secret"], public_key=values["jwt_public_key"],
+                     jwks_url=values["jwt_jwks_url"], audience=values["jwt_audience"],
+                     issuer=values["jwt_issuer"])
+    except JwtConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    return values
 
 
 def _job_settings(env: Mapping[str, str]) -> JobSettings:
