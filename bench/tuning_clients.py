@@ -91,13 +91,23 @@ def _raw_client(url: str, user: str) -> websocket.WebSocket:
     return ws
 
 
+def _ack(ws: websocket.WebSocket, frame: str) -> None:
+    """Acknowledge the last offset of a ``notifications`` event (``42[...]``)."""
+    if not frame.startswith("42"):
+        return
+    name, *args = json.loads(frame[2:])
+    if name == "notifications" and args and args[0]:
+        ws.send("42" + json.dumps(["ack", {"offset": args[0][-1]["offset"]}]))
+
+
 def stalling_receivers(url: str, users: list[str], stall_s: float) -> Clients:
     """Each user, on the first batch after a quiet spell, stops reading for
     ``stall_s`` (a client busy elsewhere), then reads everything waiting: a
     burst larger than the node's send queue arrives while it stalls, and the
     node closes it as a slow consumer (``slow_consumer`` drops). Closed, it
     comes back at once, and reads without stalling for a while (the replay
-    of what it missed is not a burst)."""
+    of what it missed is not a burst). It acknowledges what it reads, so
+    that what it missed is all a reconnect replays."""
     clients = Clients()
 
     def receive(user: str) -> None:
@@ -121,7 +131,9 @@ def stalling_receivers(url: str, users: list[str], stall_s: float) -> Clients:
                         break
                     if frame == "2":  # Engine.IO ping
                         ws.send("3")
-                    elif time.monotonic() >= calm_until:
+                        continue
+                    _ack(ws, frame)
+                    if time.monotonic() >= calm_until:
                         clients.status["stalls"] += 1
                         clients.stopping.wait(stall_s)
                         calm_until = time.monotonic() + 0.5  # read what waited

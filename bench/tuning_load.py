@@ -147,12 +147,12 @@ def user_bursts(url: str, receivers: int, per_burst: int, period_s: float,
     return Load(url, tick, period_s, connected, procs=1, concurrency=concurrency)
 
 
-def trickle(url: str, receivers: int, per_second: float) -> Load:
+def trickle(url: str, receivers: int, per_second: float, priority: str = "normal") -> Load:
     """One publish to a random connected user ``per_second`` times a second."""
     names = users("tr", receivers)
 
     def tick(load: Load) -> None:
-        load.publish(random.choice(names))
+        load.publish(random.choice(names), priority)
     return Load(url, tick, 1.0 / per_second, names)
 
 
