@@ -631,6 +631,9 @@ CATALOGUE: dict[str, Measurement] = {
                 "point's time is the first point of the new regime, `direction` is `up` "
                 "or `down`, with the mean before and after it, the change in % "
                 "(`magnitude_pct`, signed) and `text`, one line for Grafana annotations. "
+                "A metric that got noisier (or calmer), or whose trend bent, is one too, "
+                "and `text` says which; for a bend, the means are where the old and the "
+                "new slope lead. "
                 "In the default retention policy; the optimization report lists those of "
                 "its period."
             ),
