@@ -20,6 +20,7 @@ import gevent.pool
 import urllib3
 
 from service.adapters.tokens import UserTokens
+from service.client import Publisher, PublishError
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRETS = {"PUBLISH_TOKEN": "bench-publish", "ADMIN_TOKEN": "bench-admin",
@@ -94,6 +95,8 @@ class ServeProcess:
                     "VAR_DIR": str(self.dir), "NODE_ID": f"bench-{self.port}",
                     "LOG_LEVEL": "WARNING", **env}
         self.http = urllib3.PoolManager(maxsize=16, retries=False)
+        self.publisher = Publisher(self.url, SECRETS["PUBLISH_TOKEN"], timeout=30.0,
+                                   pool_maxsize=16)
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> ServeProcess:
@@ -112,6 +115,7 @@ class ServeProcess:
         raise RuntimeError(f"serve did not start: {(self.dir / 'serve.log').read_text()}")
 
     def __exit__(self, *_exc: object) -> None:
+        self.publisher.close()
         stop_process(self.process, timeout=20)
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -137,12 +141,13 @@ class ServeProcess:
         gevent.sleep(1.0)
 
     def publish(self, body: dict) -> None:
-        response = self.http.request(
-            "POST", f"{self.url}/api/v1/notifications", body=json.dumps(body),
-            headers={"Authorization": f"Bearer {SECRETS['PUBLISH_TOKEN']}",
-                     "Content-Type": "application/json"}, timeout=30)
-        if response.status != 202:
-            raise RuntimeError(f"publish answered {response.status}: {response.data[:200]!r}")
+        """One publish through service.client: a 429 or 503 is retried after
+        the wait the server asks, with the same Idempotency-Key, so a blip
+        neither ends the run nor delivers a broadcast twice."""
+        try:
+            self.publisher.publish_body(body)
+        except PublishError as exc:
+            raise RuntimeError(str(exc)) from exc
 
     def publish_many(self, bodies: list[dict], concurrency: int = 4) -> None:
         pool = gevent.pool.Pool(concurrency)

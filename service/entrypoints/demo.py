@@ -3,7 +3,6 @@ so that dashboards have data under ``make run``."""
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import signal
@@ -14,6 +13,7 @@ import socketio
 import urllib3
 
 from service.adapters.tokens import UserTokens
+from service.client import Publisher, PublishGaveUp, PublishRejected
 from service.config import Settings
 from service.entrypoints.runtime import configure_logging
 
@@ -37,24 +37,20 @@ def run_demo(settings: Settings, *, rate: float, users: list[str]) -> int:
     clients = [_receiver(base, user, tokens.issue(user)) for user in users]
     print(f"demo: publishing {rate:g}/s to {', '.join(users)}", flush=True)
     published = 0
+    # retries reuse one Idempotency-Key per notification: a lost answer never
+    # publishes it twice; short waits, so that a stop is not held up for long
+    publisher = Publisher(base, settings.publish_token, timeout=5.0, max_attempts=3,
+                          max_wait=5.0)
     while not stopping.wait(1.0 / rate):
-        body = _random_notification(users)
         try:
-            response = http.request(
-                "POST",
-                f"{base}/api/v1/notifications",
-                body=json.dumps(body),
-                headers={
-                    "Authorization": f"Bearer {settings.publish_token}",
-                    "Content-Type": "application/json",
-                },
-            )
-            if response.status != 202:
-                log.warning("publish answered %s: %s", response.status, response.data[:200])
+            publisher.publish(**_random_notification(users))
             published += 1
-        except urllib3.exceptions.HTTPError as exc:
+        except PublishRejected as exc:
+            log.warning("publish refused: %s", exc)
+        except PublishGaveUp as exc:
             log.warning("publish failed: %s", exc)
             stopping.wait(1.0)
+    publisher.close()
     # A client whose server stopped first waits up to a ping interval (25 s)
     # in disconnect() for its writer; the demo stops within a few seconds.
     gevent.joinall([gevent.spawn(client.disconnect) for client in clients],
