@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 JS := clients/js
 
-.PHONY: run test lint bench install influxdb docs clean
+.PHONY: run test lint bench install influxdb chromium docs clean
 
 $(VENV)/.installed: requirements.lock requirements-dev.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -25,10 +25,21 @@ install: $(VENV)/.installed $(JS)/node_modules/.installed
 influxdb:
 	scripts/influxdb.sh start
 
+# The browser that tests/e2e/test_js_client.py drives (Playwright, with this
+# executable: no browser download): Debian's chromium, installed when missing,
+# apt-get update first, as scripts/influxdb.sh installs influxdb.
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@test -x $(CHROMIUM) || { \
+	  [ "$$(id -u)" = 0 ] || { echo "chromium is missing; run as root or: sudo apt-get install chromium" >&2; exit 1; }; \
+	  echo "==> installing Debian's chromium (apt-get update first)"; \
+	  apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
 run: $(VENV)/.installed
 	scripts/run.sh
 
-test: install influxdb
+test: install influxdb chromium
 	$(VENV)/bin/ruff check .
 	$(PY) -m service.entrypoints.telemetry_doc --check
 	$(PY) -m service.entrypoints.api_doc --check
