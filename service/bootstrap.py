@@ -53,6 +53,7 @@ from service.entrypoints.config_api import config_blueprint
 from service.entrypoints.control_api import alerts_blueprint, control_blueprint
 from service.entrypoints.docs_site import docs_blueprint
 from service.entrypoints.errors import register_http_errors
+from service.entrypoints.history_api import history_blueprint
 from service.entrypoints.openapi import openapi_blueprint
 from service.entrypoints.presence_api import presence_blueprint
 from service.entrypoints.publish_api import publish_blueprint
@@ -70,6 +71,7 @@ from service.service_layer.cluster import (
     run_presence,
 )
 from service.service_layer.delivery import DeliveryHub
+from service.service_layer.history import History
 from service.service_layer.leaks import LeakTracker, report_leaks
 from service.service_layer.offline import run_offline_trimmer
 from service.service_layer.publishing import publish
@@ -286,8 +288,9 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
                                       settings.backpressure_actions,
                                       high_water_bytes=settings.backpressure_high_water_bytes),
         queued_bytes=sender.queued_bytes, rss_bytes=rss_bytes, telemetry=telemetry)
-    hub = DeliveryHub(AckRelayingLog(notification_log, cluster) if cluster else notification_log,
-                      sender, telemetry, sio.start_background_task, policy=policy,
+    # where acks are written: through the cache, and told to the other nodes
+    ack_log = AckRelayingLog(notification_log, cluster) if cluster else notification_log
+    hub = DeliveryHub(ack_log, sender, telemetry, sio.start_background_task, policy=policy,
                       batching=BatchPolicy(max_size=settings.batch_size,
                                            max_wait_s=settings.batch_timeout_ms / 1000.0),
                       compression=CompressionPolicy(min_bytes=settings.compression_min_bytes),
@@ -336,6 +339,8 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
     publishers = BearerAuth("publish", settings.publish_credentials())
     flask_app.register_blueprint(publish_blueprint(handler, publishers))
     flask_app.register_blueprint(unread_blueprint(notification_log.unread, publishers))
+    flask_app.register_blueprint(history_blueprint(
+        History(notification_log, ack_log, sql_log.head), publishers, tokens))
     presence = (RedisPresence(settings.redis_url, channel=settings.redis_channel,
                               node_id=settings.node_id, ttl_s=3 * settings.presence_interval)
                 if cluster is not None and not settings.write_only else None)

@@ -53,6 +53,7 @@ from service.adapters import publish_keys
 from service.adapters.database import create_tables
 from service.adapters.log_append import COUNT_STREAMS, append_postgres, append_sqlite, prepare
 from service.domain.errors import StorageBusy, StorageUnavailable, new_error_id
+from service.domain.history import HistoryPage, HistoryQuery
 from service.domain.idempotency import DEFAULT_WINDOW_S, IdempotencyKey, KeysTaken, PriorPublish
 from service.domain.model import Appended, Notification, Priority, PublishRequest
 from service.service_layer.ports import UNREAD_CAP, Draft, StreamPosition, Unread
@@ -300,6 +301,16 @@ class SqlNotificationLog:
             rows = conn.execute(query).all()
             position = self._positions(conn, [user_id])[user_id]
         return [_notification(r) for r in rows], position
+
+    def history(self, user_id: str, query: HistoryQuery) -> tuple[HistoryPage, StreamPosition]:
+        """A page of the user's history (``notification_history``), and where
+        the stream stands, read on one connection as ``read`` does."""
+        from service.adapters.notification_history import read_history  # it imports this
+
+        with storage_errors(), self._engine.connect() as conn:
+            page = read_history(conn, user_id, query)
+            position = self._positions(conn, [user_id])[user_id]
+        return page, position
 
     def read_span(self, after: int, upto: int, limit: int = 500) -> list[Appended]:
         span = (entries.c.log_offset > after) & (entries.c.log_offset <= upto)

@@ -59,6 +59,12 @@ class Unauthorized(ServiceError):
     code = "unauthorized"
 
 
+class Forbidden(ServiceError):
+    """Valid credentials, for someone else: a user's token names another user."""
+
+    code = "forbidden"
+
+
 class OffsetOutOfRange(ServiceError):
     """A client named an offset that its stream never reached."""
 

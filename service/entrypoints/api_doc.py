@@ -19,6 +19,7 @@ from service.entrypoints.docgen import write_or_check
 DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 METHODS = ("get", "put", "post", "delete", "patch")
 TOKENS = {"publishToken": "`PUBLISH_TOKEN`", "adminToken": "`ADMIN_TOKEN`",
+          "userToken": "the user's own token",
           "alertWebhookToken": "a token of `ALERT_WEBHOOK_TOKENS`"}
 MAX_DEPTH = 3  # nesting of fields shown as rows (`a.b.c`)
 

@@ -16,6 +16,7 @@ from service.domain.backpressure import Overloaded
 from service.domain.connections import ConnectionLimitReached
 from service.domain.errors import (
     ConflictError,
+    Forbidden,
     IdempotencyConflict,
     InternalError,
     InvalidInput,
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 HTTP_STATUS: dict[type[ServiceError], int] = {
     MalformedRequest: 400,
     Unauthorized: 401,
+    Forbidden: 403,
     NotFound: 404,
     OffsetOutOfRange: 409,
     ConflictError: 409,

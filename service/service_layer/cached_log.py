@@ -2,7 +2,8 @@
 
 Two levels (service.domain.cache): the *global* one holds values shared by
 everyone (the log's head), the *user* one a user's values, grouped by user
-id: stream pages ``read(user, after, limit)`` and ``unread(user)``.
+id: stream pages ``read(user, after, limit)``, history pages ``history(user,
+query)`` and ``unread(user)``.
 
 Every write goes through this object (the WriteBatcher appends through it,
 the hub acks and opens streams through it, the trimmer is wrapped by
@@ -43,6 +44,7 @@ from datetime import datetime
 from typing import Any
 
 from service.domain.cache import TtlLruCache
+from service.domain.history import HistoryPage, HistoryQuery
 from service.domain.idempotency import PriorPublish
 from service.domain.model import Appended, Notification, PublishRequest
 from service.service_layer.ports import (
@@ -120,6 +122,22 @@ class CachedNotificationLog:
         page, position = self._inner.read(user_id, after, limit)
         # since == head: the stream began at the head, or does not exist yet and
         # its position is made of the head (which moves): not a user's own value
+        if position.since != position.head and self._may_store(user_id, stamp):
+            self.users.put(key, (page, position), group=user_id)
+        return page, position
+
+    def history(self, user_id: str, query: HistoryQuery) -> tuple[HistoryPage, StreamPosition]:
+        """As ``read``: the user's value, dropped by any write to their stream
+        (its ``read`` flags come from the ack), the head patched in."""
+        if not self.cache_reads:
+            return self._inner.history(user_id, query)
+        key = ("history", user_id, self._generation, query)
+        hit = self.users.get(key, _MISS)
+        if hit is not _MISS:
+            page, position = hit
+            return page, replace(position, head=max(position.head, self.head()))
+        stamp = self._versions.stamp()
+        page, position = self._inner.history(user_id, query)
         if position.since != position.head and self._may_store(user_id, stamp):
             self.users.put(key, (page, position), group=user_id)
         return page, position

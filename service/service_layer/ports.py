@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from service.domain.control import ControlEvent, EventDraft
+from service.domain.history import HistoryPage, HistoryQuery
 from service.domain.idempotency import PriorPublish
 from service.domain.model import Appended, Notification, Priority, PublishRequest
 from service.domain.telemetry import TallySpec
@@ -86,6 +87,10 @@ class NotificationLog(Protocol):
                                                                    StreamPosition]:
         """Entries of one stream with offset > after, oldest first, and where
         the stream stands, read together."""
+
+    def history(self, user_id: str, query: HistoryQuery) -> tuple[HistoryPage, StreamPosition]:
+        """A page of one stream by ``domain.history``'s rules (cursor, limit,
+        filters), and where the stream stands, read together."""
 
     def read_span(self, after: int, upto: int) -> list[Appended]:
         """Every entry of the log with after < offset <= upto, with its

@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from service.domain.history import HistoryPage, HistoryQuery
+from service.domain.history import select as select_page
 from service.domain.idempotency import KeysTaken, PriorPublish
 from service.domain.model import Appended, Notification, PublishRequest
 from service.service_layer.ports import UNREAD_CAP, StreamPosition, Unread
@@ -74,6 +76,10 @@ class InMemoryNotificationLog:
         self.reads += 1
         page = [n for n in self.stream(user_id) if n.offset > after][:limit]
         return page, self.position(user_id)
+
+    def history(self, user_id: str, query: HistoryQuery) -> tuple[HistoryPage, StreamPosition]:
+        self.reads += 1
+        return select_page(self.stream(user_id), query), self.position(user_id)
 
     def read_span(self, after: int, upto: int, limit: int = 500) -> list[Appended]:
         return [Appended(n, users, len(self.since) if users is None else len(users))

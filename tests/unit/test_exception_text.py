@@ -251,6 +251,10 @@ REVIEWED = {
     ("service/entrypoints/errors.py", "dict", "error.description"),
     # the status page's "the notification log" component: the StorageUnavailable's own message
     ("service/service_layer/status.py", "_component", "str(exc)"),
+    # the history routes: UserTokens.verify's Unauthorized, its own words (as Socket.IO's
+    # connect_error gives them: "the user token has expired (exp)")
+    ("service/entrypoints/history_api.py", "Unauthorized",
+     "f'the token is neither the publish token nor a valid user token ({exc.message})'"),
 }
 
 

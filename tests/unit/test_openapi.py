@@ -26,6 +26,9 @@ ADMIN_TOKEN = "contract-admin-token-0123456789"
 PUBLIC = {("GET", "/healthz"), ("GET", "/openapi.json"), ("GET", "/admin/performance"),
           ("GET", "/docs/"), ("GET", "/docs/{page}")}
 WEBHOOK = ("POST", "/api/v1/alerts/grafana")  # an admin token, or one of ALERT_WEBHOOK_TOKENS
+# the publish token, or the user's own token
+USER_ROUTES = {("GET", "/api/v1/users/{user_id}/notifications"),
+               ("POST", "/api/v1/users/{user_id}/read")}
 METHODS = ("get", "put", "post", "delete", "patch")
 
 
@@ -110,7 +113,7 @@ def test_every_reference_resolves():
 def test_each_operation_names_its_token_and_documents_the_refusal():
     document = spec()
     schemes = set(document["components"]["securitySchemes"])
-    assert schemes == {"publishToken", "adminToken", "alertWebhookToken"}
+    assert schemes == {"publishToken", "adminToken", "alertWebhookToken", "userToken"}
     for method, path, op in operations(document):
         assert "security" in op, f"{method} {path} does not say which token it takes"
         tokens = {name for requirement in op["security"] for name in requirement}
@@ -122,6 +125,11 @@ def test_each_operation_names_its_token_and_documents_the_refusal():
         if (method, path) == WEBHOOK:
             assert op["security"] == [{"adminToken": []}, {"alertWebhookToken": []}]
             continue
+        if (method, path) in USER_ROUTES:
+            assert op["security"] == [{"publishToken": []}, {"userToken": []}]
+            assert "403" in op["responses"], f"{method} {path} documents its 403"
+            continue
+        assert "userToken" not in tokens, f"{method} {path}: user tokens open user routes only"
         assert len(tokens) == 1, f"{method} {path} takes exactly one kind of token"
         expected = "adminToken" if not path.startswith(("/api/v1/notifications",
                                                          "/api/v1/users/", "/api/v1/presence"

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.entrypoints.api_spec import common, control, docs, performance, publish
+from service.entrypoints.api_spec import common, control, docs, history, performance, publish
 
 INTRO = """\
 The HTTP API of the notification service: applications publish notifications \
-and read unread counts; admins read a node's state and change the \
+and read unread counts and histories; admins read a node's state and change the \
 configuration of every node, live. Users receive their notifications over \
 Socket.IO, described in [socketio.md](socketio.md).
 
@@ -24,7 +24,9 @@ with no token: generate a client from it, or test against it.
 - Bodies and answers are JSON (`Content-Type: application/json`), except the \
 Markdown optimization report.
 - Authentication is a bearer token: `Authorization: Bearer <token>`. \
-`PUBLISH_TOKEN` publishes and reads unread counts; `ADMIN_TOKEN` (and the \
+`PUBLISH_TOKEN` publishes and reads unread counts and users' histories; a \
+user's own token (the one their client connects to Socket.IO with) reads and \
+marks read that user's history only; `ADMIN_TOKEN` (and the \
 named tokens of `ADMIN_TOKENS`) open the control API and the older admin \
 routes, and the publish token opens none of them. The control log records \
 the name of the admin token that made each change (`admin` for \
@@ -42,6 +44,7 @@ TAGS = [
     {"name": "Publish",
      "description": "For an application's backend, with `Authorization: Bearer "
                     "$PUBLISH_TOKEN`."},
+    history.TAG,
     {"name": "Control API",
      "description": "Every route needs `Authorization: Bearer $ADMIN_TOKEN`; the publish "
                     "token is refused. The alert webhook also takes a token of "
@@ -62,11 +65,13 @@ SPEC: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "Notification service", "version": "1", "description": INTRO},
     "tags": TAGS,
-    "paths": {**publish.PATHS, **control.PATHS, **performance.PATHS, **docs.PATHS},
+    "paths": {**publish.PATHS, **history.PATHS, **control.PATHS, **performance.PATHS,
+              **docs.PATHS},
     "components": {
         "securitySchemes": common.SECURITY_SCHEMES,
         "schemas": {"Error": common.ERROR_SCHEMA, **common.parameter_schemas(),
-                    **publish.SCHEMAS, **control.SCHEMAS, **performance.SCHEMAS},
+                    **publish.SCHEMAS, **history.SCHEMAS, **control.SCHEMAS,
+                    **performance.SCHEMAS},
         "responses": common.error_responses(),
         "parameters": control.PARAMETERS,
     },

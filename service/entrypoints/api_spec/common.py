@@ -14,6 +14,8 @@ from service.domain.tuning import TUNABLES
 JSON = "application/json"
 PUBLIC: list[dict[str, list[str]]] = []  # security: [] (no token)
 PUBLISH = [{"publishToken": []}]
+# either: a user's history takes the publish token or that user's own token
+USER_OR_PUBLISH = [{"publishToken": []}, {"userToken": []}]
 ADMIN = [{"adminToken": []}]
 # either: the alert webhook takes an admin token or one of ALERT_WEBHOOK_TOKENS
 ADMIN_OR_WEBHOOK = [{"adminToken": []}, {"alertWebhookToken": []}]
@@ -61,6 +63,8 @@ ERROR_CODES: list[tuple[int, str, str]] = [
     (401, "unauthorized", "missing or wrong bearer token (`field: Authorization`), with "
      "`WWW-Authenticate: Bearer realm=\"notify\"`. The control API never takes the publish "
      "token, and only the alert webhook takes a token of `ALERT_WEBHOOK_TOKENS`"),
+    (403, "forbidden", "a user's token on another user's history or read mark (`field: "
+     "user_id`): a user token opens its own user's only"),
     (404, "not_found", "no route at this path, a recommendation id that was never issued "
      "(`field: recommendation_id`), or no such page of the docs"),
     (405, "method_not_allowed", "the path exists, but not with this method"),
@@ -71,8 +75,8 @@ ERROR_CODES: list[tuple[int, str, str]] = [
     (409, "idempotency_conflict", "publish API: this `Idempotency-Key` was stored with "
      "another body (`field: Idempotency-Key`); nothing was stored: use a new key for a new "
      "notification"),
-    (409, "offset_out_of_range", "Socket.IO only: `last_offset` beyond the log's head "
-     "(see [socketio.md](socketio.md))"),
+    (409, "offset_out_of_range", "an offset beyond the log's head: a read mark's `offset` "
+     "(`field: offset`), or Socket.IO's `last_offset` (see [socketio.md](socketio.md))"),
     (413, "payload_too_large", "`payload` over 64 KiB (`field: payload`), the body over "
      "256 KiB, or a control API body over 64 KiB (`field: body`)"),
     (422, "invalid_input", "a field, query parameter or header breaks a rule; `field` names "
@@ -137,9 +141,12 @@ ERROR_RESPONSES: dict[str, tuple[int, str, tuple[str, ...], dict[str, Any]]] = {
     "MalformedRequest": (400, "the body is empty or not JSON", ("malformed_request",), {}),
     "Unauthorized": (401, "no bearer token, or not one this route takes", ("unauthorized",),
                      {"WWW-Authenticate": WWW_AUTHENTICATE}),
+    "Forbidden": (403, "a user's token, for another user", ("forbidden",), {}),
     "NotFound": (404, "no such recommendation", ("not_found",), {}),
     "Conflict": (409, "the control log moved on since `If-Match`, or the state forbids it",
                  ("conflict",), {}),
+    "OffsetOutOfRange": (409, "the offset is beyond the log's head",
+                         ("offset_out_of_range",), {}),
     "IdempotencyConflict": (409, "the `Idempotency-Key` was stored with another body",
                             ("idempotency_conflict",), {}),
     "PayloadTooLarge": (413, "the body, or a field of it, is too large",
@@ -175,6 +182,13 @@ SECURITY_SCHEMES = {
         "type": "http", "scheme": "bearer",
         "description": "`Authorization: Bearer $ADMIN_TOKEN`, or a named token of "
                        "`ADMIN_TOKENS`: the control API. The publish token is refused.",
+    },
+    "userToken": {
+        "type": "http", "scheme": "bearer",
+        "description": "`Authorization: Bearer <user token>`: the token a user's client "
+                       "connects to Socket.IO with (`python -m service token USER_ID`, or a "
+                       "JWT when a JWT key is configured: see [socketio.md](socketio.md)). It "
+                       "opens that user's own history and read mark, and nothing else.",
     },
     "alertWebhookToken": {
         "type": "http", "scheme": "bearer",

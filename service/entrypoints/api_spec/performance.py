@@ -54,7 +54,8 @@ METRICS: dict[str, Any] = {
         "cache": {
             "type": "object",
             "description": "the query caches since start: `global` (values shared by "
-                           "everyone) and `user` (users' stream pages and unread counts)",
+                           "everyone) and `user` (users' stream pages, history pages and "
+                           "unread counts)",
             "additionalProperties": {"type": "object", "properties": {
                 "hit_rate": {"type": ["number", "null"], "description": "null before "
                              "the first lookup"},
