@@ -135,11 +135,7 @@ class JsClient(NodeEvents):
         super().__init__([str(JS_CLIENT), url, token, *args])
 
     def wait_for(self, name: str, timeout: float = 10.0) -> dict:
-        event = self.next_event(name, timeout)
-        if event is None:
-            raise AssertionError(f"no {name!r} event; saw {self.seen}; "
-                                 f"stderr: {self.stderr_if_ended(10**6)}")
-        return event
+        return self.expect(name, timeout, stderr_chars=10**6)
 
     def finish(self, timeout: float = 15.0) -> list[dict]:
         done = self.wait_for("done", timeout)

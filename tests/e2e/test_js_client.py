@@ -207,11 +207,7 @@ class NodeClient(NodeEvents):
         super().__init__([str(JS / "client-run.mjs"), url, *args])
 
     def wait_for(self, name: str, timeout: float = 20.0) -> dict:
-        event = self.next_event(name, timeout)
-        if event is None:
-            raise AssertionError(f"no {name!r} event; saw {self.seen[-20:]}; "
-                                 f"stderr: {self.stderr_if_ended()}")
-        return event
+        return self.expect(name, timeout)
 
     def finish(self, timeout: float = 30.0) -> dict:
         done = self.wait_for("done", timeout)

@@ -40,6 +40,15 @@ class NodeEvents:
                 break
         return None
 
+    def expect(self, name: str, timeout: float, stderr_chars: int = 2000) -> dict:
+        """The next event named ``name``; AssertionError, with what was seen
+        and the process's stderr if it ended, when it does not come in time."""
+        event = self.next_event(name, timeout)
+        if event is None:
+            raise AssertionError(f"no {name!r} event; saw {self.seen[-20:]}; "
+                                 f"stderr: {self.stderr_if_ended(stderr_chars)}")
+        return event
+
     def stderr_if_ended(self, last: int = 2000) -> str:
         return self.process.stderr.read()[-last:] if self.process.poll() is not None else ""
 
