@@ -340,7 +340,7 @@ def create_app(settings: Settings, *, role: str = "serve") -> App:
     flask_app.register_blueprint(publish_blueprint(handler, publishers))
     flask_app.register_blueprint(unread_blueprint(notification_log.unread, publishers))
     flask_app.register_blueprint(history_blueprint(
-        History(notification_log, ack_log, sql_log.head), publishers, tokens))
+        History(notification_log, ack_log, sql_log.head, telemetry), publishers, tokens))
     presence = (RedisPresence(settings.redis_url, channel=settings.redis_channel,
                               node_id=settings.node_id, ttl_s=3 * settings.presence_interval)
                 if cluster is not None and not settings.write_only else None)

@@ -172,7 +172,8 @@ CATALOGUE: dict[str, Measurement] = {
             name="notify_ack",
             description=(
                 "Acknowledgements from clients: `acks` events, covering `count` "
-                "stream entries not acknowledged before."
+                "stream entries not acknowledged before. A read mark over HTTP "
+                "(`POST /api/v1/users/<id>/read`) is one too."
             ),
             emitted_by="service_layer.delivery.DeliveryHub",
             tags=(),

@@ -11,7 +11,8 @@ at once rather than with the next flush, so that the answer, the unread
 count, the ``read`` flags and a reconnect's replay all agree as soon as it
 returns. Acks only move forward: a mark below the current one changes
 nothing; one beyond the log's head is refused, as a Socket.IO ``last_offset``
-beyond it is.
+beyond it is. A mark is counted as an ack (``notify_ack``: one event, the
+entries it newly covered), as the hub's acks are.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import Protocol
 
 from service.domain.errors import OffsetOutOfRange
 from service.domain.history import HistoryPage, HistoryQuery
-from service.service_layer.ports import StreamPosition, Unread
+from service.domain.telemetry import ACKED
+from service.service_layer.ports import StreamPosition, Telemetry, Unread
 
 
 class HistoryLog(Protocol):
@@ -39,10 +41,12 @@ class AckWriter(Protocol):
 
 class History:
     def __init__(self, log: HistoryLog, acks: AckWriter,
-                 log_head: Callable[[], int] | None = None) -> None:
+                 log_head: Callable[[], int] | None = None,
+                 telemetry: Telemetry | None = None) -> None:
         self._log = log  # the cached log
         self._acks = acks  # where the hub's acks are written (relayed to other nodes)
         self._log_head = log_head or log.head  # uncached: what another node just appended
+        self._telemetry = telemetry
 
     def page(self, user_id: str, query: HistoryQuery) -> tuple[HistoryPage, StreamPosition]:
         return self._log.history(user_id, query)
@@ -55,5 +59,9 @@ class History:
             if offset > head:
                 raise OffsetOutOfRange(
                     f"offset {offset} is beyond the log's head {head}", field="offset")
+        before = self._log.unread(user_id).count
         self._acks.ack_many({user_id: offset})
-        return self._log.unread(user_id)
+        after = self._log.unread(user_id)
+        if self._telemetry is not None:
+            self._telemetry.tally(ACKED, ()).add(max(0, before - after.count), 1)
+        return after

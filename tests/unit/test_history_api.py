@@ -27,7 +27,7 @@ from service.entrypoints.errors import register_http_errors
 from service.entrypoints.history_api import history_blueprint
 from service.service_layer.cached_log import CachedNotificationLog
 from service.service_layer.history import History
-from tests.unit.fakes import InMemoryNotificationLog
+from tests.unit.fakes import InMemoryNotificationLog, RecordingTelemetry
 
 PUBLISH = "unit-publish-token"
 SECRET = "unit-user-secret"
@@ -221,3 +221,18 @@ def test_a_mark_past_the_cached_head_asks_the_log_itself():
     assert history.mark_read("alice", 2).acked == 2 and asked == [True]
     with pytest.raises(OffsetOutOfRange, match="beyond the log's head 2"):
         history.mark_read("alice", 3)
+
+
+def test_a_read_mark_is_counted_as_an_ack_of_the_entries_it_newly_covers():
+    log = InMemoryNotificationLog()
+    telemetry = RecordingTelemetry()
+    history = History(log, log, telemetry=telemetry)
+    request = PublishRequest.from_body({"user_id": "alice", "category": "chat",
+                                        "payload": {"k": "v"}})
+    for _ in range(5):
+        log.append(request, f"{next(_ids):032x}", utcnow())
+    history.mark_read("alice", 3)
+    history.mark_read("alice", 2)  # backwards: an event, nothing newly covered
+    history.mark_read("alice", 5)
+    assert telemetry.total("notify_ack") == 5
+    assert telemetry.total("notify_ack", "acks") == 3
