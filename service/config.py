@@ -101,7 +101,7 @@ class Settings:
     idle_timeout: float = 300.0
     batch_size: int = 50
     send_queue_max_bytes: int = 1 << 20
-    socket_unsent_max_bytes: int = 128 * 1024  # TCP_NOTSENT_LOWAT; 0: the kernel's own
+    socket_unsent_max_bytes: int = 0  # TCP_NOTSENT_LOWAT; 0: the kernel's own
     throttle_rates: dict = field(default_factory=lambda: dict(LEVELS["balanced"].throttle),
                                  compare=False)
     batch_timeout_ms: float = 50.0
@@ -262,7 +262,7 @@ class Settings:
             idle_timeout=_float(env, "IDLE_TIMEOUT", 300.0),
             batch_size=max(1, _int(env, "BATCH_SIZE", preset.batch_size)),
             send_queue_max_bytes=_int(env, "SEND_QUEUE_MAX_BYTES", preset.send_queue_max_bytes),
-            socket_unsent_max_bytes=_int(env, "SOCKET_UNSENT_MAX_BYTES", 128 * 1024),
+            socket_unsent_max_bytes=_int(env, "SOCKET_UNSENT_MAX_BYTES", 0),
             throttle_rates=_throttle(env.get("THROTTLE", ""), preset.throttle),
             batch_timeout_ms=_float(env, "BATCH_TIMEOUT_MS", preset.batch_timeout_ms),
             gc_gen0_threshold=max(1, _int(env, "GC_GEN0_THRESHOLD", preset.gc_gen0_threshold)),

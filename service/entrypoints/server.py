@@ -180,6 +180,8 @@ class LeanWebSocketHandler(WebSocketHandler):
         # send queue, so SEND_QUEUE_MAX_BYTES would never see a slow consumer,
         # and the kernel's memory per such client would not be bounded by it.
         # Unsent bytes past SOCKET_UNSENT_MAX_BYTES stay in the node's queue.
+        # Off by default: bursts to clients that read, but not at once, then
+        # count against SEND_QUEUE_MAX_BYTES too (docs/configuration.md).
         unsent = getattr(server, "unsent_max_bytes", 0)
         if unsent:
             with contextlib.suppress(OSError):
