@@ -142,7 +142,7 @@ CATALOGUE: dict[str, Measurement] = {
                 "for all of them: its latencies as of its first send and its last, half "
                 "the connections each."
             ),
-            emitted_by="service_layer.delivery.DeliveryHub",
+            emitted_by="service_layer.outbox.Outbox",
             tags=("mode", "trigger"),
             tag_values={"mode": ("live", "replay"),
                         "trigger": ("size", "timeout", "immediate", "catch_up", "replay")},
@@ -175,7 +175,7 @@ CATALOGUE: dict[str, Measurement] = {
                 "stream entries not acknowledged before. A read mark over HTTP "
                 "(`POST /api/v1/users/<id>/read`) is one too."
             ),
-            emitted_by="service_layer.delivery.DeliveryHub",
+            emitted_by="service_layer.acks.AckBuffer, service_layer.history.History",
             tags=(),
             fields={"count": INT, "acks": INT},
             kind="summary",
@@ -192,7 +192,7 @@ CATALOGUE: dict[str, Measurement] = {
                 "log, and a reconnect replays them. Per node, dispatched `live` = "
                 "delivered `live` + dropped `slow_consumer` + `disconnected`."
             ),
-            emitted_by="service_layer.delivery.DeliveryHub",
+            emitted_by="service_layer.delivery.DeliveryHub, service_layer.outbox.Outbox",
             tags=("reason",),
             tag_values={"reason": ("handoff_error", "slow_consumer", "disconnected")},
             fields={"count": INT},
@@ -247,7 +247,7 @@ CATALOGUE: dict[str, Measurement] = {
                 "Clients told to `reload` because entries they had not received were "
                 "trimmed: `count` clients."
             ),
-            emitted_by="service_layer.delivery.DeliveryHub",
+            emitted_by="service_layer.outbox.Outbox",
             tags=(),
             fields={"count": INT},
             kind="summary",
@@ -638,7 +638,7 @@ CATALOGUE: dict[str, Measurement] = {
                 "In the default retention policy; the optimization report lists those of "
                 "its period."
             ),
-            emitted_by="entrypoints.jobs",
+            emitted_by="adapters.influx_analysis_writer.write_regressions",
             tags=("metric", "direction"),
             tag_values={"metric": ANALYSIS_METRICS, "direction": ("up", "down")},
             fields={"before_mean": FLOAT, "after_mean": FLOAT, "magnitude_pct": FLOAT,
@@ -700,7 +700,7 @@ CATALOGUE: dict[str, Measurement] = {
                 "(`memory_budget_mb` in bytes, per node). The same limits as "
                 "`analysis_trend`'s. Draw one with `fill(previous)`."
             ),
-            emitted_by="service_layer.analysis.run_health",
+            emitted_by="service_layer.analysis_points.emit_targets",
             tags=(),
             fields={"level": STRING, "delivery_p99_ms": FLOAT, "connections": FLOAT,
                     "rss_bytes": FLOAT},
@@ -749,7 +749,7 @@ CATALOGUE: dict[str, Measurement] = {
                 "or the next change came too soon to measure), and "
                 "`rolled_back` (1 when the jobs rolled the change back for it, else 0)."
             ),
-            emitted_by="service_layer.analysis.run_impact",
+            emitted_by="service_layer.analysis_points.emit_impact",
             tags=("verdict",),
             tag_values={"verdict": VERDICTS},
             fields={"recommendation": STRING, "change": STRING, "text": STRING,
