@@ -1,4 +1,5 @@
-"""The parameters an admin may change at run time, with their allowed ranges.
+"""The parameters an admin may change at run time, with their allowed ranges:
+the live rows of the settings table (service.domain.settings_table).
 
 The effective value of each is, by precedence: a live override (set through
 the control API), else an environment variable given at start-up, else the
@@ -13,8 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.domain.errors import InvalidInput
-from service.domain.levels import LEVELS
-from service.domain.throttle import format_rates, parse_rates
+from service.domain.model import Priority
+from service.domain.settings_table import LEVEL_NAMES, SETTINGS, Kind, Setting, live
+from service.domain.throttle import Rate, format_rates, parse_rates
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class Tunable:
                 self.kind is int and not float(value).is_integer()):
             expected = "an integer" if self.kind is int else "a number"
             raise InvalidInput(f"{self.name} must be {expected}", field=field)
+        if self.minimum is None or self.maximum is None:
+            raise TypeError(f"{self.name}: a number needs its range")  # the table says it
         if not self.minimum <= value <= self.maximum:
             raise InvalidInput(
                 f"{self.name} must be between {self.minimum:g} and {self.maximum:g}, "
@@ -45,48 +49,37 @@ class Tunable:
         return self.kind(value)
 
 
-def _parse_throttle(value: str, field: str) -> dict:
+def _parse_throttle(value: str, field: str) -> dict[Priority, Rate | None]:
     try:
-        return parse_rates(value, LEVELS["balanced"].throttle)
+        return parse_rates(value, SETTINGS["THROTTLE"].value)
     except ValueError as exc:
         raise InvalidInput(str(exc), field=field) from None
 
 
-TUNABLES: dict[str, Tunable] = {t.name: t for t in (
-    Tunable("batch_size", "BATCH_SIZE", int, 1, 1_000),
-    Tunable("batch_timeout_ms", "BATCH_TIMEOUT_MS", float, 1, 1_000),
-    Tunable("max_connections", "MAX_CONNECTIONS", int, 1, 1_000_000),
-    Tunable("max_connections_per_user", "MAX_CONNECTIONS_PER_USER", int, 1, 10_000),
-    Tunable("send_queue_max_bytes", "SEND_QUEUE_MAX_BYTES", int, 16 * 1024, 1 << 30),
-    Tunable("throttle", "THROTTLE", str),
-    Tunable("gc_gen0_threshold", "GC_GEN0_THRESHOLD", int, 100, 10_000_000),
-    Tunable("offline_queue_max", "OFFLINE_QUEUE_MAX", int, 1, 10_000_000),
-    Tunable("memory_budget_mb", "MEMORY_BUDGET_MB", int, 16, 1 << 20),
-    Tunable("idle_timeout", "IDLE_TIMEOUT", float, 1, 7 * 86_400, default=300.0),
-    Tunable("compression_min_bytes", "COMPRESSION_MIN_BYTES", int, 0, 1 << 24, default=4096),
-    Tunable("write_batch_size", "WRITE_BATCH_SIZE", int, 1, 10_000),
-    Tunable("write_batch_window_ms", "WRITE_BATCH_WINDOW_MS", float, 0, 100, default=0.0),
-    # 0 entries turns the query cache off; the byte bound is split 7:1 (user:global)
-    Tunable("cache_entries", "CACHE_ENTRIES", int, 0, 1_000_000),
-    Tunable("cache_ttl_s", "CACHE_TTL_S", float, 1, 7 * 86_400),
-    Tunable("cache_max_bytes", "CACHE_MAX_BYTES", int, 0, 1 << 34, default=64 << 20),
-    Tunable("cache_compress_min_bytes", "CACHE_COMPRESS_MIN_BYTES", int, 0, 1 << 24,
-            default=2048),
-)}
+_KINDS: dict[Kind, type] = {Kind.INT: int, Kind.FLOAT: float, Kind.RATES: str}
+
+
+def _tunable(setting: Setting) -> Tunable:
+    return Tunable(setting.name, setting.env, _KINDS[setting.kind], setting.minimum,
+                   setting.maximum, None if setting.per_level else setting.default)
+
+
+# the settings table's live rows (service.domain.settings_table), in its order
+TUNABLES: dict[str, Tunable] = {s.name: _tunable(s) for s in live()}
 
 
 def preset(level: str) -> dict[str, Any]:
     """The level's value of every tunable (a default where no level sets one)."""
-    values = {}
-    for name, tunable in TUNABLES.items():
-        value = getattr(LEVELS[level], name, tunable.default)
-        values[name] = format_rates(value) if name == "throttle" else value
+    values: dict[str, Any] = {}
+    for setting in live():
+        value = setting.at(level)
+        values[setting.name] = format_rates(value) if setting.kind is Kind.RATES else value
     return values
 
 
 def check_level(level: Any) -> str:
-    if not isinstance(level, str) or level not in LEVELS:
-        raise InvalidInput(f"level must be one of {', '.join(LEVELS)}", field="level")
+    if not isinstance(level, str) or level not in LEVEL_NAMES:
+        raise InvalidInput(f"level must be one of {', '.join(LEVEL_NAMES)}", field="level")
     return level
 
 

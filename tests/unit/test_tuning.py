@@ -7,7 +7,7 @@ from service.domain.errors import InvalidInput
 from service.domain.levels import LEVELS
 from service.domain.tuning import TUNABLES, check_parameters, effective, preset
 from service.service_layer.tuning import LiveConfig
-from tests.unit.fakes import RecordingTelemetry
+from tests.support.fakes import RecordingTelemetry
 
 
 @pytest.mark.parametrize("env", [
@@ -88,7 +88,7 @@ def test_a_retuned_hub_batches_open_connections_by_the_new_rules():
     from service.domain.connections import ConnectionPolicy
     from service.domain.model import PublishRequest, utcnow
     from service.service_layer.delivery import DeliveryHub
-    from tests.unit.fakes import InMemoryNotificationLog, ManualSpawner, RecordingSender
+    from tests.support.fakes import InMemoryNotificationLog, ManualSpawner, RecordingSender
 
     log, sender, spawn = InMemoryNotificationLog(), RecordingSender(), ManualSpawner()
     hub = DeliveryHub(log, sender, None, spawn, batching=BatchPolicy(max_size=50))
