@@ -84,7 +84,7 @@ ensure_mapping raw "$raw_id" --default
 influx v1 dbrp update --org "$org" --id "$(mapping_id raw)" --default
 
 # 2. The rollups the analysis jobs write (ROLLUP_POLICIES in
-#    service/domain/telemetry.py), never the default.
+#    service/domain/measurements/), never the default.
 read_buckets=("$raw_id")
 for spec in "rollup_1m ${INFLUX_ROLLUP_1M_RETENTION:-90d}" \
   "rollup_1h ${INFLUX_ROLLUP_1H_RETENTION:-730d}"; do

@@ -4,8 +4,8 @@ Neither ``SELECT … INTO`` nor continuous queries: InfluxDB 2.x and 3.x do not
 serve them through the 1.x-compatible API. So the aggregates are queried
 (``GROUP BY time(1m)`` or ``time(1h)``, every tag, ``fill(none)``) and the
 results written back with line protocol to the rollup retention policy (the
-/write ``rp`` parameter). Which aggregate each field gets is the catalogue's
-``ROLLUPS``; rollups keep the raw measurement's names.
+/write ``rp`` parameter). Which aggregate each field gets is its catalogue
+field's ``rollup``; rollups keep the raw measurement's names.
 
 Raw points are read from the ``raw`` retention policy, named in the query
 (``FROM "raw"."m"``): on InfluxDB 2.x an unnamed policy is the default DBRP
@@ -21,7 +21,7 @@ from typing import Any
 
 from service.adapters.influx import RAW_POLICY, InfluxClient, InfluxRejected, Retention
 from service.adapters.influx_points import InfluxPointWriter, from_ms, to_ns
-from service.domain.telemetry import CATALOGUE, ROLLUP_POLICIES, ROLLUPS
+from service.domain.measurements import CATALOGUE, ROLLUP_POLICIES
 from service.service_layer.ports import DataPoint
 
 MARKER = ("process", "uptime_s")  # written last in each chunk: where the rollups stand
@@ -36,7 +36,8 @@ def aggregate_expression(field: str, aggregate: str) -> str:
 def aggregate_query(measurement: str, start: datetime, end: datetime, resolution: str) -> str:
     if resolution not in ROLLUP_POLICIES:
         raise ValueError(f"resolution must be one of {', '.join(ROLLUP_POLICIES)}")
-    select = ", ".join(aggregate_expression(f, a) for f, a in ROLLUPS[measurement].items())
+    select = ", ".join(aggregate_expression(f, a)
+                         for f, a in CATALOGUE[measurement].rollups.items())
     tags = ", ".join(f'"{t}"' for t in CATALOGUE[measurement].all_tags)
     return (f'SELECT {select} FROM "{RAW_POLICY}"."{measurement}" '
             f"WHERE time >= {to_ns(start)} AND time < {to_ns(end)} "

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from service.domain.telemetry import JOB_NAMES
+from service.domain.job_names import JOB_NAMES
 
 DEFAULT_INTERVALS: Mapping[str, float] = {
     "rollups": 60.0, "trends": 300.0, "regressions": 300.0,

@@ -1,5 +1,5 @@
 """The rollups job: raw points downsampled into 1-minute and 1-hour buckets
-(``telemetry.ROLLUPS`` says how), written to ``rollup_1m`` and ``rollup_1h``.
+(each catalogue field's ``rollup`` says how), written to ``rollup_1m`` and ``rollup_1h``.
 
 Each run, per resolution:
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from service.domain.telemetry import ROLLUP_POLICIES, ROLLUPS
+from service.domain.measurements import ROLLED_UP, ROLLUP_POLICIES
 from service.service_layer.ports import RollupStore
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -88,7 +88,7 @@ def _marker_last(measurements: tuple[str, ...]) -> tuple[str, ...]:
 
 def run_rollups(store: RollupStore, now: datetime | None = None,
                 policies: tuple[RollupPolicy, ...] = POLICIES,
-                measurements: tuple[str, ...] = tuple(ROLLUPS)) -> int:
+                measurements: tuple[str, ...] = ROLLED_UP) -> int:
     """Compute what is pending at every resolution; returns the points written."""
     now = now or datetime.now(UTC)
     written = 0

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from service.adapters.line_protocol import LineEncoder
 from service.adapters.runtime_metrics import RuntimeSampler, ping_fields
-from service.domain.telemetry import CATALOGUE, ROLES
+from service.domain.measurements import CATALOGUE, ROLES
 from service.entrypoints.telemetry_doc import DOC, render
 from service.service_layer.telemetry import TelemetryRing
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from service.domain import telemetry
-from service.domain.telemetry import CATALOGUE, TallySpec
+from service.domain import measurements
+from service.domain.measurements import CATALOGUE, TallySpec
 
-SERVICE = Path(telemetry.__file__).parents[1]
-TALLIES = {name: spec.measurement for name, spec in vars(telemetry).items()
-           if isinstance(spec, TallySpec)}
+SERVICE = Path(measurements.__file__).parents[2]
+TALLY_CONSTANTS = {name: spec.measurement for name, spec in vars(measurements).items()
+                   if isinstance(spec, TallySpec)}
 # telemetry.emit("m", ...), telemetry.tally(SPEC, ...), DataPoint("m", ...), encode("m", ...)
 EMITS = re.compile(r"(?:\.emit|\.tally|\bDataPoint|\bencode)\(\s*"
                    r"(?:\"([a-z][a-z_0-9]*)\"|([A-Z][A-Z_0-9]*)\b)")
@@ -26,7 +26,7 @@ def emitters_in_code() -> dict[str, set[str]]:
     for path in SERVICE.rglob("*.py"):
         module = ".".join(path.relative_to(SERVICE).with_suffix("").parts)
         for match in EMITS.finditer(path.read_text()):
-            name = match.group(1) or TALLIES.get(match.group(2))
+            name = match.group(1) or TALLY_CONSTANTS.get(match.group(2))
             if name in CATALOGUE:
                 found.setdefault(name, set()).add(module)
     return found

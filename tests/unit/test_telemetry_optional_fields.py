@@ -28,8 +28,8 @@ from service.adapters.runtime_metrics import RuntimeSampler
 from service.domain.backpressure import BackpressurePolicy
 from service.domain.batching import BatchPolicy
 from service.domain.errors import PresenceUnavailable
+from service.domain.measurements import CATALOGUE
 from service.domain.presence import NodePresence, Presence
-from service.domain.telemetry import CATALOGUE
 from service.service_layer import analysis
 from service.service_layer.backpressure import Backpressure
 from service.service_layer.books import BookedLog
@@ -46,12 +46,11 @@ from service.service_layer.trends import run_trends
 from service.service_layer.tuning import LiveConfig
 from service.service_layer.write_batching import WriteBatcher
 from tests.support.analysis_figures import Figures
-from tests.unit.fakes import (
+from tests.support.fake_metrics import InMemoryMetricSeries, RecordingPointWriter
+from tests.support.fakes import (
     InMemoryControlLog,
-    InMemoryMetricSeries,
     InMemoryNotificationLog,
     ManualSpawner,
-    RecordingPointWriter,
     RecordingSender,
 )
 

@@ -1,7 +1,7 @@
 import random
 
 from service.adapters.line_protocol import LineEncoder
-from service.domain.telemetry import ACKED, CATALOGUE, DELIVERED, PUBLISHED, TALLIES
+from service.domain.measurements import ACKED, CATALOGUE, DELIVERED, PUBLISHED, TALLY_SPECS
 from service.service_layer.telemetry import TelemetryRing
 
 COMMON = {"node": "n", "role": "serve"}
@@ -73,7 +73,7 @@ def test_a_tally_never_raises_into_its_caller():
 
 
 def test_every_tally_spec_names_fields_of_a_summary_measurement():
-    for spec in TALLIES:
+    for spec in TALLY_SPECS.values():
         declared = CATALOGUE[spec.measurement]
         assert declared.kind == "summary", spec
         derived = {f"{name}_{p}" for name in spec.detail for p in ("p50", "p95", "p99")}
