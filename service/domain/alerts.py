@@ -24,6 +24,7 @@ MAX_ALERTS = 100  # Grafana truncates a group past its own limit too (truncatedA
 MAX_TEXT = 200  # per label value and name: the event's payload stays small
 MAX_SUMMARY = 500
 MAX_LABELS = 20
+MAX_MARK = 64  # fingerprint and startsAt: what tells a repeat from a new alert
 STATES = ("firing", "resolved")
 
 
@@ -99,8 +100,8 @@ def _alert(raw: Any, where: str) -> Alert:
     fingerprint = raw.get("fingerprint", "")
     starts_at = raw.get("startsAt", "")
     for key, value in (("fingerprint", fingerprint), ("startsAt", starts_at)):
-        if not isinstance(value, str) or len(value) > 64:
-            raise InvalidInput(f"{key} must be a string of at most 64 characters",
+        if not isinstance(value, str) or len(value) > MAX_MARK:
+            raise InvalidInput(f"{key} must be a string of at most {MAX_MARK} characters",
                                field=f"{where}.{key}")
     annotations = _strings(raw.get("annotations"), f"{where}.annotations", MAX_SUMMARY)
     values = raw.get("values") or {}

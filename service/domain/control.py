@@ -34,14 +34,16 @@ EVENT_TYPES = (LEVEL_SET, PARAMETER_OVERRIDDEN, RECOMMENDATION_ISSUED, RECOMMEND
 MAX_PAYLOAD_BYTES = 16 * 1024  # an event is a decision, not a data dump
 MAX_ACTOR = 128
 MAX_REASON = 1000
+MAX_TEXT = 200  # an id, a verdict or an alert's name in an event's payload
 
 
 def _text(payload: Mapping[str, Any], key: str, *, required: bool = True) -> str | None:
     value = payload.get(key)
     if value is None and not required:
         return None
-    if not isinstance(value, str) or not value.strip() or len(value) > 200:
-        raise InvalidInput(f"{key} must be a string of 1-200 characters", field=f"payload.{key}")
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_TEXT:
+        raise InvalidInput(f"{key} must be a string of 1-{MAX_TEXT} characters",
+                           field=f"payload.{key}")
     return value.strip()
 
 

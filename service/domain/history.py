@@ -23,13 +23,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.domain.errors import InvalidInput
-from service.domain.model import Notification, Priority, _parse_category
+from service.domain.model import MAX_OFFSET, Notification, Priority, _parse_category
 
+# A page's size and its cursors' range, declared once for parse_query and the
+# OpenAPI document (service.entrypoints.api_spec.history).
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
-MAX_OFFSET = 2**63 - 1
 PARAMETERS = ("before", "after", "limit", "category", "priority")
-_DIGITS = re.compile(r"[0-9]{1,19}")
+_DIGITS = re.compile(rf"[0-9]{{1,{len(str(MAX_OFFSET))}}}")
 
 
 @dataclass(frozen=True)
@@ -118,12 +119,16 @@ def cursors(page: HistoryPage, query: HistoryQuery, head: int) -> dict[str, Any]
     a backward page shows there is none), ``next_after`` for the newer page
     (or to poll for new entries: never None)."""
     items = page.items
+    first: int | None
+    last: int | None
     if items:
         first, last = items[0].offset, items[-1].offset
     elif query.forward:
         first = last = None
     else:
         first, last = None, head if query.before is None else max(0, query.before - 1)
+    next_before: int | None
+    next_after: int | None
     if query.forward:
         next_before = first if first is not None else min((query.after or 0) + 1, MAX_OFFSET)
         next_after = last if last is not None else query.after

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +24,9 @@ from service.domain.errors import IdempotencyConflict, InvalidInput
 
 HEADER = "Idempotency-Key"
 DEFAULT_WINDOW_S = 86_400.0
-_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII, as HTTP header values go
+KEY_MAX_LENGTH = 255
+KEY_PATTERN = rf"[\x21-\x7e]{{1,{KEY_MAX_LENGTH}}}"  # visible ASCII, as header values go
+_KEY = re.compile(KEY_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class KeysTaken(Exception):
     took a database connection per retried publish, emptied the pool, and
     held every commit up behind it)."""
 
-    def __init__(self, priors: dict[str, PriorPublish | None]) -> None:
+    def __init__(self, priors: Mapping[str, PriorPublish | None]) -> None:
         super().__init__(f"{len(priors)} idempotency key(s) already stored")
         self.priors = priors  # None: stored by a publish of this same batch
 
@@ -68,7 +71,8 @@ def parse_key(value: str | None, body: Any) -> IdempotencyKey | None:
     if value is None:
         return None
     if not _KEY.fullmatch(value):
-        raise InvalidInput(f"{HEADER} is 1-255 visible ASCII characters", field=HEADER)
+        raise InvalidInput(f"{HEADER} is 1-{KEY_MAX_LENGTH} visible ASCII characters",
+                           field=HEADER)
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return IdempotencyKey(value, hashlib.sha256(canonical.encode()).hexdigest())
 

@@ -14,10 +14,19 @@ from service.domain.errors import InvalidInput, PayloadTooLarge
 if TYPE_CHECKING:
     from service.domain.idempotency import IdempotencyKey
 
+# The rules a request is checked by, each declared once: validation below uses
+# them, and the OpenAPI document (service.entrypoints.api_spec) is built from
+# them. Patterns are matched whole (fullmatch: "$" would admit a "\n").
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_RECIPIENTS = 1000
-_USER_ID = re.compile(r"[A-Za-z0-9_.@:+-]{1,128}")  # fullmatch: "$" admits a "\n"
-_CATEGORY = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+USER_ID_MAX_LENGTH = 128
+USER_ID_PATTERN = rf"[A-Za-z0-9_.@:+-]{{1,{USER_ID_MAX_LENGTH}}}"
+CATEGORY_MAX_LENGTH = 64
+CATEGORY_PATTERN = rf"[A-Za-z0-9_.:-]{{1,{CATEGORY_MAX_LENGTH}}}"
+NOTIFICATION_ID_PATTERN = r"[0-9a-f]{32}"  # a uuid4's hex, as publishing makes it
+MAX_OFFSET = 2**63 - 1  # a signed 64-bit column
+_USER_ID = re.compile(USER_ID_PATTERN)
+_CATEGORY = re.compile(CATEGORY_PATTERN)
 _RECIPIENT_FIELDS = ("user_id", "user_ids", "broadcast")
 _KNOWN_FIELDS = frozenset(_RECIPIENT_FIELDS + ("category", "priority", "payload"))
 
@@ -42,7 +51,7 @@ class Priority(enum.Enum):
 def validate_user_id(value: Any, field_name: str = "user_id") -> str:
     if not isinstance(value, str) or not _USER_ID.fullmatch(value):
         raise InvalidInput(
-            "a user id is 1-128 characters of letters, digits and _.@:+-",
+            f"a user id is 1-{USER_ID_MAX_LENGTH} characters of letters, digits and _.@:+-",
             field=field_name,
         )
     return value
@@ -86,7 +95,7 @@ class PublishRequest:
         )
 
 
-def _parse_recipients(body: dict) -> Recipients:
+def _parse_recipients(body: dict[str, Any]) -> Recipients:
     given = [name for name in _RECIPIENT_FIELDS if name in body]
     if len(given) != 1:
         raise InvalidInput(
@@ -115,7 +124,8 @@ def _parse_category(value: Any) -> str:
         raise InvalidInput("category is required", field="category")
     if not isinstance(value, str) or not _CATEGORY.fullmatch(value):
         raise InvalidInput(
-            "category is 1-64 characters of letters, digits and _.:-", field="category"
+            f"category is 1-{CATEGORY_MAX_LENGTH} characters of letters, digits and _.:-",
+            field="category",
         )
     return value
 
@@ -163,9 +173,10 @@ class Notification:
             f'"priority":"{priority.value}","payload":{payload_json},'
             f'"created_at":"{format_time(created_at)}"}}')
 
-    def to_wire(self) -> dict:
+    def to_wire(self) -> dict[str, Any]:
         """The shape a Socket.IO client receives (the design's contract)."""
-        return json.loads(self.wire_json)
+        wire: dict[str, Any] = json.loads(self.wire_json)
+        return wire
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, Notification) and self.offset == other.offset
@@ -214,6 +225,6 @@ def parse_offset(value: Any, field_name: str) -> int:
     """Offsets are non-negative integers; bool is not an integer here."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidInput(f"{field_name} must be a non-negative integer", field=field_name)
-    if value > 2**63 - 1:
+    if value > MAX_OFFSET:
         raise InvalidInput(f"{field_name} is out of range", field=field_name)
     return value

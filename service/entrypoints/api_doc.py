@@ -90,9 +90,10 @@ class Renderer:
             low, high = schema.get("minimum"), schema.get("maximum")
             if low is not None and high is not None:
                 parts.append(f"{number(low)}–{number(high)}")
-            elif low is not None or high is not None:
-                parts.append(f"at least {number(low)}" if high is None
-                             else f"at most {number(high)}")
+            elif low is not None:
+                parts.append(f"at least {number(low)}")
+            elif high is not None:
+                parts.append(f"at most {number(high)}")
             if "maxLength" in schema:
                 parts.append(f"at most {schema['maxLength']} characters")
         if "default" in schema and "default" not in " ".join(parts):

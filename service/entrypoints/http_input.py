@@ -13,7 +13,13 @@ from flask import request
 
 from service.domain.errors import InvalidInput, MalformedRequest, PayloadTooLarge
 
+# The limits and patterns a request is held to here, each declared once: the
+# OpenAPI document (service.entrypoints.api_spec) is built from them.
+MAX_REQUEST_BYTES = 256 * 1024  # every body (MAX_CONTENT_LENGTH): a 64 KiB payload, escaped
 CONTROL_BODY_MAX = 64 * 1024  # a control change is a few fields, never a data dump
+IF_MATCH_PATTERN = r'\*|(W/)?"?[0-9]+"?'  # "*", or a config seq as an ETag gives it
+ETAG_PATTERN = r'"[0-9]+"'  # a config's ETag: set_etag(str(seq)) quotes the seq
+BEARER_CHALLENGE = 'Bearer realm="notify"'  # WWW-Authenticate of every 401
 # Objects and arrays nested deeper than this are refused. Python's JSON
 # decoder and encoder recurse: a body nested about 950 deep (a few KB) got
 # past the decoder and then failed re-encoding its payload, and deeper ones
@@ -23,6 +29,7 @@ MAX_JSON_DEPTH = 64
 # no UTF-8 text, so storing or re-encoding it failed (a 500). Bodies that may
 # hold one are checked after decoding; the others cost this search only.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_IF_MATCH = re.compile(IF_MATCH_PATTERN)
 
 
 def json_body(max_bytes: int | None = None) -> Any:
@@ -124,7 +131,6 @@ def if_match() -> int | None:
     header = request.headers.get("If-Match", "").strip()
     if not header or header == "*":
         return None
-    value = header.removeprefix("W/").strip('"')
-    if not value.isdigit():
+    if not _IF_MATCH.fullmatch(header):
         raise InvalidInput('If-Match must be a config seq, as in ETag: "12"', field="If-Match")
-    return int(value)
+    return int(header.removeprefix("W/").strip('"'))

@@ -3,7 +3,12 @@
 ``SPEC`` is served at ``GET /openapi.json`` (service.entrypoints.openapi) and
 rendered to docs/api.md (service.entrypoints.api_doc); tests check it
 against the app's routes and the app against it. One module per area; the
-prose of the docs lives in the descriptions.
+prose of the docs lives in the descriptions; ``builders`` writes the dicts.
+
+Every pattern and limit is imported from the code that checks it (the
+domain's modules, service.entrypoints.http_input, the routes), never
+repeated here, and the prose that states one is built from it:
+tests/unit/test_openapi_sources.py fails on any other.
 """
 
 from __future__ import annotations

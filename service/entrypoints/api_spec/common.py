@@ -1,7 +1,8 @@
 """The parts of the OpenAPI document every area shares: the error body and
 the answers built on it, the security schemes, and the config's schemas
 (derived from the tunables' table, so that a new tunable is documented and
-checked without an edit here). Pure data, and small helpers to write it."""
+checked without an edit here). Pure data; the builders are in
+service.entrypoints.api_spec.builders."""
 
 from __future__ import annotations
 
@@ -9,43 +10,22 @@ from typing import Any
 
 from service.domain.control import EVENT_TYPES
 from service.domain.levels import LEVELS
+from service.domain.model import MAX_PAYLOAD_BYTES
 from service.domain.tuning import TUNABLES
+from service.entrypoints.api_spec.builders import answer, kib, literal, ref
+from service.entrypoints.http_input import (
+    BEARER_CHALLENGE,
+    CONTROL_BODY_MAX,
+    MAX_REQUEST_BYTES,
+)
 
-JSON = "application/json"
 PUBLIC: list[dict[str, list[str]]] = []  # security: [] (no token)
-PUBLISH = [{"publishToken": []}]
+PUBLISH: list[dict[str, list[str]]] = [{"publishToken": []}]
 # either: a user's history takes the publish token or that user's own token
-USER_OR_PUBLISH = [{"publishToken": []}, {"userToken": []}]
-ADMIN = [{"adminToken": []}]
+USER_OR_PUBLISH: list[dict[str, list[str]]] = [{"publishToken": []}, {"userToken": []}]
+ADMIN: list[dict[str, list[str]]] = [{"adminToken": []}]
 # either: the alert webhook takes an admin token or one of ALERT_WEBHOOK_TOKENS
-ADMIN_OR_WEBHOOK = [{"adminToken": []}, {"alertWebhookToken": []}]
-
-
-def ref(name: str, kind: str = "schemas") -> dict[str, str]:
-    return {"$ref": f"#/components/{kind}/{name}"}
-
-
-def json_content(schema: dict[str, Any], example: Any = None) -> dict[str, Any]:
-    media: dict[str, Any] = {"schema": schema}
-    if example is not None:
-        media["example"] = example
-    return {JSON: media}
-
-
-def answer(description: str, schema: dict[str, Any], example: Any = None,
-           headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"description": description, "content": json_content(schema, example)}
-    if headers:
-        out["headers"] = headers
-    return out
-
-
-def body(schema: dict[str, Any], example: Any = None, *, required: bool = True,
-         description: str | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"required": required, "content": json_content(schema, example)}
-    if description:
-        out["description"] = description
-    return out
+ADMIN_OR_WEBHOOK: list[dict[str, list[str]]] = [{"adminToken": []}, {"alertWebhookToken": []}]
 
 
 def errors(*names: str) -> dict[str, Any]:
@@ -61,7 +41,7 @@ def errors(*names: str) -> dict[str, Any]:
 ERROR_CODES: list[tuple[int, str, str]] = [
     (400, "malformed_request", "the body is empty or not JSON (`field: body`)"),
     (401, "unauthorized", "missing or wrong bearer token (`field: Authorization`), with "
-     "`WWW-Authenticate: Bearer realm=\"notify\"`. The control API never takes the publish "
+     f"`WWW-Authenticate: {BEARER_CHALLENGE}`. The control API never takes the publish "
      "token, and only the alert webhook takes a token of `ALERT_WEBHOOK_TOKENS`"),
     (403, "forbidden", "a user's token on another user's history or read mark (`field: "
      "user_id`): a user token opens its own user's only"),
@@ -77,8 +57,9 @@ ERROR_CODES: list[tuple[int, str, str]] = [
      "notification"),
     (409, "offset_out_of_range", "an offset beyond the log's head: a read mark's `offset` "
      "(`field: offset`), or Socket.IO's `last_offset` (see [socketio.md](socketio.md))"),
-    (413, "payload_too_large", "`payload` over 64 KiB (`field: payload`), the body over "
-     "256 KiB, or a control API body over 64 KiB (`field: body`)"),
+    (413, "payload_too_large", f"`payload` over {kib(MAX_PAYLOAD_BYTES)} (`field: payload`), "
+     f"the body over {kib(MAX_REQUEST_BYTES)}, or a control API body over "
+     f"{kib(CONTROL_BODY_MAX)} (`field: body`)"),
     (422, "invalid_input", "a field, query parameter or header breaks a rule; `field` names "
      "it. A body that lists its fields refuses any other, naming it (`unknown field(s): "
      "colour`, `field: colour`)"),
@@ -127,14 +108,15 @@ ERROR_SCHEMA: dict[str, Any] = {
 }
 
 
-def _error_of(*codes: str) -> dict[str, Any]:
+def error_of(*codes: str) -> dict[str, Any]:
+    """The error body, with ``error`` one of ``codes``."""
     return {"allOf": [ref("Error"), {"properties": {"error": {"enum": list(codes)}}}]}
 
 
 RETRY_AFTER = {"description": "seconds to wait before retrying", "required": True,
                "schema": {"type": "integer", "minimum": 1}}
-WWW_AUTHENTICATE = {"description": "`Bearer realm=\"notify\"`", "required": True,
-                    "schema": {"type": "string", "pattern": "^Bearer "}}
+WWW_AUTHENTICATE = {"description": f"`{BEARER_CHALLENGE}`", "required": True,
+                    "schema": {"type": "string", "pattern": literal(BEARER_CHALLENGE)}}
 
 # name: (status, description, codes, headers)
 ERROR_RESPONSES: dict[str, tuple[int, str, tuple[str, ...], dict[str, Any]]] = {
@@ -166,7 +148,7 @@ ERROR_RESPONSES: dict[str, tuple[int, str, tuple[str, ...], dict[str, Any]]] = {
 
 
 def error_responses() -> dict[str, Any]:
-    out = {name: answer(description, _error_of(*codes), headers=headers or None)
+    out = {name: answer(description, error_of(*codes), headers=headers or None)
            for name, (_, description, codes, headers) in ERROR_RESPONSES.items()}
     out["Error"] = answer("an error (see [Errors](#errors))", ref("Error"))
     return out
@@ -200,6 +182,8 @@ SECURITY_SCHEMES = {
 }
 
 # -- the config ---------------------------------------------------------------
+# TUNABLES are the live rows of the settings table (service.domain.settings_table):
+# a row marked live is documented, with its range, without an edit here.
 
 THROTTLE_PATTERN = (r"^(low|normal|high|critical)=(off|[0-9]{1,6}:[0-9]{1,7})"
                     r"(,(low|normal|high|critical)=(off|[0-9]{1,6}:[0-9]{1,7}))*$")

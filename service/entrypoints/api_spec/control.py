@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.domain.control import MAX_REASON
+from service.domain.alerts import MAX_ALERTS, MAX_MARK, STATES
+from service.domain.control import MAX_REASON, MAX_TEXT
+from service.entrypoints.api_spec.builders import anchored, answer, body, integer, param, ref
 from service.entrypoints.api_spec.common import (
     ADMIN,
     ADMIN_OR_WEBHOOK,
@@ -14,27 +16,26 @@ from service.entrypoints.api_spec.common import (
     CONFIG_SCHEMA,
     HISTORY_EVENT,
     LEVEL,
-    answer,
-    body,
     errors,
-    ref,
 )
+from service.entrypoints.http_input import ETAG_PATTERN, IF_MATCH_PATTERN
+from service.service_layer.recommendations import STATUSES
+from service.service_layer.tuning import HISTORY_DEFAULT, HISTORY_MAX
 
 TAG = ["Control API"]
 ETAG = {"ETag": {"required": True, "description": "`\"<seq>\"`: send it back as `If-Match`",
-                 "schema": {"type": "string", "pattern": "^\"[0-9]+\"$"}}}
-IF_MATCH = {
-    "name": "If-Match", "in": "header", "required": False,
-    "schema": {"type": "string", "pattern": "^(\\*|(W/)?\"?[0-9]+\"?)$"},
-    "description": "the `ETag` (a config `seq`) you read: change only if no control event "
-                   "was appended since, else 409 `conflict` and nothing is appended. Absent "
-                   "or `*`: change whatever is there",
-}
+                 "schema": {"type": "string", "pattern": anchored(ETAG_PATTERN)}}}
+IF_MATCH = param(
+    "If-Match", "header", {"type": "string", "pattern": anchored(IF_MATCH_PATTERN)},
+    "the `ETag` (a config `seq`) you read: change only if no control event was appended "
+    "since, else 409 `conflict` and nothing is appended. Absent or `*`: change whatever is "
+    "there", required=False)
 REASON = {"type": "string", "maxLength": MAX_REASON,
           "description": f"why, for the audit trail: at most {MAX_REASON} characters"}
-RECOMMENDATION_ID = {"name": "recommendation_id", "in": "path", "required": True,
-                     "schema": {"type": "string", "minLength": 1, "maxLength": 200},
-                     "description": "as issued"}
+# as issued: an id longer than the control log takes was never issued (404)
+ISSUED_ID = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT}
+RECOMMENDATION_ID = param("recommendation_id", "path", ISSUED_ID, "as issued")
+RECOMMENDATION_STATUS = {"type": "string", "enum": list(STATUSES)}
 
 PUT_DESCRIPTION = """\
 Changes the tunables **live on every node**, without dropping a connection: \
@@ -70,7 +71,7 @@ RECOMMENDATION: dict[str, Any] = {
     "required": ["id", "status", "issued_at"],
     "properties": {
         "id": {"type": "string"},
-        "status": {"type": "string", "enum": ["issued", "applied", "dismissed"],
+        "status": {**RECOMMENDATION_STATUS,
                    "description": "`issued` (waiting for a decision), `applied` or "
                                   "`dismissed`"},
         "issued_at": {"type": ["string", "null"], "format": "date-time"},
@@ -89,17 +90,17 @@ ALERT: dict[str, Any] = {
     "type": "object",
     "required": ["status", "labels"],
     "properties": {
-        "status": {"type": "string", "enum": ["firing", "resolved"]},
+        "status": {"type": "string", "enum": list(STATES)},
         "labels": {"type": "object", "required": ["alertname"],
                    "additionalProperties": {"type": "string"},
                    "properties": {"alertname": {"type": "string", "minLength": 1}},
                    "description": "the rule's labels; `alertname` names the alert"},
         "annotations": {"type": "object", "additionalProperties": {"type": "string"},
                         "description": "`summary` becomes the event's reason"},
-        "startsAt": {"type": "string", "maxLength": 64},
+        "startsAt": {"type": "string", "maxLength": MAX_MARK},
         "endsAt": {"type": "string"},
         "generatorURL": {"type": "string"},
-        "fingerprint": {"type": "string", "maxLength": 64,
+        "fingerprint": {"type": "string", "maxLength": MAX_MARK,
                         "description": "with `status` and `startsAt`: a repeat of an alert "
                                        "already recorded is not recorded again"},
         "values": {"type": "object", "additionalProperties": {"type": ["number", "null"]}},
@@ -116,10 +117,10 @@ GRAFANA_WEBHOOK: dict[str, Any] = {
     "required": ["alerts"],
     "properties": {
         "receiver": {"type": "string"},
-        "status": {"type": "string", "enum": ["firing", "resolved"]},
+        "status": {"type": "string", "enum": list(STATES)},
         "orgId": {"type": "integer"},
         "alerts": {"type": "array", "items": ref("GrafanaAlert"), "minItems": 1,
-                   "maxItems": 100, "description": "1–100 alerts"},
+                   "maxItems": MAX_ALERTS, "description": f"1–{MAX_ALERTS} alerts"},
         "groupLabels": {"type": "object"}, "commonLabels": {"type": "object"},
         "commonAnnotations": {"type": "object"}, "externalURL": {"type": "string"},
         "version": {"type": "string"}, "groupKey": {"type": "string"},
@@ -146,12 +147,10 @@ GRAFANA_ANSWER: dict[str, Any] = {
     "type": "object",
     "required": ["recorded", "mitigations"],
     "properties": {
-        "received": {"type": "integer", "minimum": 0, "description": "alerts in the payload"},
-        "recorded": {"type": "integer", "minimum": 0,
-                     "description": "alerts recorded as `alert_received` events (repeats are "
-                                    "not)"},
-        "repeats": {"type": "integer", "minimum": 0,
-                    "description": "alerts already recorded, not recorded again"},
+        "received": integer(description="alerts in the payload"),
+        "recorded": integer(description="alerts recorded as `alert_received` events (repeats "
+                                        "are not)"),
+        "repeats": integer(description="alerts already recorded, not recorded again"),
         "events": {"type": "array", "items": {"type": "integer"},
                    "description": "the `seq` of each event recorded"},
         "mitigations": {"type": "array", "items": ref("Mitigation"),
@@ -230,10 +229,9 @@ PATHS: dict[str, Any] = {
         "parameters": [IF_MATCH],
         "requestBody": body({"type": "object", "additionalProperties": False,
                              "required": ["to_seq"],
-                             "properties": {"to_seq": {
-                                 "type": "integer", "minimum": 0,
-                                 "description": "the event to go back to (its `seq` in the "
-                                                "history); `0`: the start-up settings"},
+                             "properties": {"to_seq": integer(
+                                 description="the event to go back to (its `seq` in the "
+                                             "history); `0`: the start-up settings"),
                                             "reason": ref("Reason")}},
                             {"to_seq": 3, "reason": "undo the batch experiment"}),
         "responses": {"200": answer("the new config", ref("Config"), headers=ETAG),
@@ -245,10 +243,9 @@ PATHS: dict[str, Any] = {
         "summary": "The audit trail",
         "description": "The last `limit` control events, newest last: who changed what, "
                        "when and why.",
-        "parameters": [{"name": "limit", "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
-                                   "default": 100},
-                        "description": "1–1000 (default 100), else 422 `field: limit`"}],
+        "parameters": [param("limit", "query", integer(1, HISTORY_MAX, default=HISTORY_DEFAULT),
+                             f"1–{HISTORY_MAX} (default {HISTORY_DEFAULT}), else 422 "
+                             "`field: limit`")],
         "responses": {"200": answer("the events", {
             "type": "object", "required": ["events"],
             "properties": {"events": {"type": "array", "items": ref("HistoryEvent")}}}, {
@@ -263,10 +260,9 @@ PATHS: dict[str, Any] = {
         "summary": "The config that was live at a time",
         "description": "`seq` is the last event at or before `t`. Start-up overrides are this "
                        "node's.",
-        "parameters": [{"name": "t", "in": "query", "required": True,
-                        "schema": {"type": "string", "format": "date-time"},
-                        "description": "ISO 8601, e.g. `2026-01-31T12:00:00Z`; no offset "
-                                       "means UTC; a bad or missing `t` is 422 `field: t`"}],
+        "parameters": [param("t", "query", {"type": "string", "format": "date-time"},
+                             "ISO 8601, e.g. `2026-01-31T12:00:00Z`; no offset means UTC; a "
+                             "bad or missing `t` is 422 `field: t`", required=True)],
         "responses": {"200": answer("the config then", ref("ConfigAt")),
                       **errors("Unauthorized", "InvalidInput")},
     }},
@@ -337,8 +333,6 @@ SCHEMAS: dict[str, Any] = {
 }
 
 PARAMETERS: dict[str, Any] = {
-    "RecommendationStatus": {
-        "name": "status", "in": "query",
-        "schema": {"type": "string", "enum": ["issued", "applied", "dismissed"]},
-        "description": "only those in this state (else 422 `field: status`)"},
+    "RecommendationStatus": param("status", "query", RECOMMENDATION_STATUS,
+                                  "only those in this state (else 422 `field: status`)"),
 }

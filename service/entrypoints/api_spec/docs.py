@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.entrypoints.api_spec.common import PUBLIC, answer, ref
+from service.entrypoints.api_spec.builders import anchored, answer, param, ref
+from service.entrypoints.api_spec.common import PUBLIC, error_of
+from service.entrypoints.docs_site import PAGE_NAME
 
 TAG = ["Public"]
 HTML = {"text/html": {"schema": {"type": "string"}}}
@@ -14,9 +16,8 @@ SECURITY_HEADERS = {
         "required": True, "schema": {"type": "string"},
         "description": "no scripts, frames or content from elsewhere"},
 }
-PAGE = {"name": "page", "in": "path", "required": True,
-        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$", "maxLength": 100},
-        "description": "a file of docs/ without `.md`: `runbook` is docs/runbook.md"}
+PAGE = param("page", "path", {"type": "string", "pattern": anchored(PAGE_NAME.pattern)},
+             "a file of docs/ without `.md`: `runbook` is docs/runbook.md")
 
 PATHS: dict[str, Any] = {
     "/docs/": {"get": {
@@ -41,8 +42,7 @@ PATHS: dict[str, Any] = {
         "parameters": [PAGE],
         "responses": {"200": {"description": "the page", "content": HTML,
                               "headers": SECURITY_HEADERS},
-                      "404": answer("no page of that name in docs/", {"allOf": [
-                          ref("Error"), {"properties": {"error": {"enum": ["not_found"]}}}]}),
+                      "404": answer("no page of that name in docs/", error_of("not_found")),
                       "default": ref("Error", "responses")},
     }},
 }

@@ -5,9 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.domain.history import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET
-from service.domain.model import Priority
-from service.entrypoints.api_spec.common import USER_OR_PUBLISH, answer, body, errors, ref
+from service.domain.history import DEFAULT_LIMIT, MAX_LIMIT
+from service.domain.model import MAX_OFFSET, Priority
+from service.entrypoints.api_spec.builders import answer, body, integer, param, ref
+from service.entrypoints.api_spec.common import USER_OR_PUBLISH, errors
+from service.entrypoints.api_spec.publish import (
+    CATEGORY,
+    HEAD,
+    NOTIFICATION_ID,
+    USER_ID_PARAMETER,
+)
+from service.service_layer.ports import UNREAD_CAP
 
 TAG = {"name": "Notification history",
        "description": "A user's notifications and their read state, for an application's "
@@ -16,10 +24,8 @@ TAG = {"name": "Notification history",
                       "connects to Socket.IO with: that user only; another user's token is a "
                       "403 `forbidden`)."}
 
-USER_ID_PARAMETER = {"name": "user_id", "in": "path", "required": True, "schema": ref("UserId"),
-                     "description": "the user; a malformed one is a 422 (`field: user_id`)"}
-
-OFFSET = {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}
+OFFSET = integer(0, MAX_OFFSET)
+PRIORITY = {"type": "string", "enum": [p.value for p in Priority]}
 
 HISTORY_ITEM: dict[str, Any] = {
     "type": "object",
@@ -27,11 +33,10 @@ HISTORY_ITEM: dict[str, Any] = {
                    "it, with its read state.",
     "required": ["id", "offset", "category", "priority", "payload", "created_at", "read"],
     "properties": {
-        "id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
-        "offset": {"type": "integer", "minimum": 1,
-                   "description": "the log's offset: the cursor to page on"},
+        "id": NOTIFICATION_ID,
+        "offset": integer(1, description="the log's offset: the cursor to page on"),
         "category": {"type": "string"},
-        "priority": {"type": "string", "enum": [p.value for p in Priority]},
+        "priority": PRIORITY,
         "payload": {"type": "object"},
         "created_at": {"type": "string", "format": "date-time",
                        "description": "ISO 8601 UTC, with milliseconds"},
@@ -55,13 +60,11 @@ HISTORY_PAGE: dict[str, Any] = {
         "next_before": {"type": ["integer", "null"], "minimum": 0,
                         "description": "`before` for the page of older entries; `null` when "
                                        "a backward page shows there are none"},
-        "next_after": {"type": "integer", "minimum": 0,
-                       "description": "`after` for the page of newer entries, or to poll for "
-                                      "new ones"},
-        "acked": {"type": "integer", "minimum": 0,
-                  "description": "the user's acknowledged offset: entries at or below it are "
-                                 "read"},
-        "head": {"type": "integer", "minimum": 0, "description": "the log's newest offset"},
+        "next_after": integer(description="`after` for the page of newer entries, or to poll "
+                                          "for new ones"),
+        "acked": integer(description="the user's acknowledged offset: entries at or below it "
+                                     "are read"),
+        "head": HEAD,
     },
 }
 
@@ -122,20 +125,14 @@ READ_REQUEST: dict[str, Any] = {
 
 PARAMETERS = [
     USER_ID_PARAMETER,
-    {"name": "before", "in": "query", "required": False, "schema": OFFSET,
-     "description": "entries with offset < this, the newest first (not with `after`)"},
-    {"name": "after", "in": "query", "required": False, "schema": OFFSET,
-     "description": "entries with offset > this, the oldest first (not with `before`)"},
-    {"name": "limit", "in": "query", "required": False,
-     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
-                "default": DEFAULT_LIMIT},
-     "description": f"1–{MAX_LIMIT} (default {DEFAULT_LIMIT}), else 422 `field: limit`"},
-    {"name": "category", "in": "query", "required": False,
-     "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"},
-     "description": "only this category"},
-    {"name": "priority", "in": "query", "required": False,
-     "schema": {"type": "string", "enum": [p.value for p in Priority]},
-     "description": "only this priority"},
+    param("before", "query", OFFSET,
+          "entries with offset < this, the newest first (not with `after`)", required=False),
+    param("after", "query", OFFSET,
+          "entries with offset > this, the oldest first (not with `before`)", required=False),
+    param("limit", "query", integer(1, MAX_LIMIT, default=DEFAULT_LIMIT),
+          f"1–{MAX_LIMIT} (default {DEFAULT_LIMIT}), else 422 `field: limit`", required=False),
+    param("category", "query", CATEGORY, "only this category", required=False),
+    param("priority", "query", PRIORITY, "only this priority", required=False),
 ]
 
 PATHS: dict[str, Any] = {
@@ -171,13 +168,11 @@ PATHS: dict[str, Any] = {
                 "type": "object", "required": ["user_id", "acked", "unread", "head"],
                 "properties": {
                     "user_id": ref("UserId"),
-                    "acked": {"type": "integer", "minimum": 0,
-                              "description": "the user's acknowledged offset now (never "
-                                             "lower than before)"},
-                    "unread": {"type": "integer", "minimum": 0, "maximum": 1000,
-                               "description": "unread entries left, up to 1,000"},
-                    "head": {"type": "integer", "minimum": 0,
-                             "description": "the log's newest offset"},
+                    "acked": integer(description="the user's acknowledged offset now (never "
+                                                 "lower than before)"),
+                    "unread": integer(0, UNREAD_CAP, f"unread entries left, up to "
+                                                     f"{UNREAD_CAP:,}"),
+                    "head": HEAD,
                 }}, {"user_id": "alice", "acked": 17, "unread": 3, "head": 41}),
             **errors("MalformedRequest", "Unauthorized", "Forbidden", "OffsetOutOfRange",
                      "PayloadTooLarge", "InvalidInput", "StorageUnavailable"),

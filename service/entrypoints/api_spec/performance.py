@@ -3,16 +3,25 @@ token). Pure data."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
-from service.entrypoints.api_spec.common import ADMIN, answer, body, errors, ref
+from service.entrypoints.api_spec.builders import answer, body, param, ref
+from service.entrypoints.api_spec.common import ADMIN, errors
+from service.entrypoints.api_spec.control import ISSUED_ID
+from service.service_layer import reports
 
 INT0 = {"type": "integer", "minimum": 0}
+TIME = {"type": "string", "format": "date-time"}
 STATUS = {"type": "string", "enum": ["healthy", "warning", "critical"]}
 
 
 def _int(description: str) -> dict[str, Any]:
     return {**INT0, "description": description}
+
+
+def _newest(most: int) -> dict[str, Any]:
+    return {"type": "boolean", "description": f"only the newest {most} are listed"}
 
 
 METRICS: dict[str, Any] = {
@@ -197,21 +206,21 @@ REPORT: dict[str, Any] = {
                            "type": {"type": "string"}, "actor": {"type": "string"},
                            "what": {"type": "string"}}}},
         "changes_total": _int("config changes in the period"),
-        "changes_truncated": {"type": "boolean", "description": "only the newest 200 are "
-                                                                "listed"},
+        "changes_truncated": _newest(reports.MAX_CHANGES),
         "regressions": {"type": "array", "description": "regressions the analysis jobs found "
                                                         "in the period, oldest first",
                         "items": {"type": "object"}},
-        "regressions_truncated": {"type": "boolean", "description": "only the newest 200 "
-                                                                    "are listed"},
-        "open_recommendations": {"type": "array", "description": "the newest 200 still "
-                                                                 "`issued`, oldest first",
+        "regressions_truncated": _newest(reports.MAX_REGRESSIONS),
+        "open_recommendations": {"type": "array",
+                                 "description": f"the newest {reports.MAX_RECOMMENDATIONS} "
+                                                "still `issued`, oldest first",
                                  "items": {"type": "object", "required": ["id", "status"]}},
         "open_recommendations_total": _int("recommendations waiting for a decision"),
     },
 }
 
-REPORT_DESCRIPTION = """\
+DEFAULT_HOURS = reports.DEFAULT_PERIOD / timedelta(hours=1)
+REPORT_DESCRIPTION = f"""\
 What was changed in the configuration over a period, and what followed: each \
 config change (a level set, parameters overridden, a recommendation applied, \
 a rollback) with who made it and why, and the key metrics (delivery rate and \
@@ -220,10 +229,10 @@ regressions the analysis jobs found; and the recommendations still waiting \
 for a decision.
 
 `since` and `until` are ISO 8601 (no offset means UTC; a bad one is a 422 \
-naming it); without them, the last 24 hours up to now. `since` must be \
-before `until`, and the period at most 366 days (else 422, `field: since`). \
-`format=markdown` answers the same report as `text/markdown`, for a ticket \
-or a chat."""
+naming it); without them, the last {DEFAULT_HOURS:g} hours up to now. `since` \
+must be before `until`, and the period at most {reports.MAX_PERIOD.days} days \
+(else 422, `field: since`). `format=markdown` answers the same report as \
+`text/markdown`, for a ticket or a chat."""
 
 PATHS: dict[str, Any] = {
     "/admin/api/performance/metrics": {"get": {
@@ -278,8 +287,7 @@ PATHS: dict[str, Any] = {
                        "dismissed one is a 409, an unknown id a 404.",
         "requestBody": body({
             "type": "object", "additionalProperties": False, "required": ["recommendation_id"],
-            "properties": {"recommendation_id": {"type": "string", "minLength": 1,
-                                                 "maxLength": 200,
+            "properties": {"recommendation_id": {**ISSUED_ID,
                                                  "description": "its `id`, as listed"},
                            "reason": ref("Reason")}},
             {"recommendation_id": "rec-2026-11-26-batch", "reason": "p99 is over budget"}),
@@ -294,13 +302,11 @@ PATHS: dict[str, Any] = {
         "summary": "What was changed, and what followed",
         "description": REPORT_DESCRIPTION,
         "parameters": [
-            {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"},
-             "description": "start of the period (ISO 8601)"},
-            {"name": "until", "in": "query", "schema": {"type": "string", "format": "date-time"},
-             "description": "end of the period (ISO 8601); default now"},
-            {"name": "format", "in": "query",
-             "schema": {"type": "string", "enum": ["json", "markdown"], "default": "json"},
-             "description": "`json` (default) or `markdown`"},
+            param("since", "query", TIME, "start of the period (ISO 8601)"),
+            param("until", "query", TIME, "end of the period (ISO 8601); default now"),
+            param("format", "query",
+                  {"type": "string", "enum": ["json", "markdown"], "default": "json"},
+                  "`json` (default) or `markdown`"),
         ],
         "responses": {
             "200": {"description": "the report",

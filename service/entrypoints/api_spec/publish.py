@@ -5,12 +5,41 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.domain.model import MAX_RECIPIENTS, Priority
-from service.entrypoints.api_spec.common import PUBLIC, PUBLISH, answer, body, errors, ref
+from service.domain.idempotency import DEFAULT_WINDOW_S, KEY_MAX_LENGTH, KEY_PATTERN
+from service.domain.model import (
+    CATEGORY_MAX_LENGTH,
+    CATEGORY_PATTERN,
+    MAX_PAYLOAD_BYTES,
+    MAX_RECIPIENTS,
+    NOTIFICATION_ID_PATTERN,
+    USER_ID_MAX_LENGTH,
+    USER_ID_PATTERN,
+    Priority,
+)
+from service.entrypoints.admin_api import OVERVIEW_DASHBOARD
+from service.entrypoints.api_spec.builders import (
+    anchored,
+    answer,
+    body,
+    integer,
+    kib,
+    literal,
+    param,
+    ref,
+)
+from service.entrypoints.api_spec.common import PUBLIC, PUBLISH, errors
+from service.entrypoints.publish_api import MAX_OFFSETS_IN_ANSWER
+from service.service_layer.ports import UNREAD_CAP
 
-USER_ID = {"type": "string", "pattern": "^[A-Za-z0-9_.@:+-]{1,128}$",
-           "minLength": 1, "maxLength": 128,
-           "description": "1–128 characters of letters, digits and `_.@:+-`"}
+USER_ID: dict[str, Any] = {"type": "string", "pattern": anchored(USER_ID_PATTERN),
+           "minLength": 1, "maxLength": USER_ID_MAX_LENGTH,
+           "description": f"1–{USER_ID_MAX_LENGTH} characters of letters, digits and `_.@:+-`"}
+USER_ID_PARAMETER = param("user_id", "path", ref("UserId"),
+                          "the user; a malformed one is a 422 (`field: user_id`)")
+CATEGORY = {"type": "string", "pattern": anchored(CATEGORY_PATTERN), "minLength": 1,
+            "maxLength": CATEGORY_MAX_LENGTH}
+NOTIFICATION_ID = {"type": "string", "pattern": anchored(NOTIFICATION_ID_PATTERN)}
+HEAD = integer(description="the log's newest offset")
 
 PUBLISH_REQUEST: dict[str, Any] = {
     "type": "object",
@@ -29,17 +58,16 @@ PUBLISH_REQUEST: dict[str, Any] = {
         "broadcast": {"const": True,
                       "description": "`true`: every user who has a stream (has connected or "
                                      "been sent a notification) when it is published"},
-        "category": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$", "minLength": 1,
-                     "maxLength": 64,
-                     "description": "required, 1–64 characters of letters, digits and `_.:-`"},
+        "category": {**CATEGORY, "description": f"required, 1–{CATEGORY_MAX_LENGTH} characters "
+                                                f"of letters, digits and `_.:-`"},
         "priority": {"type": "string", "enum": [p.value for p in Priority], "default": "normal",
                      "description": "`low`, `normal` (default), `high` or `critical`: how soon "
                                     "it is sent (see [socketio.md](socketio.md)), whether it "
                                     "is throttled (`critical` never is) and what backpressure "
                                     "does with it"},
         "payload": {"type": "object", "default": {},
-                    "description": "a JSON object, at most 64 KiB encoded as UTF-8 (default "
-                                   "`{}`); delivered as given"},
+                    "description": f"a JSON object, at most {kib(MAX_PAYLOAD_BYTES)} encoded as "
+                                   f"UTF-8 (default `{{}}`); delivered as given"},
     },
 }
 
@@ -47,28 +75,25 @@ PUBLISH_ANSWER: dict[str, Any] = {
     "type": "object",
     "required": ["id", "created_at", "offset", "recipients"],
     "properties": {
-        "id": {"type": "string", "pattern": "^[0-9a-f]{32}$",
-               "description": "the notification's id"},
+        "id": {**NOTIFICATION_ID, "description": "the notification's id"},
         "created_at": {"type": "string", "format": "date-time",
                        "description": "ISO 8601 UTC, with milliseconds"},
-        "offset": {"type": "integer", "minimum": 1,
-                   "description": "the log's offset of the entry, the same in every "
-                                  "recipient's stream"},
-        "recipients": {"type": "integer", "minimum": 0,
-                       "description": "streams that hold it; for a broadcast, the streams "
-                                      "that existed"},
+        "offset": integer(1, description="the log's offset of the entry, the same in every "
+                                         "recipient's stream"),
+        "recipients": integer(description="streams that hold it; for a broadcast, the streams "
+                                          "that existed"),
         "offsets": {"type": "object", "additionalProperties": {"type": "integer"},
-                    "description": f"user id → offset, for the first {MAX_RECIPIENTS} "
+                    "description": f"user id → offset, for the first {MAX_OFFSETS_IN_ANSWER} "
                                    f"recipients (not for a broadcast)"},
         "offsets_truncated": {"const": True,
                               "description": f"present when `offsets` stops at "
-                                             f"{MAX_RECIPIENTS}"},
+                                             f"{MAX_OFFSETS_IN_ANSWER}"},
         "broadcast": {"const": True, "description": "present, instead of `offsets`, for a "
                                                     "broadcast"},
     },
 }
 
-PUBLISH_DESCRIPTION = """\
+PUBLISH_DESCRIPTION = f"""\
 Appends one entry to the notification log for the recipients, and delivers it \
 to those connected (see [socketio.md](socketio.md)); the others get it when \
 they reconnect (the offline queue).
@@ -79,8 +104,8 @@ Offsets are the log's, not per user: each publish takes the next one, and \
 every recipient's stream holds the entry at that same offset. A user's \
 stream is a subsequence of the log (their own entries and the broadcasts \
 since their stream began), so its offsets only increase but are not \
-consecutive. `offsets` repeats the offset per recipient (the first 1000, \
-then `"offsets_truncated": true`). A broadcast's answer has `"broadcast": \
+consecutive. `offsets` repeats the offset per recipient (the first \
+{MAX_OFFSETS_IN_ANSWER}, then `"offsets_truncated": true`). A broadcast's answer has `"broadcast": \
 true` instead of `offsets`, and `recipients` counts the streams that existed.
 
 A publish may be refused with 429 before anything is stored: `throttled` \
@@ -94,28 +119,26 @@ stored. Send an `Idempotency-Key` with every publish and retry with the \
 same key and the same body, on any node: a key already stored answers the \
 first publish's `202` again (same `id`, `offset`, `created_at`) and stores \
 nothing. The key is stored with the entry, in the same transaction, for \
-`IDEMPOTENCY_WINDOW` seconds (24 h by default); after that the key is new \
+`IDEMPOTENCY_WINDOW` seconds ({DEFAULT_WINDOW_S / 3600:g} h by default); after that the key is new \
 again. The same key with another body is refused with 409 \
 `idempotency_conflict` (`field: Idempotency-Key`). A refused publish (4xx, \
 503) stored nothing, so its key is still free."""
 
-IDEMPOTENCY_KEY = {
-    "name": "Idempotency-Key", "in": "header", "required": False,
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255,
-               "pattern": "^[\\x21-\\x7e]+$"},
-    "description": "1-255 visible ASCII characters, unique per notification (a UUID, or "
-                   "your own order id): a retry with the same key and body is answered the "
-                   "first result and stores nothing. Malformed: 422 "
-                   "(`field: Idempotency-Key`)",
-}
+IDEMPOTENCY_KEY = param(
+    "Idempotency-Key", "header",
+    {"type": "string", "minLength": 1, "maxLength": KEY_MAX_LENGTH,
+     "pattern": anchored(KEY_PATTERN)},
+    f"1-{KEY_MAX_LENGTH} visible ASCII characters, unique per notification (a UUID, or your "
+    "own order id): a retry with the same key and body is answered the first result and "
+    "stores nothing. Malformed: 422 (`field: Idempotency-Key`)", required=False)
 
-UNREAD_DESCRIPTION = """\
+UNREAD_DESCRIPTION = f"""\
 For an app's backend (a badge, a digest e-mail), with the publish token, as \
 publishing.
 
 - `unread`: entries of the user's stream above what they acknowledged (and \
-above what the offline-queue bounds trimmed), counted up to 1,000: `1000` \
-means "1,000 or more".
+above what the offline-queue bounds trimmed), counted up to {UNREAD_CAP:,}: \
+`{UNREAD_CAP}` means "{UNREAD_CAP:,} or more".
 - `acked`: the highest offset the user acknowledged. A user with no stream \
 yet has `unread` 0 and `acked` equal to `head` (a stream would begin there).
 - `head`: the log's newest offset.
@@ -192,21 +215,15 @@ PATHS: dict[str, Any] = {
         "operationId": "getUnread", "tags": ["Publish"], "security": PUBLISH,
         "summary": "A user's unread count",
         "description": UNREAD_DESCRIPTION,
-        "parameters": [{"name": "user_id", "in": "path", "required": True,
-                        "schema": ref("UserId"),
-                        "description": "the user; a malformed one is a 422 "
-                                       "(`field: user_id`)"}],
+        "parameters": [USER_ID_PARAMETER],
         "responses": {
             "200": answer("the count", {
                 "type": "object", "required": ["user_id", "unread", "acked", "head"],
                 "properties": {
                     "user_id": ref("UserId"),
-                    "unread": {"type": "integer", "minimum": 0, "maximum": 1000,
-                               "description": "unread entries, up to 1,000"},
-                    "acked": {"type": "integer", "minimum": 0,
-                              "description": "the highest offset the user acknowledged"},
-                    "head": {"type": "integer", "minimum": 0,
-                             "description": "the log's newest offset"},
+                    "unread": integer(0, UNREAD_CAP, f"unread entries, up to {UNREAD_CAP:,}"),
+                    "acked": integer(description="the highest offset the user acknowledged"),
+                    "head": HEAD,
                 }}, {"user_id": "alice", "unread": 3, "acked": 12, "head": 40}),
             **errors("Unauthorized", "InvalidInput", "StorageUnavailable"),
         },
@@ -231,10 +248,7 @@ PATHS: dict[str, Any] = {
         "summary": "Is this user online, and on which nodes",
         "description": "This node's part is current; other nodes' as they last reported "
                        "(every `PRESENCE_INTERVAL`, 5 s).",
-        "parameters": [{"name": "user_id", "in": "path", "required": True,
-                        "schema": ref("UserId"),
-                        "description": "the user; a malformed one is a 422 "
-                                       "(`field: user_id`)"}],
+        "parameters": [USER_ID_PARAMETER],
         "responses": {
             "200": answer("the user's presence", {
                 "type": "object", "required": ["user_id", "online", "nodes"],
@@ -274,14 +288,16 @@ PATHS: dict[str, Any] = {
     "/admin/performance": {"get": {
         "operationId": "adminPerformancePage", "tags": ["Public"], "security": PUBLIC,
         "summary": "The older admin page: now Grafana's overview dashboard",
-        "description": "Redirects the browser to `GRAFANA_URL` + `/d/notify-overview`, the "
+        "description": f"Redirects the browser to `GRAFANA_URL` + `{OVERVIEW_DASHBOARD}`, the "
                        "provisioned overview dashboard. No token: Grafana asks for its own "
                        "login.",
         "responses": {"302": {
             "description": "to the Grafana dashboard",
             "headers": {"Location": {
-                "required": True, "description": "`GRAFANA_URL/d/notify-overview`",
-                "schema": {"type": "string", "pattern": "/d/notify-overview$"}}}}},
+                "required": True, "description": f"`GRAFANA_URL{OVERVIEW_DASHBOARD}`",
+                # after GRAFANA_URL, whatever it is
+                "schema": {"type": "string",
+                           "pattern": literal(OVERVIEW_DASHBOARD).removeprefix("^")}}}}},
     }},
 }
 
