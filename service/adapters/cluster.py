@@ -2,9 +2,9 @@
 
 The manager carries Socket.IO's own messages between nodes. This subclass
 adds ours on the same channel and connection: the entries a node committed,
-the users whose acks it wrote, and trims of the offline queue. Each travels
-as an ``emit`` message in a namespace no client can join, picked out before
-python-socketio would look for clients in it.
+the users whose acks it wrote, and trims of the offline queue. How they
+share python-socketio's channel is an override of its internals, fenced in
+service/adapters/patches/cluster_channel.py.
 
 Redis is the fast path only. The log in the database is the truth: a lost
 message (Redis down or restarting) delays delivery on the other nodes by
@@ -23,9 +23,10 @@ from datetime import datetime
 from typing import Any
 
 import gevent
-import socketio
 from gevent.event import Event
 
+from service.adapters.patches import CLUSTER_CHANNEL, PatchesInForce, in_force
+from service.adapters.patches.cluster_channel import PeerMessagesManager
 from service.domain.model import Appended, Notification, Priority
 
 log = logging.getLogger(__name__)
@@ -73,15 +74,22 @@ def decode_entry(row: list, origin: str) -> Appended:
     return Appended(notification, users, int(recipients), origin=origin)
 
 
-class ClusterManager(socketio.RedisManager):
-    """RedisManager, and this node's relay of its writes to the others."""
+class ClusterManager(PeerMessagesManager):
+    """RedisManager, and this node's relay of its writes to the others.
+    With the cluster_channel patch left out (``patches``), it is python-socketio's
+    RedisManager only: nothing is relayed, the log follower delivers."""
+
+    peer_namespace = CLUSTER_NAMESPACE
 
     def __init__(self, url: str, *, channel: str, node_id: str, write_only: bool = False,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 patches: PatchesInForce | None = None,
+                 handlers: ClusterHandlers | None = None) -> None:
         super().__init__(url, channel=channel, write_only=write_only,
                          redis_options=dict(REDIS_OPTIONS))
+        self.relay_in_force = in_force(patches, CLUSTER_CHANNEL)
         self.node_id = node_id
-        self.handlers: ClusterHandlers | None = None  # set by the wiring
+        self.handlers = handlers  # what this node does with its peers' messages
         self.stats = RelayStats()
         self._pending: deque[list] = deque()
         self._wake = Event()
@@ -92,6 +100,9 @@ class ClusterManager(socketio.RedisManager):
     def announce(self, appended: Appended) -> None:
         """Queue a committed entry for the other nodes; never blocks, never
         does I/O (the publisher's answer does not wait for Redis)."""
+        if not self.relay_in_force:  # the other nodes read it from the log
+            self.stats.unsent += 1
+            return
         if len(self._pending) >= MAX_PENDING:
             self._pending.popleft()
             self.stats.unsent += 1
@@ -99,10 +110,12 @@ class ClusterManager(socketio.RedisManager):
         self._wake.set()
 
     def announce_acks(self, user_ids: Iterable[str]) -> None:
-        self._send(ACKED, sorted(user_ids))
+        if self.relay_in_force:
+            self._send(ACKED, sorted(user_ids))
 
     def announce_trim(self) -> None:
-        self._send(TRIMMED, None)
+        if self.relay_in_force:
+            self._send(TRIMMED, None)
 
     def run_announcer(self) -> None:
         """For sio.start_background_task: publish what waits, in order, many
@@ -126,11 +139,7 @@ class ClusterManager(socketio.RedisManager):
         (an outage costs a log line a second, not two per message)."""
         if self._clock() < self._quiet_until:
             return False
-        message = {"method": "emit", "event": kind, "data": data,
-                   "namespace": CLUSTER_NAMESPACE, "room": None, "skip_sid": None,
-                   "callback": None, "binary": False, "host_id": self.host_id,
-                   "node": self.node_id}
-        sent = self._publish(message) is not None  # it logs and answers None on failure
+        sent = self.publish_peer_message(kind, data, node=self.node_id)
         if not sent:
             self.stats.failures += 1
             self._quiet_until = self._clock() + QUIET_AFTER_FAILURE_S
@@ -138,14 +147,12 @@ class ClusterManager(socketio.RedisManager):
         return sent
 
     # -- receiving --------------------------------------------------------------
-    def _handle_emit(self, message: dict) -> None:
-        if message.get("namespace") != CLUSTER_NAMESPACE:
-            super()._handle_emit(message)
-            return
+    def take_peer_message(self, message: dict[str, Any]) -> None:
         handlers = self.handlers
         if handlers is None:
             return
-        kind, data = message.get("event"), message.get("data")
+        kind = message.get("event")
+        data: Any = message.get("data")  # a peer's JSON: a bad shape raises below
         try:
             if kind == COMMITTED:
                 origin = str(message.get("node") or "peer")

@@ -7,9 +7,11 @@ keeps telemetry cheap at high publish rates.
 The timing wraps the dialect's own ``do_execute``/``do_executemany``/
 ``do_execute_no_params`` (SQLAlchemy's dialect events), not the
 ``before``/``after_cursor_execute`` pair: any connection-level listener
-sends every statement down SQLAlchemy's slower, event-dispatching path,
-measured at about 5 µs a statement on SQLite (11 → 16 µs for ``SELECT 1``),
-against 0.5 µs for the dialect events.
+sends every statement down SQLAlchemy's slower, event-dispatching path
+(docs/library-patches.md has the cost of each).
+
+Pool waits come from TimedQueuePool, an override of SQLAlchemy's pool
+fenced in service/adapters/patches/pool_checkout.py.
 
 A statement slower than ``slow_ms`` is also counted under its *shape*: its
 text with every literal, number and parameter placeholder replaced by ``?``
@@ -29,6 +31,7 @@ from typing import Any
 from sqlalchemy import Engine, event
 from sqlalchemy.pool import QueuePool
 
+from service.adapters.patches.pool_checkout import TimedQueuePool
 from service.service_layer.ports import Telemetry
 
 _OPERATIONS = ("select", "insert", "update", "delete")
@@ -182,39 +185,16 @@ class QueryStats:
                 "count": s.count, "duration_ms_sum": s.duration_ms_sum,
                 "duration_ms_max": s.duration_ms_max, "rows": s.rows, "slow": s.slow,
             })
-        for key, s in slow.items():
+        for key, shaped in slow.items():
             telemetry.emit("db_slow_query", (("shape_id", key),), {
-                "count": s.count, "duration_ms_sum": s.duration_ms_sum,
-                "duration_ms_max": s.duration_ms_max, "shape": s.shape,
+                "count": shaped.count, "duration_ms_sum": shaped.duration_ms_sum,
+                "duration_ms_max": shaped.duration_ms_max, "shape": shaped.shape,
             })
         pool = self._engine.pool
-        size = getattr(pool, "size", None)
-        if callable(size):
+        if isinstance(pool, QueuePool):  # both engines' (service.adapters.database)
             waits = pool.take_waits() if isinstance(pool, TimedQueuePool) else (0, 0.0, 0.0)
             telemetry.emit("db_pool", (), {
                 "size": pool.size(), "checked_out": pool.checkedout(),
                 "overflow": max(0, pool.overflow()), "waits": waits[0],
                 "wait_ms_sum": waits[1], "wait_ms_max": waits[2],
             })
-
-
-class TimedQueuePool(QueuePool):
-    """QueuePool that measures how long each checkout waited for a connection
-    (a pool too small for the load shows here first)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._waits = (0, 0.0, 0.0)  # count, sum ms, max ms since the last take
-
-    def _do_get(self) -> Any:
-        started = time.perf_counter()
-        try:
-            return super()._do_get()
-        finally:
-            waited = (time.perf_counter() - started) * 1000.0
-            count, total, peak = self._waits
-            self._waits = (count + 1, total + waited, max(peak, waited))
-
-    def take_waits(self) -> tuple[int, float, float]:
-        waits, self._waits = self._waits, (0, 0.0, 0.0)
-        return waits

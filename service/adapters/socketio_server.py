@@ -11,8 +11,8 @@ from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
 from service.adapters import wire_json
-from service.adapters.lean_engineio import lean_sessions_supported
-from service.adapters.lean_socketio import LeanSocketIOServer
+from service.adapters.patches import ENGINEIO_SESSIONS, SOCKETIO_MESSAGES, PatchesInForce, check
+from service.adapters.patches.socketio_messages import socketio_server_class
 from service.domain.connections import SlowConsumer
 
 MAX_FRAME_BYTES = 64 * 1024  # clients only send auth and acks
@@ -25,13 +25,17 @@ def make_socketio_server(
     ping_timeout: float,
     cors_allowed_origins: str,
     client_manager: socketio.Manager | None = None,
+    patches: PatchesInForce | None = None,
 ) -> socketio.Server:
-    """Nothing connects here: a RedisManager connects on first use."""
+    """Nothing connects here: a RedisManager connects on first use. With
+    the library patches in force (``patches``; given none, the installed
+    versions must be those the patches were written for), the Engine.IO
+    sessions park no greenlet while idle and client messages are checked
+    before dispatch (service/adapters/patches)."""
     origins: Any = "*" if cors_allowed_origins == "*" else cors_allowed_origins.split(",")
-    # Sessions that park no writer or ping greenlet while idle, and a lighter
-    # send queue: about 19 KB less RSS per open connection, measured with
-    # `python -m bench connections` (adapters/lean_engineio.py has the why).
-    server_class = LeanSocketIOServer if lean_sessions_supported() else socketio.Server
+    if patches is None:
+        patches = check(allow_unpatched=False, only=(SOCKETIO_MESSAGES, ENGINEIO_SESSIONS))
+    server_class = socketio_server_class(patches)
     return server_class(
         async_mode="gevent",
         transports=["websocket"],
@@ -45,8 +49,8 @@ def make_socketio_server(
         engineio_logger=False,
         # Run each event's handler in its connection's reader greenlet instead of
         # a greenlet spawned per event: acks arrive once per batch per client,
-        # and the spawns cost 6-9 % of the server's CPU (18 % with batches of
-        # one), measured both servers at once. Handlers block only their own
+        # and the spawns were a measurable share of the server's CPU
+        # (docs/library-patches.md). Handlers block only their own
         # connection; the connect handler's one read of the log is fine there.
         async_handlers=False,
     )
@@ -63,9 +67,10 @@ class SocketIOSender:
 
     Engine.IO queues each connection's packets without a bound. To bound it in
     bytes, the sender remembers, for each emit, its size and how many packets
-    the queue had been given once it was in. With lean sessions the queue
-    counts the packets its writer took, so an emit is sent exactly when that
-    count reaches its mark, whatever else shares the queue (pings, the
+    the queue had been given once it was in. With the patched sessions
+    (patches/engineio_sessions.py) the queue counts the packets its writer
+    took, so an emit is sent exactly when that count reaches its mark,
+    whatever else shares the queue (pings, the
     attachment of a binary event). With Engine.IO's own queue, the last
     ``qsize()`` marks are taken to be those still waiting. One emit more than
     ``max_queued_bytes`` allows raises SlowConsumer.

@@ -4,21 +4,21 @@ keeping up, so that a storm of them never starves publishing.
 gevent runs, in one turn of its loop, every greenlet whose socket became
 ready. In a storm (a deploy: every client back at once) thousands of
 handshakes were ready together and the loop fell seconds behind: a publish
-arriving meanwhile waited for all of them (10,000 clients at once on
-PostgreSQL: publish p50 2.5 s, p99 4.8 s, the node at 100 % CPU).
+arriving meanwhile waited for all of them (the figures: docs/benchmarks.md,
+storm, "Admission's settings").
 
 So a connection that asks for Socket.IO waits for its turn before its
-request is even parsed (``server.LeanWebSocketHandler.handle``), and turns
+request is even parsed (``server.NodeConnectionHandler.handle``), and turns
 come at a rate that follows the loop's lag and the process's CPU, as a
 congestion window follows a network's (AIMD, as in TCP and Netflix's
 concurrency-limits): a ticker measures how late it wakes and how busy the
 process was; past ``LAG_TARGET_S`` or ``BUSY_HIGH`` the rate drops by a
 fifth, under half the lag and ``BUSY_LOW`` it grows by ``STEP_PER_S`` while
 handshakes wait. The loop's lag alone did not do: handshakes in small steps
-kept it under 50 ms while the node spent all its CPU on them. A cap on the
+kept it under target while the node spent all its CPU on them. A cap on the
 number in progress was tried first and failed: a handshake mostly waits for
-its client, so 64 at a time admitted 260 a second and 5,000 of 10,000
-clients timed out.
+its client, so a cap admitted too few a second and much of a storm timed
+out.
 Waiting handshakes are parked greenlets: they cost the loop nothing.
 Publishes and every other request go at once.
 """
@@ -37,9 +37,9 @@ TICK_S = 0.02
 START_PER_S, FLOOR_PER_S, CEILING_PER_S, STEP_PER_S = 300.0, 100.0, 50_000.0, 50.0
 # The process's CPU, over the last BUSY_WINDOW_TICKS ticks: handshakes are
 # let in faster only below BUSY_LOW and slowed above BUSY_HIGH, so that a
-# storm leaves publishing and fan-out a tenth of the core. With 0.6/0.8,
-# 790 of 10,000 returning clients timed out (20 s) and the publish p99 was
-# 29-168 ms; with 0.7/0.9 all connected in 16-17 s, p99 49-98 ms.
+# storm leaves publishing and fan-out a tenth of the core. Lower bounds let
+# too few in (returning clients timed out); the storm bench measured these
+# best (docs/benchmarks.md, storm, "Admission's settings").
 BUSY_LOW, BUSY_HIGH, BUSY_WINDOW_TICKS = 0.7, 0.9, 5
 BURST_S = 0.1  # tokens kept at most: a tenth of a second's worth
 

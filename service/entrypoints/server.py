@@ -11,137 +11,37 @@ from typing import Any
 
 import gevent
 from gevent import pywsgi
-from geventwebsocket.exceptions import FrameTooLargeException, ProtocolError, WebSocketError
 from geventwebsocket.handler import WebSocketHandler
-from geventwebsocket.websocket import Header, WebSocket
+from geventwebsocket.websocket import WebSocket
 
-from service.adapters.socketio_server import MAX_FRAME_BYTES
-from service.bootstrap import create_app
+from service.adapters.patches.websocket_frames import bounded_websocket_class
+from service.bootstrap import App, create_app
 from service.config import Settings
 from service.domain.errors import StorageUnavailable
-from service.entrypoints.runtime import start_process, tune_gc
+from service.entrypoints.runtime import UNPATCHED_EXIT, library_patches, start_process, tune_gc
 
 log = logging.getLogger("service.serve")
 
 # Every connection keeps its handler, and so its read buffer, for as long as it
-# is open. pywsgi's default is io.DEFAULT_BUFFER_SIZE (8 KiB): over 8 KB of RSS
-# per idle WebSocket for a buffer that only ever holds a request head or a
-# small client frame (auth, acks, pongs). Longer reads (publish bodies, big
-# frames) bypass a buffered reader's buffer, so a small one costs no copies.
+# is open, and the buffer only ever holds a request head or a small client
+# frame (auth, acks, pongs): pywsgi's default (io.DEFAULT_BUFFER_SIZE) is RSS
+# per idle WebSocket for nothing. Longer reads (publish bodies, big frames)
+# bypass a buffered reader's buffer, so a small one costs no copies.
+# (docs/benchmarks.md, "Figures behind constants", has the figures of this
+# file's constants.)
 READ_BUFFER_BYTES = 1024
 SHUTDOWN_FLUSH_S = 1.0
-# Connections the kernel holds for accept(). gevent's default, 128, overflowed
-# in a storm of 300 clients: each dropped SYN is retried after 1 s, then 3 s
-# and 7 s, which is what the clients measured. Linux caps it at somaxconn
-# (4096 here; Node listens with 511).
+# Connections the kernel holds for accept(). gevent's default overflowed in a
+# connection storm, and each dropped SYN is retried seconds later. Linux caps
+# it at somaxconn.
 LISTEN_BACKLOG = 4096
-# Connections accepted per turn of the loop (gevent's default: 100). A storm
-# filled the backlog, and a publisher's new connection waited behind it, 100
-# a turn: 2-3 s. Accepting is cheap here: a Socket.IO connection then waits
-# for its turn (admission.py) parked, and anything else goes at once.
+# Connections accepted per turn of the loop (gevent's default: 100): in a
+# storm a publisher's new connection waited behind the backlog for seconds.
+# Accepting is cheap here: a Socket.IO connection then waits for its turn
+# (admission.py) parked, and anything else goes at once.
 MAX_ACCEPT = 2048
 # Linux's TCP_NOTSENT_LOWAT (socket.TCP_NOTSENT_LOWAT from Python 3.12)
 TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
-
-
-class _WebSocket(WebSocket):
-    """gevent-websocket's WebSocket without its pure-Python UTF-8 validator:
-    a text message is decoded as UTF-8 right after, which refuses the same
-    input (and closes with 1007, as the validator would). The validator ran
-    twice per client frame: 7 % of the server's CPU reading acks."""
-
-    __slots__ = ()
-
-    def validate_utf8(self, message: bytes) -> None:
-        return None
-
-    # gevent-websocket reads a frame whole, whatever length its header gives,
-    # joins continuation frames without a bound, and unmasks byte by byte in
-    # Python: one 100 MB frame from a client that had not even authenticated
-    # held 125 MB and froze every other connection and publish for over 10 s,
-    # before Engine.IO refused it as too large. Here a message longer than a
-    # client may send is refused from its header, before it is read, and the
-    # unmasking is one integer XOR.
-
-    def read_frame(self) -> tuple[bool, int, bytes]:
-        """(fin, opcode, payload) of the next frame. The header is parsed
-        here rather than into a Header object, and the mask is read with the
-        payload: a client's ack is one small frame, and reading it was a
-        fifth of a busy node's CPU."""
-        read = self.stream.read
-        head = read(2)
-        if len(head) != 2:
-            raise WebSocketError("Unexpected EOF while decoding header")
-        first, second = head[0], head[1]
-        if first & Header.HEADER_FLAG_MASK:
-            raise ProtocolError("reserved bits set")
-        fin, opcode, length = bool(first & Header.FIN_MASK), first & Header.OPCODE_MASK, \
-            second & Header.LENGTH_MASK
-        if opcode > 0x07:  # a control frame
-            if not fin:
-                raise ProtocolError(f"Received fragmented control frame: {head!r}")
-            if length > 125:
-                raise FrameTooLargeException(
-                    f"Control frame cannot be larger than 125 bytes: {head!r}")
-        if length >= 126:
-            size = 2 if length == 126 else 8
-            extended = read(size)
-            if len(extended) != size:
-                raise WebSocketError("Unexpected EOF while decoding header")
-            length = int.from_bytes(extended, "big")
-        if length > MAX_FRAME_BYTES:
-            self._refuse_too_large(length)
-        masked = second & Header.MASK_MASK
-        want = length + 4 if masked else length
-        if not want:
-            return fin, opcode, b""
-        try:
-            data = self.raw_read(want)
-        except Exception:  # as gevent-websocket: a failed read is a short one
-            data = b""
-        if len(data) != want:
-            raise WebSocketError("Unexpected EOF reading frame payload")
-        return fin, opcode, _unmask(data[4:], data[:4]) if masked else data
-
-    def read_message(self) -> bytes | bytearray | str | None:
-        """gevent-websocket's, with the message's length bounded."""
-        opcode = None
-        message = bytearray()
-        while True:
-            fin, f_opcode, payload = self.read_frame()
-            if f_opcode in (self.OPCODE_TEXT, self.OPCODE_BINARY):
-                if opcode:
-                    raise ProtocolError(f"expected a continuation frame, got {f_opcode!r}")
-                opcode = f_opcode
-            elif f_opcode == self.OPCODE_CONTINUATION:
-                if not opcode:
-                    raise ProtocolError("Unexpected frame with opcode=0")
-            elif f_opcode == self.OPCODE_PING:
-                self.handle_ping(None, payload)
-                continue
-            elif f_opcode == self.OPCODE_PONG:
-                continue
-            elif f_opcode == self.OPCODE_CLOSE:
-                self.handle_close(Header(fin, f_opcode, 0, len(payload)), payload)
-                return None
-            else:
-                raise ProtocolError(f"Unexpected opcode={f_opcode!r}")
-            if len(message) + len(payload) > MAX_FRAME_BYTES:
-                self._refuse_too_large(len(message) + len(payload))
-            if fin and not message:  # one frame: no copy into the bytearray
-                message = payload
-                break
-            message += payload
-            if fin:
-                break
-        if opcode == self.OPCODE_TEXT:
-            return self._decode_bytes(message)
-        return message
-
-    def _refuse_too_large(self, length: int) -> None:
-        log.info("closing a WebSocket whose client sent a message of %d bytes or more "
-                 "(at most %d)", length, MAX_FRAME_BYTES)
-        raise FrameTooLargeException(f"a message of {length} bytes; at most {MAX_FRAME_BYTES}")
 
 
 SOCKETIO_REQUEST = b"GET /socket.io/"
@@ -157,25 +57,21 @@ def _opens_socketio(sock: Any) -> bool:
     return head == SOCKETIO_REQUEST
 
 
-def _unmask(payload: bytes, mask: bytes) -> bytes:
-    """A client's frame payload XOR its 4-byte mask, repeated."""
-    n = len(payload)
-    key = int.from_bytes((mask * (n // 4 + 1))[:n], "little")
-    return (int.from_bytes(payload, "little") ^ key).to_bytes(n, "little")
-
-
-class LeanWebSocketHandler(WebSocketHandler):
-    """gevent-websocket's handler, keeping less per open WebSocket."""
+class NodeConnectionHandler(WebSocketHandler):
+    """gevent-websocket's handler for one connection to the node: no Nagle
+    delay, a bounded kernel send buffer (SOCKET_UNSENT_MAX_BYTES), a small
+    read buffer, a turn before a Socket.IO handshake, the bounded frame reader
+    of the library patches, and the socket known to shutdown."""
 
     def __init__(self, sock: Any, address: Any, server: Any, rfile: Any = None) -> None:
         # pywsgi writes an answer's head and body in two sends. With Nagle on,
-        # the body waits for the client's delayed ACK of the head: about 40 ms
-        # per request on a reused connection (a publisher's keep-alive), and
-        # the same for a small WebSocket frame sent behind an unacked one.
+        # the body waits for the client's delayed ACK of the head, on every
+        # request of a reused connection (a publisher's keep-alive), and so
+        # does a small WebSocket frame sent behind an unacked one.
         with contextlib.suppress(OSError):  # not TCP (a test's socketpair)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # The kernel takes whatever fits its send buffer, which autotunes up to
-        # tcp_wmem's maximum (4 MiB): a client that stops reading would have
+        # tcp_wmem's maximum (megabytes): a client that stops reading would have
         # megabytes waiting in the kernel before one byte waited in the node's
         # send queue, so SEND_QUEUE_MAX_BYTES would never see a slow consumer,
         # and the kernel's memory per such client would not be bounded by it.
@@ -191,23 +87,27 @@ class LeanWebSocketHandler(WebSocketHandler):
 
     def handle(self) -> None:
         """A Socket.IO connection waits for its turn (``AdaptiveRate``) before
-        its request is even parsed: in a storm, parsing 10,000 requests at once
-        held the loop for 1.5 s, and a publish with it. Anything else (a
-        publish, /healthz) goes at once."""
+        its request is even parsed: in a storm, parsing every request at once
+        held the loop, and a publish with it, for over a second. Anything else
+        (a publish, /healthz) goes at once."""
         turns = getattr(self.server, "handshakes", None)
         if turns is not None and _opens_socketio(self.socket):
             turns.acquire()
         super().handle()
 
     def run_websocket(self) -> None:
-        # pywsgi is done with the parsed request head (an email.message, about
-        # 1.3 KB) once it has built the environ; a WebSocket would keep it for
-        # its whole life. Without it, the class's empty default shows through.
+        # pywsgi is done with the parsed request head (an email.message) once
+        # it has built the environ; a WebSocket would keep it for its whole
+        # life. Without it, the class's empty default shows through.
         self.__dict__.pop("headers", None)
         if type(self.websocket) is WebSocket:
-            self.websocket.__class__ = _WebSocket  # same slots: only the method differs
+            # the frame reader of patches/websocket_frames.py, unless it is left
+            # out (``server.patches``: set from the check at start-up)
+            bounded = bounded_websocket_class(getattr(self.server, "patches", None))
+            if bounded is not None:
+                self.websocket.__class__ = bounded  # same slots: only methods differ
         # known to shutdown(), which must unblock a writer stuck on this socket
-        open_websockets = getattr(self.server, "open_websockets", set())
+        open_websockets: set[socket.socket] = getattr(self.server, "open_websockets", set())
         open_websockets.add(self.socket)
         try:
             super().run_websocket()
@@ -231,6 +131,26 @@ class NoClientRegistry(dict):
         pass
 
 
+class NodeServer(pywsgi.WSGIServer):
+    """gevent's WSGI server, given at construction what its connections'
+    handlers (NodeConnectionHandler) read from it."""
+
+    max_accept = MAX_ACCEPT
+
+    def __init__(self, listener: socket.socket | tuple[str, int], app: App,
+                 unsent_max_bytes: int) -> None:
+        super().__init__(
+            listener, app.wsgi, handler_class=NodeConnectionHandler, spawn=app.handler_pool,
+            # a worker's socket listens already (bound by its supervisor)
+            backlog=None if isinstance(listener, socket.socket) else LISTEN_BACKLOG,
+            log=None, error_log=logging.getLogger("service.wsgi"))
+        self.open_websockets: set[socket.socket] = set()  # for shutdown() to unblock
+        self.clients = NoClientRegistry()
+        self.handshakes = app.handshakes
+        self.unsent_max_bytes = unsent_max_bytes
+        self.patches = app.patches  # the WebSocket frame reader follows them
+
+
 def serve(settings: Settings, *, listener: socket.socket | None = None,
           supervisor: int | None = None) -> int:
     """One node, or with ``listener`` one worker of a node: it serves on that
@@ -239,25 +159,16 @@ def serve(settings: Settings, *, listener: socket.socket | None = None,
     refused = start_process(f"w{settings.worker_index}" if settings.worker_index else "")
     if refused is not None:
         return refused
+    patches = library_patches(settings)
+    if patches is None:
+        return UNPATCHED_EXIT
     try:
-        app = create_app(settings)
+        app = create_app(settings, patches)
     except StorageUnavailable as exc:
         print(f"refusing to start: {exc.message}", file=sys.stderr)
         return 4
-    server = pywsgi.WSGIServer(
-        listener if listener is not None else (settings.host, settings.port),
-        app.wsgi,
-        handler_class=LeanWebSocketHandler,
-        spawn=app.handlers,
-        backlog=None if listener is not None else LISTEN_BACKLOG,  # a worker's listens already
-        log=None,
-        error_log=logging.getLogger("service.wsgi"),
-    )
-    server.open_websockets = set()
-    server.clients = NoClientRegistry()
-    server.handshakes = app.handshakes
-    server.max_accept = MAX_ACCEPT
-    server.unsent_max_bytes = settings.socket_unsent_max_bytes
+    server = NodeServer(listener if listener is not None else (settings.host, settings.port),
+                        app, settings.socket_unsent_max_bytes)
     app.start_background()
 
     stopping = False

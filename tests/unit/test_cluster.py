@@ -22,7 +22,7 @@ from service.domain.batching import BatchPolicy
 from service.domain.model import Appended, Notification, Priority, PublishRequest, utcnow
 from service.service_layer.cluster import AckRelayingLog, local_presence
 from service.service_layer.delivery import DeliveryHub
-from tests.unit.fakes import (
+from tests.support.fakes import (
     InMemoryNotificationLog,
     ManualSpawner,
     RecordingSender,

@@ -1,15 +1,21 @@
 """Engine.IO WebSocket sessions that park no greenlet of their own while idle.
 
-python-engineio gives every WebSocket connection, besides the WSGI handler
-greenlet that reads frames, a writer greenlet blocked on the send queue and a
-greenlet sleeping until the next ping. A parked greenlet costs about 7 KB of
-RSS: its slice of the C stack is copied to the heap (about 2.5 KB here), and
-on Python 3.11+ it owns a frame-stack chunk of its own (16 KiB mapped, at
-least one page resident), plus the Timeout and waiter it sleeps on. Those
-two greenlets were a third of what an idle connection cost. Here:
+Replaces, in python-engineio 4.15.1: ``engineio.socket.Socket.send``,
+``close``, ``schedule_ping`` and ``_websocket_handler``;
+``engineio.Server._handle_connect`` (WebSocket branch only) and
+``create_queue``. Plugged in through python-socketio 5.18.1's
+``socketio.Server._engineio_server_class`` (socketio_messages.py); writes
+frames with gevent-websocket 0.10.1's ``Header`` straight to the socket of
+its handler (``WebSocket.handler.socket``).
 
-- the ping is a libev timer (a 120-byte watcher): when it fires, the PING is
-  queued from the event loop, which only appends to the unbounded queue;
+Why: python-engineio gives every WebSocket connection, besides the WSGI
+handler greenlet that reads frames, a writer greenlet blocked on the send
+queue and a greenlet sleeping until the next ping; parked greenlets were a
+third of what an idle connection cost (docs/library-patches.md, "Memory per
+connection", has the figures). Here:
+
+- the ping is a libev timer: when it fires, the PING is queued from the
+  event loop, which only appends to the unbounded queue;
 - a packet sent when nothing waits before it is written by the caller,
   as much as the socket takes without waiting: no greenlet switch per frame;
 - the writer exists only while packets wait: ``send`` starts one when there
@@ -17,16 +23,17 @@ two greenlets were a third of what an idle connection cost. Here:
   One writer at a time, first in first out: the same packets in the same
   order as Engine.IO's writer;
 - as nothing waits on the send queue any more, it is a plain deque
-  (SendQueue) instead of gevent's JoinableQueue, which keeps three deques and
-  an Event (about 2 KB more per connection).
+  (SendQueue) instead of gevent's JoinableQueue.
 
 Everything else is Engine.IO's: the ping timeout checks, the reader loop and
-close(). The send-queue bound in socketio_server.SocketIOSender reads the
-queue's size as before; it now also counts the packets the writer has not
-taken yet while it is blocked on a slow client (Engine.IO's writer took all
-waiting packets at once, out of the count). This overrides python-engineio
-internals, so it is used only with the version it was written against
-(WRITTEN_FOR); any other version gets python-engineio's own classes.
+close(). A packet from the client that Engine.IO cannot decode is the
+client's fault: one log line and the connection closed (decoding is wrapped
+apart from dispatch). The send-queue bound in socketio_server.SocketIOSender
+reads the queue's size as before; it now also counts the packets the writer
+has not taken yet while it is blocked on a slow client (Engine.IO's writer
+took all waiting packets at once, out of the count).
+
+Contract test: tests/unit/test_patch_engineio_sessions.py.
 """
 
 from __future__ import annotations
@@ -36,7 +43,6 @@ import logging
 import socket as stdlib_socket
 import time
 from collections import deque
-from importlib.metadata import version
 from typing import Any
 
 import engineio
@@ -49,17 +55,12 @@ from geventwebsocket.websocket import Header, WebSocket
 
 log = logging.getLogger(__name__)
 
-WRITTEN_FOR = "4.15.1"
-# How long a writer waits for more packets before it ends (see LeanSocket._linger)
+# How long a writer waits for more packets before it ends (see WebSocketSession._linger)
 WRITER_LINGER_S = 0.25
 
 
-def lean_sessions_supported() -> bool:
-    return version("python-engineio") == WRITTEN_FOR
-
-
 class SendQueue:
-    """The part of a JoinableQueue a LeanSocket uses: put, get without
+    """The part of a JoinableQueue a WebSocketSession uses: put, get without
     waiting, qsize, task_done and join (close(wait=True) waits for the writer
     to drain). ``get`` never blocks: only the writer reads, and only what is
     there. (Engine.IO's long-polling would block on it; it is not offered.)"""
@@ -125,7 +126,9 @@ class _Rest:
         self.ws_frame = frame
 
 
-class LeanSocket(Socket):
+class WebSocketSession(Socket):
+    last_ping: float | None  # Engine.IO's: when the unanswered ping was sent
+    connected: bool
     _ws: Any = None  # the WebSocket, from the handshake until the writer closes it
     _writer: Any = None  # the greenlet sending queued packets, only while there are some
     _more: Event | None = None  # set by send() while the writer lingers
@@ -243,7 +246,7 @@ class LeanSocket(Socket):
     def _linger(self) -> bool:
         """Wait WRITER_LINGER_S for more before ending: under load the next
         batch comes sooner, and waking a greenlet costs less CPU than starting
-        one (about 2 against 9 microseconds here). Whether more came."""
+        one (docs/library-patches.md). Whether more came."""
         self._more = Event()
         self._more.wait(WRITER_LINGER_S)
         self._more = None
@@ -323,21 +326,23 @@ class LeanSocket(Socket):
         return []
 
 
-class LeanEngineIOServer(engineio.Server):
+class WebSocketSessionServer(engineio.Server):
+    start_service_task: bool  # Engine.IO's: its service task is yet to start
+
     def create_queue(self, *args: Any, **kwargs: Any) -> SendQueue:
         """Each session's send queue (the only queue the server makes)."""
         return SendQueue()
 
     def _handle_connect(self, environ: dict, start_response: Any, transport: str,
                         jsonp_index: int | None = None) -> Any:
-        """Engine.IO's, WebSocket branch only, with a LeanSocket."""
+        """Engine.IO's, WebSocket branch only, with a WebSocketSession."""
         if transport != "websocket":  # transports=["websocket"] refused it already
             return self._bad_request("WebSocket only")
         if self.start_service_task:
             self.start_service_task = False
             self.service_task_handle = self.start_background_task(self._service_task)
         sid = self.generate_id()
-        s = LeanSocket(self, sid)
+        s = WebSocketSession(self, sid)
         self.sockets[sid] = s
         s.send(packet.Packet(packet.OPEN, {
             "sid": sid,
