@@ -40,7 +40,8 @@ from sqlalchemy.pool import NullPool
 
 from bench.telemetry import paired_median
 from service.adapters.database import make_engine
-from service.adapters.notification_log import SqlNotificationLog, create_schema
+from service.adapters.migrate import migrate
+from service.adapters.notification_log import SqlNotificationLog
 from service.domain.idempotency import parse_key
 from service.domain.levels import LEVELS
 from service.domain.model import PublishRequest, utcnow
@@ -124,7 +125,7 @@ def persist(side: str, requests: list[PublishRequest], args: argparse.Namespace)
     with ScratchDatabase(args.admin_url) as url:
         engine = make_engine(url, pool_size=args.pool)
         try:
-            create_schema(engine)
+            migrate(engine)
             notification_log = CountingLog(SqlNotificationLog(engine))
             batch = 1 if side == "row_by_row" else args.batch
             batcher = WriteBatcher(notification_log, lambda a: None, max_batch=batch)
@@ -188,7 +189,7 @@ def cache_workload(args: argparse.Namespace) -> dict:
     with ScratchDatabase(args.admin_url) as url:
         engine = make_engine(url, pool_size=args.pool)
         try:
-            create_schema(engine)
+            migrate(engine)
             sql_log = SqlNotificationLog(engine)
             caches = make_caches(values)
             cached = CachedNotificationLog(sql_log, users=caches["user"],

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `make run`: InfluxDB (installed and started if INFLUX_URL is unset), then
-# serve, jobs and (unless DEMO=0) the demo publisher. Ctrl-C or SIGTERM stops
-# all of them, and the InfluxDB this script started.
+# `make run`: InfluxDB (installed and started if INFLUX_URL is unset), the
+# database's schema (migrate), then serve, jobs and (unless DEMO=0) the demo
+# publisher. Ctrl-C or SIGTERM stops all of them, and the InfluxDB this
+# script started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -25,6 +26,8 @@ stop_all() {
 trap 'stop_all; exit 0' INT TERM  # asked to stop: a clean exit
 trap stop_all EXIT
 
+# The schema first, once (serve and jobs would each do it, one after the other).
+$PY -m service migrate
 $PY -m service serve & pids+=($!)
 $PY -m service jobs & pids+=($!)
 if [ "$DEMO" = 1 ]; then

@@ -4,7 +4,8 @@ anything imports socket, ssl, threading, psycopg2 or redis."""
 import gevent
 
 # Engine.IO spawns a greenlet per incoming event; recording each one's
-# spawning tree and stack cost a third of the server's CPU under load.
+# spawning tree and stack cost much of the server's CPU under load
+# (docs/benchmarks.md#changelog).
 gevent.config.track_greenlet_tree = False
 
 from gevent import monkey  # noqa: E402

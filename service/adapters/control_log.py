@@ -1,8 +1,9 @@
 """The control event log in SQL: one append-only table, and its propagation.
 
-Append-only is the database's rule, not only ours: triggers refuse UPDATE and
-DELETE (and TRUNCATE on PostgreSQL), so not even a hand-typed statement
-rewrites history.
+Append-only is the database's rule, not only ours: triggers (made by the
+first migration, ``migrations/versions/v0001_initial_schema.py``) refuse
+UPDATE and DELETE (and TRUNCATE on PostgreSQL), so not even a hand-typed
+statement rewrites history.
 
 Appends are serialised (an EXCLUSIVE table lock on PostgreSQL, which plain
 reads do not wait for; ``BEGIN IMMEDIATE`` on SQLite), so seq order is
@@ -33,24 +34,11 @@ from typing import Any
 import gevent
 import gevent.lock
 import gevent.select
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    Engine,
-    Integer,
-    MetaData,
-    Row,
-    String,
-    Table,
-    Text,
-    func,
-    select,
-    text,
-)
+from sqlalchemy import Engine, Row, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.adapters.database import create_tables
 from service.adapters.notification_log import storage_errors
+from service.adapters.tables import control_events
 from service.domain.control import ControlEvent, EventDraft
 from service.domain.errors import ConflictError, StorageUnavailable
 
@@ -58,55 +46,6 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "control_events"
 CATCH_UP_PAGE = 500
-
-metadata = MetaData()
-
-control_events = Table(
-    "control_events",
-    metadata,
-    # BIGSERIAL on PostgreSQL; INTEGER PRIMARY KEY AUTOINCREMENT on SQLite,
-    # whose rowid alias only an INTEGER column becomes
-    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-           autoincrement=True),
-    Column("type", String(40), nullable=False),
-    Column("payload", Text, nullable=False),
-    Column("actor", String(128), nullable=False),
-    Column("reason", Text, nullable=False),
-    Column("at_us", BigInteger, nullable=False),
-    sqlite_autoincrement=True,  # a seq is never reused, whatever happens
-)
-
-_PG_TRIGGERS = (
-    """CREATE OR REPLACE FUNCTION control_events_append_only() RETURNS trigger
-       LANGUAGE plpgsql AS $$
-       BEGIN
-         RAISE EXCEPTION 'control_events is append-only: % refused', TG_OP
-           USING ERRCODE = 'insufficient_privilege';
-       END $$""",
-    """CREATE OR REPLACE TRIGGER control_events_no_change
-       BEFORE UPDATE OR DELETE ON control_events
-       FOR EACH ROW EXECUTE FUNCTION control_events_append_only()""",
-    """CREATE OR REPLACE TRIGGER control_events_no_truncate
-       BEFORE TRUNCATE ON control_events
-       FOR EACH STATEMENT EXECUTE FUNCTION control_events_append_only()""",
-)
-_SQLITE_TRIGGERS = tuple(
-    f"""CREATE TRIGGER IF NOT EXISTS control_events_no_{op.lower()}
-        BEFORE {op} ON control_events
-        BEGIN SELECT RAISE(ABORT, 'control_events is append-only: {op} refused'); END"""
-    for op in ("UPDATE", "DELETE"))
-
-
-def create_control_schema(engine: Engine) -> None:
-    """The table and its triggers, idempotently (create-all at start)."""
-    postgres = engine.dialect.name == "postgresql"
-    with storage_errors():
-        create_tables(engine, metadata)
-        with engine.begin() as conn:
-            if postgres:  # nodes starting together would race on CREATE OR REPLACE
-                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('control_events'))"))
-            for statement in _PG_TRIGGERS if postgres else _SQLITE_TRIGGERS:
-                conn.execute(text(statement))
 
 
 def _to_us(moment: datetime) -> int:

@@ -3,28 +3,28 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
-from sqlalchemy import Engine, MetaData, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import QueuePool
 
 from service.adapters.db_metrics import TimedQueuePool
 from service.domain.levels import PoolSettings
 
-SCHEMA_ATTEMPTS = 5
 
-
-def make_engine(url: str, *, pool_size: int = 10, pool: PoolSettings | None = None) -> Engine:
-    """Create an engine; nothing connects until the first query."""
+def make_engine(url: str, *, pool_size: int = 10, pool: PoolSettings | None = None,
+                poolclass: type[QueuePool] = TimedQueuePool) -> Engine:
+    """Create an engine; nothing connects until the first query. ``poolclass``
+    is SQLAlchemy's own QueuePool where the pool patch is left out
+    (service.adapters.patches.pool_checkout.pool_class)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, parsed.database)
+        return _sqlite_engine(url, parsed.database, poolclass)
     pool = pool or PoolSettings(pool_size, pool_size)
     return create_engine(
         url,
-        poolclass=TimedQueuePool,
+        poolclass=poolclass,
         pool_size=pool.size,
         max_overflow=pool.max_overflow,
         pool_timeout=pool.timeout_s,
@@ -34,14 +34,14 @@ def make_engine(url: str, *, pool_size: int = 10, pool: PoolSettings | None = No
     )
 
 
-def _sqlite_engine(url: str, database: str | None) -> Engine:
+def _sqlite_engine(url: str, database: str | None, poolclass: type[QueuePool]) -> Engine:
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     # One connection, shared by every greenlet in turn: SQLite serialises
     # writers anyway, and a single connection avoids SQLITE_BUSY under gevent.
     engine = create_engine(
         url,
-        poolclass=TimedQueuePool,
+        poolclass=poolclass,
         pool_size=1,
         max_overflow=0,
         pool_timeout=30,
@@ -61,22 +61,3 @@ def _sqlite_engine(url: str, database: str | None) -> Engine:
 
 def default_sqlite_url(var_dir: str | os.PathLike) -> str:
     return f"sqlite:///{Path(var_dir).resolve() / 'notify.sqlite3'}"
-
-
-def create_tables(engine: Engine, metadata: MetaData) -> None:
-    """``create_all``, one process at a time on PostgreSQL: nodes starting
-    together on a fresh database would race on CREATE TABLE (the loser fails
-    on pg_type's unique index). On SQLite, ``serve`` and ``jobs`` starting
-    together (``make run``) both found a table missing, and the second CREATE
-    failed with "already exists": the loser looks again, and finds it."""
-    for attempt in range(SCHEMA_ATTEMPTS):
-        try:
-            with engine.begin() as conn:
-                if engine.dialect.name == "postgresql":
-                    conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('notify_schema'))"))
-                metadata.create_all(conn)
-            return
-        except OperationalError as exc:
-            if "already exists" not in str(exc.orig) or attempt == SCHEMA_ATTEMPTS - 1:
-                raise
-            time.sleep(0.05)

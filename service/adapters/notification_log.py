@@ -11,8 +11,9 @@ the stream began (``since``), above what the offline-queue bounds removed
 entries are; because the log itself has no gaps, a node that was handed
 offset n+2 after n knows that n+1 exists and can fetch it.
 
-The tables are named ``log_*``: the earlier per-user-offset schema
-(``messages``/``entries``/``streams``) is not read or migrated.
+The tables (``service.adapters.tables``) are named ``log_*``: the earlier
+per-user-offset schema (``messages``/``entries``/``streams``) is not read or
+migrated.
 """
 
 from __future__ import annotations
@@ -25,18 +26,12 @@ from datetime import UTC, datetime
 
 from psycopg2 import OperationalError as DriverConnectionLost
 from sqlalchemy import (
-    BigInteger,
-    Column,
     Connection,
     Engine,
-    Index,
-    Integer,
-    MetaData,
     Row,
     String,
-    Table,
-    Text,
     bindparam,
+    case,
     func,
     literal,
     literal_column,
@@ -50,8 +45,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from service.adapters import publish_keys
-from service.adapters.database import create_tables
 from service.adapters.log_append import COUNT_STREAMS, append_postgres, append_sqlite, prepare
+from service.adapters.tables import entries, log_head, recipients, streams
 from service.domain.errors import StorageBusy, StorageUnavailable, new_error_id
 from service.domain.history import HistoryPage, HistoryQuery
 from service.domain.idempotency import DEFAULT_WINDOW_S, IdempotencyKey, KeysTaken, PriorPublish
@@ -60,67 +55,12 @@ from service.service_layer.ports import UNREAD_CAP, Draft, StreamPosition, Unrea
 
 log = logging.getLogger(__name__)
 
-metadata = MetaData()
-
-log_head = Table(
-    "log_head",
-    metadata,
-    Column("id", Integer, primary_key=True),  # one row, id 1
-    Column("head", BigInteger, nullable=False),  # the newest offset
-    Column("streams", BigInteger, nullable=False),  # streams created: a broadcast's recipients
-)
-
-entries = Table(
-    "log_entries",
-    metadata,
-    Column("log_offset", BigInteger, primary_key=True, autoincrement=False),
-    Column("id", String(32), nullable=False),  # a uuid4: unique without an index to say so
-    Column("category", String(64), nullable=False),
-    Column("priority", String(8), nullable=False),
-    Column("payload", Text, nullable=False),
-    Column("created_at_us", BigInteger, nullable=False),
-    Column("broadcast", Integer, nullable=False),
-    # broadcasts only: a targeted entry (most of them) costs one index fewer to insert
-    Index("log_entries_broadcasts", "log_offset", postgresql_where=text("broadcast = 1"),
-          sqlite_where=text("broadcast = 1")),
-    Index("log_entries_created", "created_at_us"),  # the age bound's cut
-)
 # as a literal, not a bound parameter: the planner must see it matches the partial index
 IS_BROADCAST = entries.c.broadcast == literal_column("1")
-
-recipients = Table(
-    "log_recipients",
-    metadata,
-    Column("user_id", String(128), primary_key=True),
-    Column("log_offset", BigInteger, primary_key=True, autoincrement=False),
-    # the trimmer deletes a targeted entry once no recipient row refers to it
-    Index("log_recipients_offset", "log_offset"),
-)
-
-streams = Table(
-    "log_streams",
-    metadata,
-    Column("user_id", String(128), primary_key=True),
-    Column("since", BigInteger, nullable=False),  # the log's head when the stream began
-    Column("acked", BigInteger, nullable=False),
-    Column("trimmed", BigInteger, nullable=False),  # >= since; nothing at or below is left
-    Column("epoch", Integer, nullable=False),
-)
 
 KNOWN_STREAMS_MAX = 100_000  # user ids remembered, about 10 MB at most
 _ENTRY_COLUMNS = (entries.c.log_offset, entries.c.id, entries.c.category, entries.c.priority,
                   entries.c.payload, entries.c.created_at_us)
-
-
-def create_schema(engine: Engine) -> None:
-    """Create missing tables and the head row (create-all at start, for now)."""
-    insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-    with storage_errors():
-        create_tables(engine, metadata)
-        create_tables(engine, publish_keys.metadata)
-        with engine.begin() as conn:
-            conn.execute(insert(log_head).on_conflict_do_nothing(),
-                         {"id": 1, "head": 0, "streams": 0})
 
 
 @contextmanager
@@ -287,11 +227,15 @@ class SqlNotificationLog:
         lands in between shows as a floor above what was read, never as a
         silent gap."""
         floor = select(streams.c.trimmed).where(streams.c.user_id == user_id).scalar_subquery()
+        # Each side's page starts above the floor, not only above ``after``:
+        # broadcasts at or below it (kept for other streams) would otherwise
+        # take the page's places, and the entries above them be skipped.
+        start = case((floor > after, floor), else_=after)
         own = (select(recipients.c.log_offset.label("o"))
-               .where(recipients.c.user_id == user_id, recipients.c.log_offset > after)
+               .where(recipients.c.user_id == user_id, recipients.c.log_offset > start)
                .order_by(recipients.c.log_offset).limit(limit).subquery())
         shared = (select(entries.c.log_offset.label("o"))
-                  .where(IS_BROADCAST, entries.c.log_offset > after)
+                  .where(IS_BROADCAST, entries.c.log_offset > start)
                   .order_by(entries.c.log_offset).limit(limit).subquery())
         picked = union_all(select(own.c.o), select(shared.c.o)).subquery()
         query = (select(*_ENTRY_COLUMNS).join(picked, entries.c.log_offset == picked.c.o)
@@ -330,7 +274,8 @@ class SqlNotificationLog:
             out = []
             for row in rows:
                 if row.broadcast:  # its recipients: the streams begun before it (rare: gaps)
-                    count = conn.execute(select(began_before), {"o": row.log_offset}).scalar()
+                    count = conn.execute(select(began_before),
+                                         {"o": row.log_offset}).scalar_one()
                     out.append(Appended(_notification(row), None, count))
                 else:
                     users = tuple(sorted(listed.get(row.log_offset, ())))
@@ -380,6 +325,7 @@ class SqlNotificationLog:
                                                     trimmed=row.trimmed, epoch=row.epoch,
                                                     since=row.since)
         # no such stream (a read-only look): it would begin at the head
+        assert head is not None, "the log's head row is missing"  # migrate writes it
         begins = StreamPosition(head=head, acked=head, trimmed=head, since=head)
         return {u: found.get(u, begins) for u in users}
 

@@ -11,34 +11,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    Connection,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    delete,
-    select,
-)
+from sqlalchemy import Connection, delete, select
 
+from service.adapters.tables import publish_keys
 from service.domain.idempotency import PriorPublish
-
-metadata = MetaData()
-
-publish_keys = Table(
-    "publish_keys",
-    metadata,
-    Column("key", String(255), primary_key=True),
-    Column("fingerprint", String(64), nullable=False),  # sha256 of the body
-    Column("log_offset", BigInteger, nullable=False),
-    Column("message_id", String(64), nullable=False),
-    Column("created_at_us", BigInteger, nullable=False),
-    Column("recipients", Integer, nullable=False),
-)
-Index("publish_keys_created", publish_keys.c.created_at_us)
 
 INSERT_SQLITE = ("INSERT INTO publish_keys (key, fingerprint, log_offset, message_id, "
                  "created_at_us, recipients) VALUES (?, ?, ?, ?, ?, ?)")

@@ -1,4 +1,4 @@
-"""The command line: serve, jobs, token, query, demo, detect-changes."""
+"""The command line: serve, jobs, migrate, token, query, demo, detect-changes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from service.config import ConfigError, Settings
 from service.entrypoints import detect_changes, workers
+from service.entrypoints.runtime import migrate_database
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -17,6 +18,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "serve", help="one node: Socket.IO and the APIs, on N processes sharing the port")
     workers.add_arguments(serve)
     commands.add_parser("jobs", help="the scheduler")
+    commands.add_parser("migrate", help="bring the database's schema to the newest revision")
     token = commands.add_parser("token", help="print a signed user token for each id, one per line")
     token.add_argument("user_ids", nargs="+", metavar="USER_ID")
     query = commands.add_parser("query", help="run an InfluxQL query and print a table")
@@ -39,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
 
+    if args.command == "migrate":  # serve and jobs do it first too
+        return migrate_database(settings, starting=False)
     if args.command == "serve":
         return workers.run_serve(settings, args)
     if args.command == "jobs":

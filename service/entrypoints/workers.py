@@ -122,6 +122,7 @@ def as_worker(settings: Settings, index: int, count: int) -> Settings:
 
 def run_serve(settings: Settings, args: argparse.Namespace) -> int:
     """``python -m service serve [--workers N]``."""
+    from service.entrypoints.runtime import migrate_database
     from service.entrypoints.server import serve
 
     if args.worker is not None:  # started by a supervisor below
@@ -141,6 +142,9 @@ def run_serve(settings: Settings, args: argparse.Namespace) -> int:
     except WorkersRefused as exc:
         print(f"refusing to start: {exc}", file=sys.stderr)
         return 2
+    refused = migrate_database(settings, starting=True)  # the schema first, explicitly
+    if refused:
+        return refused
     return serve(settings) if count == 1 else supervise(settings, count)
 
 
@@ -240,9 +244,9 @@ def wait_for_workers(children: list[subprocess.Popen], timeout: float = STOP_TIM
             child.wait()
     for handler in handlers:
         handler.cancel()
-    for sig, handler in previous.items():  # libev leaves SIG_DFL behind, not Python's
-        if handler is not None:
-            signal.signal(sig, handler)
+    for sig, before in previous.items():  # libev leaves SIG_DFL behind, not Python's
+        if before is not None:
+            signal.signal(sig, before)
     if failed is not None:  # a worker that stops unasked has failed, whatever its status
         return failed.returncode if failed.returncode > 0 else 1
     # asked to stop: a worker still starting may die of the SIGTERM itself

@@ -19,9 +19,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from service.adapters.tokens import UserTokens
-from service.bootstrap import create_app
 from service.config import Settings
 from service.entrypoints.openapi import spec
+from tests.support.api_app import create_test_app
 
 PUBLISH = "history-contract-publish-token"
 USER_SECRET = "history-contract-user-secret"
@@ -35,7 +35,7 @@ def seeded(sqlite_url, tmp_path):
     """A node on SQLite (nothing in the background) whose log holds alice's
     history: her own entries of two categories and priorities, a broadcast,
     and another user's entries in between."""
-    app = create_app(Settings.from_env({
+    app = create_test_app(Settings.from_env({
         "DATABASE_URL": sqlite_url, "VAR_DIR": str(tmp_path / "var"),
         "PUBLISH_TOKEN": PUBLISH, "ADMIN_TOKEN": "history-contract-admin-token",
         "USER_TOKEN_SECRET": USER_SECRET, "NODE_ID": "history-contract",

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from service.bootstrap import create_app
 from service.config import Settings
 from service.entrypoints.docs_site import DOCS_DIR, github_anchor, render, served_href
+from tests.support.api_app import create_test_app
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "provisioning" / "alerting" / "rules.yml"
@@ -20,7 +20,7 @@ RULES = ROOT / "provisioning" / "alerting" / "rules.yml"
 
 @pytest.fixture
 def client(sqlite_url, tmp_path):
-    app = create_app(Settings.from_env({
+    app = create_test_app(Settings.from_env({
         "DATABASE_URL": sqlite_url, "VAR_DIR": str(tmp_path / "var"),
         "PUBLISH_TOKEN": "docs-publish-token-0123456789",
         "ADMIN_TOKEN": "docs-admin-token-0123456789", "USER_TOKEN_SECRET": "docs-secret",

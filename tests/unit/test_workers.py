@@ -12,7 +12,6 @@ import gevent
 import pytest
 from gevent import subprocess as gsubprocess
 
-from service.bootstrap import create_app
 from service.config import ConfigError, Settings
 from service.entrypoints import cli, workers
 from service.entrypoints.workers import (
@@ -23,6 +22,7 @@ from service.entrypoints.workers import (
     reuseport_listeners,
     wait_for_workers,
 )
+from tests.support.api_app import create_test_app
 
 PG = "postgresql+psycopg2://postgres@127.0.0.1:5432/notify"
 REDIS = "redis://127.0.0.1:6379/0"
@@ -102,7 +102,7 @@ def test_a_worker_is_a_node_of_its_own_with_its_share_of_the_connections(tmp_pat
 def test_a_worker_applies_its_share_at_start_and_on_every_live_change(tmp_path):
     node = settings(tmp_path, DATABASE_URL=f"sqlite:///{tmp_path / 'log.sqlite3'}",
                     INFLUX_URL="http://127.0.0.1:9", TELEMETRY_ENABLED="0")
-    app = create_app(as_worker(node, 2, 4))
+    app = create_test_app(as_worker(node, 2, 4))
     try:
         assert app.hub.policy.max_per_node == 15_000 // 4  # balanced
         app.live_config.change({"parameters": {"max_connections": 2000}})
