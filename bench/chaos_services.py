@@ -196,7 +196,7 @@ class Redis:
 
 
 class Influx:
-    """A private influxd (as tests/influx_server.py's), on the same ports each start."""
+    """A private influxd (as tests/support/influx_server.py's), on the same ports each start."""
 
     def __init__(self, run_dir: Path) -> None:
         if shutil.which("influxd") is None:

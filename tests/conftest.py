@@ -4,42 +4,23 @@ unique name and is removed afterwards."""
 
 from __future__ import annotations
 
-import os
-import uuid
-
 import psycopg2.extensions
 import pytest
 from psycogreen.gevent import patch_psycopg
-from sqlalchemy import create_engine, text
 
 from service.adapters.database import make_engine
 from service.adapters.influx import InfluxClient, InfluxSettings
-from service.adapters.notification_log import SqlNotificationLog, create_schema
-
-PG_ADMIN_URL = os.environ.get(
-    "TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-)
-INFLUX_URL = os.environ.get("TEST_INFLUX_URL", "http://127.0.0.1:8086")
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+from service.adapters.notification_log import SqlNotificationLog
+from tests.support.backing_services import INFLUX_URL, fresh_pg_database, unique
+from tests.support.influx_server import PrivateInflux
+from tests.support.schema import create_test_schema
 
 
 @pytest.fixture
 def pg_url():
     """A fresh PostgreSQL database, dropped afterwards."""
-    name = unique("notify_test")
-    # pre-ping: a test may restart PostgreSQL, which cuts this engine's connection
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_pg_database() as url:
+        yield url
 
 
 @pytest.fixture
@@ -64,7 +45,7 @@ def database_url(request):
 @pytest.fixture
 def engine(database_url):
     engine = make_engine(database_url)
-    create_schema(engine)
+    create_test_schema(engine)
     yield engine
     engine.dispose()
 
@@ -96,8 +77,6 @@ def influx(influx_database):
 @pytest.fixture
 def private_influx(tmp_path):
     """An InfluxDB of this test's own, which the test may stop and restart."""
-    from tests.influx_server import PrivateInflux
-
     server = PrivateInflux(tmp_path / "influxdb")
     server.start()
     yield server

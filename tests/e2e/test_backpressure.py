@@ -7,9 +7,9 @@ from __future__ import annotations
 import socket
 import time
 
-from tests.e2e.conftest import start_server, stop_server
-from tests.e2e.test_connections import raw_socketio_client
 from tests.support.py_client import PyClient
+from tests.support.raw_socketio import raw_socketio_client
+from tests.support.server_process import start_server, stop_server
 
 
 def pressure(server) -> dict:

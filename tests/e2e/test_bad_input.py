@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from service.adapters.tokens import UserTokens
-from tests.e2e.test_publish_receive import PyClient
 from tests.support.exception_text import (
     assert_no_exception_text,
     assert_no_exception_text_in_js_events,
 )
+from tests.support.py_client import PyClient
 
 GOOD = {"user_id": "alice", "category": "chat", "priority": "high", "payload": {"a": 1}}
 PATH = "/api/v1/notifications"
@@ -140,7 +140,7 @@ def test_bad_events_get_errors_and_the_connection_keeps_working(server):
 
 def test_a_flood_beyond_the_throttle_gets_429_with_retry_after(pg_url, influx_database,
                                                                tmp_path):
-    from tests.e2e.conftest import start_server, stop_server
+    from tests.support.server_process import start_server, stop_server
 
     server = start_server({"DATABASE_URL": pg_url, "INFLUX_DB": influx_database,
                            "THROTTLE": "low=1:5"}, tmp_path)
@@ -168,7 +168,7 @@ def test_a_text_frame_that_is_not_utf8_closes_the_connection(server):
     the server keeps serving others."""
     import websocket
 
-    from tests.e2e.test_connections import raw_socketio_client
+    from tests.support.raw_socketio import raw_socketio_client
 
     ws = raw_socketio_client(server, "mallory")
     ws.send(b'42["ack",{"offset":1}]\xff\xfe', opcode=websocket.ABNF.OPCODE_TEXT)

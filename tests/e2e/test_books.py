@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 import websocket
 
 from service.adapters.influx import InfluxClient, InfluxSettings
-from tests.conftest import INFLUX_URL
-from tests.e2e.conftest import start_server, stop_server
+from tests.support.backing_services import INFLUX_URL
 from tests.support.py_client import PyClient
+from tests.support.server_process import start_server, stop_server
 from tests.support.waiting import wait_for
 
 OUTCOMES = ("live", "queued", "deferred", "dropped")

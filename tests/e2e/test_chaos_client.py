@@ -15,8 +15,8 @@ from pathlib import Path
 import urllib3
 
 from bench.chaos_check import check, read_history
-from tests.e2e.conftest import ROOT
 from tests.support.node_process import NodeEvents
+from tests.support.repository import ROOT
 
 CHAOS_CLIENT = ROOT / "clients" / "js" / "chaos.mjs"
 CLIENTS = 20

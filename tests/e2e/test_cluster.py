@@ -6,8 +6,6 @@ real PostgreSQL, the official socket.io-client."""
 
 from __future__ import annotations
 
-import os
-import queue
 import signal
 import threading
 import time
@@ -15,11 +13,11 @@ import time
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import unique
-from tests.e2e.conftest import start_server, stop_server
-from tests.e2e.test_telemetry_durability import wait_until
-
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+from tests.support.backing_services import REDIS_URL, unique
+from tests.support.free_port import free_port
+from tests.support.js_clients import received_offsets
+from tests.support.server_process import start_server, stop_server
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
@@ -42,20 +40,6 @@ def nodes(cluster_env, tmp_path):
     for node in started:
         if node.process.poll() is None:
             assert stop_server(node) == 0, node.log_text()
-
-
-def drain(client) -> None:
-    """Move what the client printed so far into ``client.seen``."""
-    while True:
-        try:
-            client.seen.append(client.events.get_nowait())
-        except queue.Empty:
-            return
-
-
-def received_offsets(client) -> list[int]:
-    drain(client)
-    return [n["offset"] for n in client.notifications()]
 
 
 def test_a_user_receives_in_order_what_is_published_on_every_node(nodes, js_client):
@@ -222,8 +206,6 @@ class PrivateRedis:
     """A redis-server of this test's own, which it may stop and start again."""
 
     def __init__(self, directory) -> None:
-        from tests.e2e.conftest import free_port
-
         self.port = free_port()
         self.directory = directory
         self.process = None

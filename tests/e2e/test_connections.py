@@ -2,36 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import websocket
 
-from service.adapters.influx import InfluxClient, InfluxSettings
-from tests.conftest import INFLUX_URL
-from tests.e2e.conftest import start_server, stop_server
+from tests.support.influx_counts import connection_events
 from tests.support.py_client import PyClient
-
-
-def connection_events(influx_database: str, event: str, reason: str) -> int:
-    """How many connection events of this kind the server recorded in InfluxDB."""
-    influx = InfluxClient(InfluxSettings(url=INFLUX_URL, database=influx_database))
-    result = influx.query('SELECT sum("count") FROM "notify_connection" '
-                          f"WHERE \"event\" = '{event}' AND \"reason\" = '{reason}'")
-    series = result[0].get("series")
-    return series[0]["values"][0][1] if series else 0
-
-
-def raw_socketio_client(server, user: str, **options) -> websocket.WebSocket:
-    """Engine.IO and Socket.IO handshakes by hand, so that the test decides
-    what the client does next (nothing, in these tests)."""
-    ws = websocket.create_connection(
-        server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket",
-        timeout=10, **options)
-    assert ws.recv().startswith("0")  # Engine.IO open
-    ws.send("40" + json.dumps({"token": server.token(user)}))
-    assert ws.recv().startswith("40")  # Socket.IO connected
-    return ws
+from tests.support.raw_socketio import raw_socketio_client
+from tests.support.server_process import start_server, stop_server
 
 
 def test_limits_refuse_with_a_reason_and_the_rest_keep_working(pg_url, influx_database, tmp_path,

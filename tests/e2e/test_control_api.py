@@ -9,8 +9,8 @@ from sqlalchemy import create_engine
 
 from service.adapters.control_log import SqlControlLog
 from service.domain.control import RECOMMENDATION_ISSUED, EventDraft
-from tests.e2e.conftest import start_server, stop_server
-from tests.unit.test_recommendations_and_alerts import GRAFANA_BODY
+from tests.support.grafana_webhook import GRAFANA_BODY
+from tests.support.server_process import start_server, stop_server
 
 ALICE = "alice-admin-token-0123456789"
 GRAFANA = "grafana-webhook-token-0123456789"

@@ -4,7 +4,7 @@ listening when a change was made catches up with it when it starts."""
 
 import time
 
-from tests.e2e.conftest import start_server, stop_server
+from tests.support.server_process import start_server, stop_server
 
 
 def config_of(node) -> dict:

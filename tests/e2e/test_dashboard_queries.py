@@ -42,9 +42,7 @@ from sqlalchemy import create_engine, text
 from service.adapters.influx import InfluxClient, InfluxSettings
 from service.adapters.influx_rollups import InfluxRollupStore
 from service.service_layer.rollups import run_rollups
-from tests.conftest import INFLUX_URL, PG_ADMIN_URL, unique
-from tests.e2e.conftest import ROOT, JsClient, RunningServer, start_server, stop_server
-from tests.e2e.test_connections import raw_socketio_client
+from tests.support.backing_services import INFLUX_URL, PG_ADMIN_URL, unique
 from tests.support.grafana import (
     RAW_POLICY,
     RP_FROM,
@@ -57,7 +55,11 @@ from tests.support.grafana import (
     rule_queries,
     targets_of,
 )
+from tests.support.js_clients import JsClient
 from tests.support.py_client import PyClient, publish_n
+from tests.support.raw_socketio import raw_socketio_client
+from tests.support.repository import ROOT
+from tests.support.server_process import RunningServer, start_server, stop_server
 
 BUDGET_S = 150.0  # the whole module: feeding (a minute or so), rolling up, every query
 RULES = "rules"  # the "uid" of the alert rules' cases

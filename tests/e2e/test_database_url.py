@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from tests.e2e.conftest import ROOT, start_server, stop_server
+from tests.support.repository import ROOT
+from tests.support.server_process import start_server, stop_server
 
 
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres"])

@@ -24,12 +24,14 @@ from sqlalchemy import create_engine, func, select
 
 from service.adapters.influx import InfluxClient, InfluxSettings
 from service.adapters.notification_log import entries, recipients, streams
-from tests.conftest import unique
-from tests.e2e.conftest import start_server, stop_server
-from tests.e2e.test_connections import connection_events, raw_socketio_client
-from tests.e2e.test_telemetry_durability import assert_accounted, drained, telemetry, wait_until
+from tests.support.backing_services import unique
 from tests.support.exception_text import assert_no_exception_text
+from tests.support.influx_counts import connection_events
 from tests.support.py_client import PyClient, publish_n
+from tests.support.raw_socketio import raw_socketio_client
+from tests.support.server_process import start_server, stop_server
+from tests.support.telemetry_accounting import assert_accounted, drained, telemetry
+from tests.support.waiting import wait_until
 
 PATH = "/api/v1/notifications"
 

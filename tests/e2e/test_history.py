@@ -11,7 +11,7 @@ import time
 import jwt
 import pytest
 
-from tests.e2e.conftest import start_server, stop_server
+from tests.support.server_process import start_server, stop_server
 
 JWT_SECRET = "an-e2e-jwt-secret-of-32-bytes-or-more"
 

@@ -16,8 +16,8 @@ import pytest
 import urllib3
 from sqlalchemy import create_engine, text
 
-from tests.conftest import unique
-from tests.e2e.conftest import start_server, stop_server
+from tests.support.backing_services import unique
+from tests.support.server_process import start_server, stop_server
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 HTTP = urllib3.PoolManager(retries=False)

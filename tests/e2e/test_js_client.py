@@ -18,9 +18,10 @@ import pytest
 from sqlalchemy import create_engine, func, select
 
 from service.adapters.notification_log import recipients, streams
-from tests.e2e.conftest import ROOT, RunningServer, start_server, stop_server
 from tests.support.node_process import NodeEvents
 from tests.support.py_client import PyClient, publish_n
+from tests.support.repository import ROOT
+from tests.support.server_process import RunningServer, start_server, stop_server
 from tests.support.static_site import StaticSite
 from tests.support.waiting import wait_for
 

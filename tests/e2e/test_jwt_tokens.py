@@ -3,7 +3,8 @@ jsonwebtoken, and the official socket.io-client connecting with them."""
 
 import subprocess
 
-from tests.e2e.conftest import ROOT, start_server, stop_server
+from tests.support.repository import ROOT
+from tests.support.server_process import start_server, stop_server
 
 SECRET = "e2e-jwt-secret-at-least-32-bytes-long"
 MINT = ROOT / "clients" / "js" / "mint-jwt.mjs"

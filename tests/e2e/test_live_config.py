@@ -5,7 +5,7 @@ import time
 from urllib.parse import quote
 
 from service.adapters.influx import InfluxClient, InfluxSettings
-from tests.conftest import INFLUX_URL
+from tests.support.backing_services import INFLUX_URL
 
 
 def put_config(server, body, token=None):

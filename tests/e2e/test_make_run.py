@@ -15,9 +15,10 @@ import urllib3
 
 from service.adapters.influx import InfluxClient, InfluxSettings
 from service.adapters.tokens import UserTokens
-from tests.conftest import INFLUX_URL
-from tests.e2e.conftest import ROOT, free_port
-from tests.e2e.test_observability import wait_for_sum
+from tests.support.backing_services import INFLUX_URL
+from tests.support.free_port import free_port
+from tests.support.influx_counts import wait_for_sum
+from tests.support.repository import ROOT
 
 
 def start_run_script(tmp_path, influx_database: str, demo: str):

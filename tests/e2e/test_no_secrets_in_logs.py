@@ -5,8 +5,8 @@ none of them, nor a database password."""
 
 import json
 
-from tests.e2e.conftest import start_server, stop_server
-from tests.unit.test_recommendations_and_alerts import GRAFANA_BODY
+from tests.support.grafana_webhook import GRAFANA_BODY
+from tests.support.server_process import start_server, stop_server
 
 SECRETS = {
     "PUBLISH_TOKEN": "pub-7Q9zX2kLm4Vw8Rt1",

@@ -5,21 +5,9 @@ from __future__ import annotations
 import time
 
 from service.adapters.influx import InfluxClient, InfluxSettings
-from tests.conftest import INFLUX_URL
+from tests.support.backing_services import INFLUX_URL
+from tests.support.influx_counts import wait_for_sum
 from tests.support.py_client import PyClient, publish_n
-
-
-def wait_for_sum(influx: InfluxClient, measurement: str, expected: int, timeout: float = 15.0):
-    query = f'SELECT sum("count") FROM "{measurement}"'
-    value = None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        series = influx.query(query)[0].get("series")
-        value = series[0]["values"][0][1] if series else None
-        if value == expected:
-            return value
-        time.sleep(0.25)
-    return value
 
 
 def test_publish_delivery_and_ack_counts_reach_influxdb(server):
@@ -87,7 +75,7 @@ def test_admin_routes_need_the_admin_token_and_answer_from_live_state(server):
 
 
 def test_delivery_goes_on_when_influxdb_is_unreachable(pg_url, tmp_path):
-    from tests.e2e.conftest import start_server, stop_server
+    from tests.support.server_process import start_server, stop_server
 
     server = start_server({"DATABASE_URL": pg_url, "INFLUX_URL": "http://127.0.0.1:9"}, tmp_path)
     try:

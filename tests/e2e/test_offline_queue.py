@@ -5,7 +5,7 @@ import time
 from sqlalchemy import create_engine, func, select
 
 from service.adapters.notification_log import recipients, streams
-from tests.e2e.conftest import start_server, stop_server
+from tests.support.server_process import start_server, stop_server
 
 
 def test_a_client_back_after_trimming_is_told_to_reload(pg_url, influx_database, tmp_path,

@@ -107,7 +107,7 @@ def test_sqlite_default_serves_end_to_end(sqlite_server, js_client):
 
 
 def test_the_offline_queue_survives_a_server_restart(pg_url, influx_database, tmp_path):
-    from tests.e2e.conftest import start_server, stop_server
+    from tests.support.server_process import start_server, stop_server
 
     env = {"DATABASE_URL": pg_url, "INFLUX_DB": influx_database}
     first = start_server(env, tmp_path)

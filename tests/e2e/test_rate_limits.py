@@ -10,9 +10,9 @@ import re
 import pytest
 import websocket
 
-from tests.e2e.conftest import start_server, stop_server
-from tests.e2e.test_connections import connection_events
+from tests.support.influx_counts import connection_events
 from tests.support.py_client import PyClient
+from tests.support.server_process import start_server, stop_server
 
 NOTE = {"category": "c", "payload": {"ok": True}}
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import time
 
 from service.adapters.influx import InfluxClient, InfluxSettings
-from tests.conftest import INFLUX_URL
-from tests.e2e.test_telemetry_durability import drained, wait_until
+from tests.support.backing_services import INFLUX_URL
 from tests.support.py_client import PyClient
+from tests.support.telemetry_accounting import drained
+from tests.support.waiting import wait_until
 
 
 def total(influx: InfluxClient, measurement: str, where: str = "") -> int:

@@ -16,7 +16,8 @@ import gevent
 from gevent import socket
 from sqlalchemy.engine import make_url
 
-from tests.e2e.conftest import ROOT, start_server
+from tests.support.repository import ROOT
+from tests.support.server_process import start_server
 
 # a FaultProxy to HOST:PORT: prints its port, then takes a mode per stdin line
 PROXY = """

@@ -4,7 +4,7 @@ refused, every publish is answered 202, every client gets every entry it is
 owed once and in order, and no answer or connect_error carries a Python
 exception's text. (How fast: ``python -m bench storm`` and ``bench fanout``.)"""
 
-from tests.e2e.conftest import run_storm
+from tests.support.js_clients import run_storm
 
 CLIENTS = 1_000
 

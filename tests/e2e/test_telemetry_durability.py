@@ -1,6 +1,6 @@
 """Telemetry survives InfluxDB outages and service restarts, exactly once.
 
-Each test runs its own influxd (tests/influx_server.py) so that it can stop
+Each test runs its own influxd (tests/support/influx_server.py) so that it can stop
 and restart it without disturbing other tests.
 """
 
@@ -11,32 +11,11 @@ import time
 import pytest
 
 from service.adapters.influx import InfluxClient, InfluxSettings
-from tests.e2e.conftest import start_server, stop_server
+from tests.support.influx_server import PrivateInflux
 from tests.support.py_client import PyClient, publish_n
-from tests.support.waiting import wait_for
-
-
-def telemetry(server) -> dict:
-    return server.request("GET", "/admin/api/performance/metrics",
-                          token=server.env["ADMIN_TOKEN"]).json()["telemetry"]
-
-
-def wait_until(predicate, timeout: float = 30.0, step: float = 0.2):
-    value = wait_for(predicate, timeout, step)
-    if not value:
-        raise AssertionError("condition not met in time")
-    return value
-
-
-def assert_accounted(t: dict) -> None:
-    """Every record emitted is in exactly one place."""
-    assert t["emitted"] == (t["queued"] + t["in_flight"] + t["written"] + t["backlog"]
-                            + t["dropped"]), t
-
-
-def drained(server) -> bool:
-    t = telemetry(server)
-    return t["backlog"] == 0 and t["queued"] == 0 and t["in_flight"] == 0 and t["influx_reachable"]
+from tests.support.server_process import start_server, stop_server
+from tests.support.telemetry_accounting import assert_accounted, drained, telemetry
+from tests.support.waiting import wait_until
 
 
 def sums(influx: InfluxClient, measurement: str, *fields: str) -> tuple[int, ...]:
@@ -131,8 +110,6 @@ def test_a_refusing_influxdb_is_retried_a_bounded_number_of_times(tmp_path):
     from service.adapters.influx_writer import Backoff, InfluxWriter
     from service.adapters.telemetry_spool import DiskSpool
     from service.service_layer.telemetry import TelemetryRing
-    from tests.influx_server import PrivateInflux
-
     locked = PrivateInflux(tmp_path / "locked", auth_enabled=True)
     locked.start()
     try:

@@ -20,7 +20,8 @@ import pytest
 import urllib3
 
 from service.domain.impact import VERDICTS
-from tests.e2e.conftest import ROOT, start_server, stop_server
+from tests.support.repository import ROOT
+from tests.support.server_process import start_server, stop_server
 from tests.support.waiting import wait_for
 
 IMPACT_WINDOW_S = 20

@@ -20,10 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import unique
-from tests.e2e.conftest import ROOT, free_port, start_server, stop_server
-from tests.e2e.test_cluster import REDIS_URL, received_offsets
-from tests.e2e.test_telemetry_durability import wait_until
+from tests.support.backing_services import REDIS_URL, unique
+from tests.support.free_port import free_port
+from tests.support.js_clients import received_offsets
+from tests.support.repository import ROOT
+from tests.support.server_process import start_server, stop_server
+from tests.support.waiting import wait_until
 
 STOP_BOUND_S = 15.0
 

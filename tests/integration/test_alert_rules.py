@@ -48,7 +48,7 @@ from service.service_layer import analysis
 from service.service_layer.telemetry import TelemetryRing
 from service.service_layer.trends import trend_limits
 from service.service_layer.tuning import LiveConfig
-from tests.unit.fakes import InMemoryControlLog
+from tests.support.fakes import InMemoryControlLog
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES_FILE = ROOT / "provisioning" / "alerting" / "rules.yml"

@@ -11,7 +11,7 @@ from service.adapters.line_protocol import encode
 from service.domain.tuning import preset
 from service.service_layer import analysis
 from service.service_layer.tuning import LiveConfig
-from tests.unit.fakes import InMemoryControlLog, RecordingTelemetry
+from tests.support.fakes import InMemoryControlLog, RecordingTelemetry
 
 pytestmark = pytest.mark.influx
 

@@ -15,7 +15,7 @@ from service.service_layer import analysis
 from service.service_layer.telemetry import TelemetryRing
 from service.service_layer.tuning import LiveConfig
 from tests.support.analysis_figures import Figures
-from tests.unit.fakes import InMemoryControlLog
+from tests.support.fakes import InMemoryControlLog
 
 pytestmark = pytest.mark.influx
 URL = "https://notify.example.com"

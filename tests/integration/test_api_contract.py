@@ -31,8 +31,8 @@ from schemathesis.specs.openapi.checks import (
 
 from service.domain.control import RECOMMENDATION_ISSUED, EventDraft
 from service.entrypoints.openapi import spec
-from tests.conftest import INFLUX_URL
-from tests.unit.test_openapi import ADMIN_TOKEN, PUBLIC, PUBLISH_TOKEN, build_app, operations
+from tests.support.api_app import ADMIN_TOKEN, PUBLIC, PUBLISH_TOKEN, build_app, operations
+from tests.support.backing_services import INFLUX_URL
 
 DOCUMENT = spec()
 TOKEN_OF = {"publishToken": PUBLISH_TOKEN, "adminToken": ADMIN_TOKEN}

@@ -1,6 +1,8 @@
 """The control event log on real PostgreSQL and on SQLite: append-only by the
-database's own rule, seq order, optimistic concurrency, and propagation
-between nodes (LISTEN/NOTIFY with catch-up by seq)."""
+database's own rule, seq order under concurrent appends, and propagation
+between nodes (LISTEN/NOTIFY with catch-up by seq). What the ControlLog port
+promises, on these and on the fake alike (the optimistic check, time in seq
+order, subscribers), is in test_contract_control_log.py."""
 
 import time
 from datetime import timedelta
@@ -10,25 +12,26 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from service.adapters.control_log import SqlControlLog, create_control_schema
+from service.adapters.control_log import SqlControlLog
 from service.adapters.database import make_engine
 from service.domain.control import EventDraft
 from service.domain.errors import ConflictError
 from service.service_layer.tuning import LiveConfig
+from tests.support.schema import create_test_schema
 
 pytestmark = pytest.mark.usefixtures("cooperative_psycopg2")  # greenlets share psycopg2
 
 
 @pytest.fixture
 def control_log(engine):
-    create_control_schema(engine)
+    create_test_schema(engine)
     return SqlControlLog(engine)
 
 
 @pytest.fixture
 def pg_engine(pg_url):
     engine = make_engine(pg_url)
-    create_control_schema(engine)
+    create_test_schema(engine)
     yield engine
     engine.dispose()
 
@@ -103,18 +106,8 @@ def test_truncate_is_refused_on_postgresql(node_a, pg_engine):
 
 def test_the_schema_can_be_created_again(control_log, engine):
     control_log.append(level("aggressive"))
-    create_control_schema(engine)  # every start does this
+    create_test_schema(engine)  # every start migrates
     assert control_log.last_seq() == 1
-
-
-def test_a_stale_expected_seq_is_a_conflict_and_appends_nothing(control_log):
-    control_log.append(level("aggressive"), expected_seq=0)
-    control_log.append(level("maximum"), expected_seq=1)
-    with pytest.raises(ConflictError) as conflict:
-        control_log.append_many([level("balanced"), level("conservative")], expected_seq=1)
-    assert conflict.value.field == "If-Match"
-    assert [e.payload["level"] for e in control_log.read_after(0)] == ["aggressive", "maximum"]
-    assert control_log.append(level("balanced"), expected_seq=2).seq == 3
 
 
 def test_seqs_are_gap_free_and_in_order_under_concurrent_appends(control_log, database_url):
@@ -157,16 +150,9 @@ def test_seqs_are_gap_free_and_in_order_under_concurrent_appends(control_log, da
     assert ats == sorted(ats)  # at never goes back in seq order
 
 
-def test_an_event_drafted_with_an_earlier_clock_keeps_time_in_seq_order(control_log):
-    first = control_log.append(level("aggressive"))
-    late = EventDraft("level_set", {"level": "maximum"}, "slow-clock", "",
-                      first.at - timedelta(seconds=30))
-    assert control_log.append(late).at == first.at
-
-
 def test_on_sqlite_an_append_reaches_the_subscribers_before_it_returns(sqlite_url):
     engine = make_engine(sqlite_url)
-    create_control_schema(engine)
+    create_test_schema(engine)
     log, seen = SqlControlLog(engine), []
     log.subscribe(seen.extend)
     log.append(level("aggressive"))

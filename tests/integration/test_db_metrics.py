@@ -7,7 +7,7 @@ from sqlalchemy import exc, text
 
 from service.adapters.database import make_engine
 from service.adapters.db_metrics import QueryStats
-from tests.unit.fakes import RecordingTelemetry
+from tests.support.fakes import RecordingTelemetry
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)

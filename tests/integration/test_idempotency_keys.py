@@ -75,8 +75,8 @@ def test_two_nodes_publishing_one_key_at_once_store_one_entry(pg_url, cooperativ
     answers from the winner's row."""
     engines = [make_engine(pg_url) for _ in range(2)]
     try:
-        from service.adapters.notification_log import create_schema
-        create_schema(engines[0])
+        from tests.support.schema import create_test_schema
+        create_test_schema(engines[0])
         logs = [SqlNotificationLog(e) for e in engines]
         batchers = [WriteBatcher(log, lambda a: None, max_batch=20) for log in logs]
 

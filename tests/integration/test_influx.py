@@ -5,7 +5,7 @@ import time
 from service.adapters.influx import InfluxClient, InfluxSettings, Retention
 from service.adapters.influx_writer import InfluxWriter
 from service.service_layer.telemetry import TelemetryRing
-from tests.conftest import INFLUX_URL
+from tests.support.backing_services import INFLUX_URL
 
 
 def test_points_written_are_read_back_exactly(influx):

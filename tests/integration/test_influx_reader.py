@@ -11,7 +11,7 @@ from service.adapters.influx_reader import InfluxAnalysisReader
 from service.adapters.line_protocol import encode
 from service.domain.errors import StorageUnavailable
 from service.domain.report import METRIC_KEYS
-from tests.conftest import INFLUX_URL, unique
+from tests.support.backing_services import INFLUX_URL, unique
 
 pytestmark = pytest.mark.influx
 

@@ -1,4 +1,6 @@
-"""The notification log on real PostgreSQL and on SQLite."""
+"""The notification log on real PostgreSQL and on SQLite: what the tables
+hold, concurrency, and failures. What the NotificationLog port promises, on
+these and on the fake alike, is in test_contract_notification_log.py."""
 
 import threading
 
@@ -9,6 +11,7 @@ from service.adapters.notification_log import SqlNotificationLog
 from service.domain.errors import StorageUnavailable
 from service.domain.model import PublishRequest, utcnow
 from service.service_layer.ports import StreamPosition
+from tests.support.notification_streams import check_streams
 
 
 def request(**target):
@@ -18,37 +21,6 @@ def request(**target):
 def offsets(log, user, after=0):
     page, _position = log.read(user, after, 10_000)
     return [n.offset for n in page]
-
-
-def test_offsets_are_global_and_each_stream_holds_its_own(notification_log):
-    for i in range(3):
-        notification_log.append(request(user_id="alice"), f"a{i}", utcnow())
-    assert notification_log.append(request(user_id="bob"), "b0", utcnow()).offset == 4
-    assert offsets(notification_log, "alice") == [1, 2, 3]
-    assert offsets(notification_log, "bob") == [4]
-    assert notification_log.head() == 4
-
-
-def test_read_returns_the_tail_in_order_with_the_body(notification_log):
-    created = utcnow()
-    for i in range(5):
-        notification_log.append(request(user_id="alice"), f"m{i}", created)
-    tail, position = notification_log.read("alice", after=2, limit=2)
-    assert [(n.offset, n.id) for n in tail] == [(3, "m2"), (4, "m3")]
-    assert tail[0].payload_json == '{"x":1}'
-    assert abs((tail[0].created_at - created).total_seconds()) < 0.001
-    assert position == StreamPosition(head=5, acked=0, trimmed=0, since=0)
-
-
-def test_a_multi_user_publish_is_one_entry_at_one_offset_for_all(notification_log):
-    notification_log.append(request(user_id="alice"), "first", utcnow())
-    appended = notification_log.append(request(user_ids=["bob", "alice"]), "multi", utcnow())
-    assert (appended.offset, appended.user_ids, appended.recipients) == (2, ("alice", "bob"), 2)
-    assert offsets(notification_log, "alice") == [1, 2]
-    assert offsets(notification_log, "bob") == [2]
-    # bob's stream began just before its first entry
-    assert notification_log.open_stream("bob") == StreamPosition(
-        head=2, acked=1, trimmed=1, since=1)
 
 
 def test_a_broadcast_is_stored_once_for_the_streams_that_exist(notification_log, engine):
@@ -65,30 +37,6 @@ def test_a_broadcast_is_stored_once_for_the_streams_that_exist(notification_log,
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM log_entries")).scalar() == 2
         assert conn.execute(text("SELECT count(*) FROM log_recipients")).scalar() == 1
-
-
-def test_read_span_gives_each_entry_with_its_recipients(notification_log):
-    notification_log.open_stream("zed")
-    notification_log.append(request(user_ids=["bob", "alice"]), "m", utcnow())
-    notification_log.append(request(broadcast=True), "b", utcnow())
-    notification_log.append(request(user_id="carol"), "c", utcnow())
-    span = notification_log.read_span(0, 2)
-    assert [(a.offset, a.notification.id, a.user_ids) for a in span] == [
-        (1, "m", ("alice", "bob")), (2, "b", None)]
-    assert span[1].recipients == 3  # zed, alice, bob; carol came after
-
-
-def test_open_stream_and_ack_track_the_position(notification_log):
-    assert notification_log.open_stream("alice").head == 0
-    for i in range(4):
-        notification_log.append(request(user_id="alice"), f"m{i}", utcnow())
-    notification_log.open_stream("bob")
-    assert notification_log.ack_many({"alice": 3, "bob": 0, "nobody": 5}) == 1
-    assert notification_log.ack_many({"alice": 2}) == 0  # never moves back
-    assert notification_log.ack_many({"alice": 99}) == 1  # capped at the head
-    position = notification_log.open_stream("alice")
-    assert (position.head, position.acked) == (4, 4)
-    assert notification_log.open_stream("bob").acked == 4  # it began at the head
 
 
 def test_open_streams_opens_many_at_once_each_at_the_head(notification_log, engine):
@@ -146,21 +94,6 @@ def test_opening_streams_while_publishing_to_the_same_new_users_never_deadlocks(
             assert offsets(notification_log, f"s{k}-{i}-0") != []
 
 
-def _check_streams(log, users, returned):
-    """Each stream: strictly increasing, its own entries plus the broadcasts
-    after it began, each at the offset its append returned."""
-    broadcasts = [a.offset for a in log.read_span(0, log.head(), 100_000) if a.user_ids is None]
-    for user in users:
-        page, position = log.read(user, 0, 100_000)
-        got = [n.offset for n in page]
-        assert got == sorted(set(got))
-        own = sorted(o for (u, _), o in returned.items() if u == user)
-        assert got == sorted(own + [b for b in broadcasts if b > position.since])
-        for publisher in {n.id.split("-")[0] for n in page}:
-            mine = [int(n.id.split("-")[1]) for n in page if n.id.split("-")[0] == publisher]
-            assert mine == sorted(mine)
-
-
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_concurrent_publishers_leave_no_gap_and_no_duplicate(notification_log):
     """Many publishers at once, to overlapping users: the log must be 1..n
@@ -186,7 +119,7 @@ def test_concurrent_publishers_leave_no_gap_and_no_duplicate(notification_log):
     assert errors == []
     span = notification_log.read_span(0, 10_000, 10_000)
     assert [a.offset for a in span] == list(range(1, 8 * 25 + 1))
-    _check_streams(notification_log, users, returned)
+    check_streams(notification_log, users, returned)
     total = sum(len(offsets(notification_log, u)) for u in users)
     assert total == 8 * (9 * 3 + 16)  # per publisher: 9 three-user, 16 one-user publishes
 
@@ -255,7 +188,7 @@ def test_concurrent_broadcasts_new_streams_and_acks_leave_no_gap_and_no_deadlock
     assert [a.offset for a in notification_log.read_span(0, 1000, 1000)] == list(
         range(1, 3 * 6 + 2 * 15 + 1))
     users = {u for u, _ in returned} | {f"o-{i:02d}" for i in range(60)} | set(known)
-    _check_streams(notification_log, users, returned)
+    check_streams(notification_log, users, returned)
 
 
 def test_a_connection_the_server_dropped_fails_at_check_in_as_storage_unavailable(caplog):

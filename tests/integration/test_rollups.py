@@ -18,11 +18,11 @@ from service.adapters.influx_rollups import InfluxRollupStore
 from service.adapters.influx_series import InfluxMetricSeries
 from service.adapters.job_lock import PgAdvisoryJobLock
 from service.adapters.line_protocol import encode
-from service.domain.telemetry import ROLLUPS
+from service.domain.measurements import CATALOGUE, ROLLED_UP
 from service.service_layer.jobs import JobSpec, run_job
 from service.service_layer.rollups import run_rollups
 from service.service_layer.trends import run_trends
-from tests.unit.fakes import RecordingTelemetry
+from tests.support.fakes import RecordingTelemetry
 
 pytestmark = pytest.mark.influx
 
@@ -119,15 +119,15 @@ def expected_rollups(step):
         bucket = at - (at - T) % step
         key = (m, tuple(sorted({**tags, "node": node, "role": role}.items())), bucket)
         for field, value in fields.items():
-            if field in ROLLUPS.get(m, {}):
+            if field in CATALOGUE[m].rollups:
                 groups.setdefault(key, {}).setdefault(field, []).append((at, value))
-    return {key: {f: aggregate(vs, ROLLUPS[key[0]][f]) for f, vs in fields.items()}
+    return {key: {f: aggregate(vs, CATALOGUE[key[0]].rollups[f]) for f, vs in fields.items()}
             for key, fields in groups.items()}
 
 
 def stored_rollups(influx, rp):
     found = {}
-    for measurement in ROLLUPS:
+    for measurement in ROLLED_UP:
         (result,) = influx.query(f'SELECT * FROM "{rp}"."{measurement}" GROUP BY *')
         for series in result.get("series", []):
             tags = tuple(sorted((k, v) for k, v in series["tags"].items() if v))

@@ -8,12 +8,12 @@ from sqlalchemy import select, text
 from service.adapters.database import make_engine
 from service.adapters.notification_log import (
     SqlNotificationLog,
-    create_schema,
     entries,
     recipients,
 )
 from service.adapters.stream_trim import SqlStreamTrimmer
 from service.domain.model import PublishRequest
+from tests.support.schema import create_test_schema
 
 LONG_AGO = datetime.now(UTC) - timedelta(days=10)
 WEEK = 7 * 86_400
@@ -182,7 +182,7 @@ def test_without_streams_broadcast_rows_obey_the_bounds(notification_log, engine
 def test_another_node_holding_the_lock_makes_the_trim_skip(pg_url):
     engine = make_engine(pg_url)
     try:
-        create_schema(engine)
+        create_test_schema(engine)
         log = SqlNotificationLog(engine)
         for _ in range(3):
             publish(log, user_id="alice")

@@ -9,8 +9,8 @@ from service.adapters.database import make_engine
 from service.adapters.notification_log import SqlNotificationLog
 from service.domain.model import PublishRequest, utcnow
 from service.service_layer.write_batching import WriteBatcher
-from tests.integration.test_notification_log import _check_streams
-from tests.unit.fakes import RecordingTelemetry
+from tests.support.fakes import RecordingTelemetry
+from tests.support.notification_streams import check_streams
 
 USERS = ["u1", "u2", "u3", "u4"]
 
@@ -42,7 +42,7 @@ def test_many_publishers_at_once_are_committed_together_without_gaps(notificatio
         range(1, 1001))
     assert batcher.wait_delivered(timeout=10)
     assert delivered == list(range(1, 1001))  # handed to the hub in offset order
-    _check_streams(notification_log, USERS, returned)
+    check_streams(notification_log, USERS, returned)
     batches = telemetry.total("db_write_batch", "batches")
     assert telemetry.total("db_write_batch") == 1000
     if engine.dialect.name == "postgresql":  # SQLite's commits never yield: nothing gathers
@@ -63,6 +63,6 @@ def test_two_nodes_batching_at_once_share_one_gap_free_log(notification_log, pg_
         gevent.joinall(greenlets, raise_error=True)
         assert [a.offset for a in notification_log.read_span(0, 10_000, 10_000)] == list(
             range(1, 401))
-        _check_streams(notification_log, USERS, returned)
+        check_streams(notification_log, USERS, returned)
     finally:
         other_engine.dispose()

@@ -39,7 +39,7 @@ def _matchers(policy: dict) -> list[Matcher]:
         match = re.fullmatch(r'\s*([\w.]+)\s*(=~|!~|!=|=)\s*"?(.*?)"?\s*', text)
         if not match:
             raise ValueError(f"matcher {text!r}")
-        found.append(match.groups())
+        found.append((match[1], match[2], match[3]))
     found += [(k, "=", v) for k, v in (policy.get("match") or {}).items()]
     found += [(k, "=~", v) for k, v in (policy.get("match_re") or {}).items()]
     for name, op, _ in found:

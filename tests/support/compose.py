@@ -13,7 +13,8 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.repository import ROOT
+
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 PROVISIONING = ROOT / "provisioning"
@@ -88,7 +89,7 @@ def mounts(service: dict) -> dict[str, str]:
 
 
 def datasources() -> list[dict]:
-    found = []
+    found: list[dict] = []
     for path in sorted(DATASOURCES_DIR.glob("*.y*ml")):
         found.extend(load_yaml(path).get("datasources") or [])
     return found
@@ -98,3 +99,16 @@ def notify_datasource() -> dict:
     matches = [ds for ds in datasources() if ds.get("uid") == DATASOURCE_UID]
     assert len(matches) == 1, f"expected one datasource with uid {DATASOURCE_UID}: {matches}"
     return matches[0]
+
+
+def yaml_strings(node: object) -> list[str]:
+    """Every string key and value in a loaded YAML document (comments are gone)."""
+    if isinstance(node, dict):
+        return [s for k, v in node.items() for s in yaml_strings(k) + yaml_strings(v)]
+    if isinstance(node, list):
+        return [s for item in node for s in yaml_strings(item)]
+    return [node] if isinstance(node, str) else []
+
+
+def relative(path: Path) -> str:
+    return str(path.relative_to(ROOT))

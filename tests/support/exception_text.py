@@ -209,7 +209,7 @@ def _matchers() -> tuple[re.Pattern[str], ...]:
 def exception_fragments(text: str) -> list[str]:
     """Every fragment of ``text`` that looks like Python exception text, in
     the order they stand."""
-    found = []
+    found: list[tuple[int, str]] = []
     for matcher in _matchers():
         found.extend((m.start(), m.group()) for m in matcher.finditer(text))
     return [fragment for _, fragment in sorted(found)]
@@ -286,5 +286,5 @@ JS_ANSWERS = {"error": ("body",), "ack": ("reply",), "connect_error": ("message"
 def assert_no_exception_text_in_js_events(where: str, events: list[dict]) -> None:
     """The check above on every answer among a JavaScript client's events."""
     for event in events:
-        for key in JS_ANSWERS.get(event.get("event"), ()):
+        for key in JS_ANSWERS.get(event.get("event", ""), ()):
             assert_no_exception_text(f"{where}: {event['event']} {key}", event.get(key))

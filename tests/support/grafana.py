@@ -33,7 +33,8 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.repository import ROOT
+
 DASHBOARDS_DIR = ROOT / "dashboards"
 RULES_FILE = ROOT / "provisioning" / "alerting" / "rules.yml"
 DATASOURCE_UID = "notify-influxdb"
@@ -265,6 +266,9 @@ def rule_panel_links(path: Path = RULES_FILE) -> list[tuple[str, str, int]]:
                 "__dashboardUid__")
             panel = rule.get("panelId") or (rule.get("annotations") or {}).get("__panelId__")
             if uid:
+                if panel is None:  # Grafana links a rule to a panel: both or neither
+                    raise ValueError(f"alert rule {rule['title']!r} names a dashboard "
+                                     "but no panel")
                 found.append((rule["title"], uid, int(panel)))
     return found
 

@@ -1,6 +1,6 @@
-"""A rough InfluxQL checker against the telemetry catalogue, and the small
-readers of provisioning files that the deploy, dashboard and alerting tests
-share.
+"""A rough InfluxQL checker against the telemetry catalogue, shared by the
+deploy, dashboard and alerting tests (tests/unit/test_deploy_files.py shows
+it failing on each kind of mistake).
 
 InfluxQL is parsed roughly: identifiers in FROM are measurements,
 double-quoted identifiers elsewhere are fields or tags, and unquoted field or
@@ -10,10 +10,8 @@ tag names are rejected so that nothing escapes the check.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-from service.domain.telemetry import CATALOGUE, COMMON_TAGS
-from tests.support.compose import ROOT
+from service.domain.measurements import CATALOGUE, COMMON_TAGS
 
 # Variables Grafana itself defines; any other $name in a query must be a
 # templating variable of the dashboard.
@@ -33,23 +31,6 @@ GRAFANA_BUILTINS = {
     "__org",
     "__user",
 }
-
-
-# --------------------------------------------------------------------------
-# Provisioning files
-
-
-def yaml_strings(node: object) -> list[str]:
-    """Every string key and value in a loaded YAML document (comments are gone)."""
-    if isinstance(node, dict):
-        return [s for k, v in node.items() for s in yaml_strings(k) + yaml_strings(v)]
-    if isinstance(node, list):
-        return [s for item in node for s in yaml_strings(item)]
-    return [node] if isinstance(node, str) else []
-
-
-def relative(path: Path) -> str:
-    return str(path.relative_to(ROOT))
 
 
 # --------------------------------------------------------------------------
@@ -95,7 +76,7 @@ def measurements_in_from(from_clause: str) -> tuple[list[str], list[str]]:
     return names, problems
 
 
-def influxql_problems(query: str, variables: set[str] = frozenset()) -> list[str]:
+def influxql_problems(query: str, variables: set[str] | frozenset[str] = frozenset()) -> list[str]:
     """What in one InfluxQL query is not in the catalogue (empty when all is)."""
     problems: list[str] = []
 

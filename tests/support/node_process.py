@@ -20,6 +20,7 @@ class NodeEvents:
         threading.Thread(target=self._pump, daemon=True).start()
 
     def _pump(self) -> None:
+        assert self.process.stdout is not None, "started with stdout=PIPE"
         for line in self.process.stdout:
             self.events.put(json.loads(line))
         self.events.put({"event": "eof"})
@@ -50,7 +51,9 @@ class NodeEvents:
         return event
 
     def stderr_if_ended(self, last: int = 2000) -> str:
-        return self.process.stderr.read()[-last:] if self.process.poll() is not None else ""
+        if self.process.poll() is None or self.process.stderr is None:
+            return ""
+        return self.process.stderr.read()[-last:]
 
     def close(self) -> None:
         if self.process.poll() is None:

@@ -79,12 +79,11 @@ class ScriptedServer:
                     {k.lower(): v for k, v in handler.headers.items()}, body, time.monotonic())
         with self._lock:
             self.seen.append(seen)
-            if callable(self.script):
-                reply = None
-            else:
-                reply = self.script[min(len(self.seen), len(self.script)) - 1]
-        if reply is None:
-            reply = self.script(seen)
+            script = self.script
+            if not callable(script):
+                reply = script[min(len(self.seen), len(script)) - 1]
+        if callable(script):  # outside the lock: a script may wait
+            reply = script(seen)
         if reply is DROP:
             handler.close_connection = True
             return

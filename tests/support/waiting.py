@@ -18,3 +18,11 @@ def wait_for(what: Callable[[], T], timeout: float, step: float = 0.1) -> T | No
             return found
         time.sleep(step)
     return None
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 30.0, step: float = 0.2) -> T:
+    """``predicate()``'s first truthy answer within ``timeout`` seconds, else a failure."""
+    value = wait_for(predicate, timeout, step)
+    if not value:
+        raise AssertionError("condition not met in time")
+    return value

@@ -4,7 +4,7 @@ live config that follows it."""
 import pytest
 
 from service.service_layer.tuning import LiveConfig
-from tests.unit.fakes import InMemoryControlLog
+from tests.support.fakes import InMemoryControlLog
 
 
 @pytest.fixture

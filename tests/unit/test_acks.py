@@ -2,7 +2,7 @@
 
 from service.domain.errors import StorageUnavailable
 from service.service_layer.acks import CHUNK, AckBuffer
-from tests.unit.fakes import RecordingTelemetry
+from tests.support.fakes import RecordingTelemetry
 
 
 class ChunkLog:

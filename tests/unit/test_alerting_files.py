@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from service.domain.alerts import MITIGATIONS, mitigation_for, parse_grafana
-from service.domain.telemetry import CATALOGUE
+from service.domain.measurements import CATALOGUE
 from tests.support.alerting import (
     DOCS_VARIABLE,
     EXPR_UID,
@@ -43,9 +43,11 @@ from tests.support.compose import (
     environment_of,
     load_yaml,
     mounts,
+    relative,
+    yaml_strings,
 )
 from tests.support.grafana import all_panels, dashboard_files, load_dashboard
-from tests.support.influxql import influxql_problems, relative, yaml_strings
+from tests.support.influxql import influxql_problems
 
 RUNBOOK = ALERTING_DIR.parents[1] / "docs" / "runbook.md"
 RENDER = COMPOSE_SCRIPTS / "render-alerting.sh"

@@ -11,7 +11,7 @@ from service.domain.control import EventDraft
 from service.domain.impact import IMPROVED, INCONCLUSIVE, NEUTRAL, REGRESSED, judge
 from service.domain.tuning import preset
 from service.service_layer import analysis
-from tests.unit.fakes import RecordingTelemetry
+from tests.support.fakes import RecordingTelemetry
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 BALANCED = {"level": "balanced", "parameters": preset("balanced")}
@@ -282,7 +282,7 @@ def test_regressions_are_found_in_each_metric_and_stamped_with_their_bucket():
     import random
 
     from service.domain.changepoints import detect
-    from tests.unit.fakes import InMemoryMetricSeries
+    from tests.support.fake_metrics import InMemoryMetricSeries
 
     rng = random.Random(7)
     start = NOW - timedelta(hours=3)
@@ -301,7 +301,7 @@ def test_a_trend_that_bends_is_a_regression_worded_as_a_bend():
     import random
 
     from service.domain.changepoints import detect
-    from tests.unit.fakes import InMemoryMetricSeries
+    from tests.support.fake_metrics import InMemoryMetricSeries
 
     rng = random.Random(3)
     start = NOW - timedelta(hours=3)

@@ -12,13 +12,13 @@ import pytest
 
 from service.domain import advice, health
 from service.domain.control import EventDraft
-from service.domain.telemetry import CATALOGUE
+from service.domain.measurements import CATALOGUE
 from service.domain.tuning import preset
 from service.service_layer import analysis
 from service.service_layer.analysis_points import apply_command
 from service.service_layer.recommendations import list_recommendations
 from service.service_layer.trends import trend_limits
-from tests.unit.fakes import RecordingTelemetry
+from tests.support.fakes import RecordingTelemetry
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 QUIET = {"delivered_per_s": 100.0, "delivery_p99_ms": 30.0, "drops_per_s": 0.0,

@@ -12,7 +12,7 @@ from service.domain.model import Priority, PublishRequest
 from service.service_layer.backpressure import Backpressure
 from service.service_layer.delivery import DeliveryHub
 from service.service_layer.publishing import publish
-from tests.unit.fakes import (
+from tests.support.fakes import (
     InMemoryNotificationLog,
     ManualSpawner,
     RecordingSender,

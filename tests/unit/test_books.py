@@ -15,7 +15,7 @@ from service.service_layer.books import BookedLog, Books
 from service.service_layer.delivery import DeliveryHub
 from service.service_layer.publishing import publish
 from service.service_layer.write_batching import WriteBatcher
-from tests.unit.fakes import (
+from tests.support.fakes import (
     InMemoryNotificationLog,
     ManualSpawner,
     RecordingSender,

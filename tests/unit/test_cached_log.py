@@ -10,7 +10,7 @@ from service.domain.model import PublishRequest, utcnow
 from service.service_layer.cache_stats import CacheReporter
 from service.service_layer.cached_log import CachedNotificationLog, InvalidatingTrimmer
 from service.service_layer.ports import TrimResult
-from tests.unit.fakes import InMemoryNotificationLog, RecordingTelemetry
+from tests.support.fakes import InMemoryNotificationLog, RecordingTelemetry
 
 _ids = itertools.count()
 

@@ -2,7 +2,7 @@ import pytest
 
 from service.domain.connections import ConnectionLimitReached, ConnectionPolicy
 from service.service_layer.delivery import DeliveryHub
-from tests.unit.fakes import InMemoryNotificationLog, ManualSpawner, RecordingSender
+from tests.support.fakes import InMemoryNotificationLog, ManualSpawner, RecordingSender
 
 
 class Clock:
@@ -66,7 +66,7 @@ def test_an_ack_counts_as_activity():
 def test_a_slow_consumer_is_closed_and_its_entries_stay_in_the_log():
     from service.domain.connections import SlowConsumer
     from service.domain.model import PublishRequest, utcnow
-    from tests.unit.fakes import RecordingTelemetry
+    from tests.support.fakes import RecordingTelemetry
 
     class FullSender(RecordingSender):
         def send(self, sid, event, data):
@@ -90,7 +90,7 @@ def test_a_slow_consumer_is_closed_and_its_entries_stay_in_the_log():
 def test_a_batch_left_waiting_at_disconnect_is_counted():
     from service.domain.batching import BatchPolicy
     from service.domain.model import PublishRequest, utcnow
-    from tests.unit.fakes import RecordingTelemetry
+    from tests.support.fakes import RecordingTelemetry
 
     log, telemetry, spawn = InMemoryNotificationLog(), RecordingTelemetry(), ManualSpawner()
     hub = DeliveryHub(log, RecordingSender(), telemetry, spawn,

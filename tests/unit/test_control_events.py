@@ -18,7 +18,7 @@ from service.domain.errors import ConflictError, InvalidInput
 from service.domain.levels import LEVELS
 from service.domain.tuning import effective
 from service.service_layer.tuning import LiveConfig
-from tests.unit.fakes import InMemoryControlLog, RecordingTelemetry
+from tests.support.fakes import InMemoryControlLog, RecordingTelemetry
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 

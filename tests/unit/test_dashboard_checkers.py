@@ -1,26 +1,29 @@
-"""Each dashboard checker (tests/support/dashboard_checks.py) failing on a
-broken example, so that the dashboard tests can fail."""
+"""Each dashboard checker (tests/support/dashboard_layout_checks.py and
+dashboard_query_checks.py) failing on a broken example, so that the
+dashboard tests can fail."""
 
 from __future__ import annotations
 
 import json
 
-from tests.support.dashboard_checks import (
-    annotation_problems,
+from tests.support.dashboard_layout_checks import (
     grid_problems,
     legend_problems,
     link_problems,
-    link_urls,
+    undefined_variables,
+    unused_variables,
+    url_problems,
+)
+from tests.support.dashboard_query_checks import (
+    annotation_problems,
     newest_first_problems,
     rate_problems,
     raw_policy_problems,
     reads_rollable_from_raw,
     rollup_problems,
     threshold_problems,
-    undefined_variables,
-    unused_variables,
-    url_problems,
 )
+from tests.support.dashboard_walk import link_urls
 
 # --------------------------------------------------------------------------
 # The checkers fail on broken examples

@@ -21,38 +21,40 @@ import re
 
 import pytest
 
-from service.domain.telemetry import (
+from service.domain.measurements import (
     ROLLUP_POLICIES,
 )
 from tests.support.compose import (
     ROOT,
     datasources,
+    relative,
 )
-from tests.support.dashboard_checks import (
+from tests.support.dashboard_expectations import (
     DASHBOARDS,
     GRAFANA_BUILTIN_DATASOURCE,
     OVERVIEW_PANELS,
     RAW_READS,
     RP_MIN_INTERVAL,
     SCHEMA_VERSION,
-    annotation_problems,
-    dashboards,
-    datasource_refs,
+)
+from tests.support.dashboard_layout_checks import (
     grid_problems,
     legend_problems,
     link_problems,
-    link_urls,
+    undefined_variables,
+    unused_variables,
+    url_problems,
+)
+from tests.support.dashboard_query_checks import (
+    annotation_problems,
     newest_first_problems,
     rate_problems,
     raw_policy_problems,
     reads_rollable_from_raw,
     rollup_problems,
     threshold_problems,
-    undefined_variables,
-    unused_variables,
-    url_problems,
-    variable_values,
 )
+from tests.support.dashboard_walk import dashboards, datasource_refs, link_urls, variable_values
 from tests.support.grafana import (
     RAW_POLICY,
     RP_FROM,
@@ -71,12 +73,7 @@ from tests.support.grafana import (
     targets_of,
     variable_query,
 )
-from tests.support.influxql import (
-    clause,
-    influxql_problems,
-    measurements_in_from,
-    relative,
-)
+from tests.support.influxql import clause, influxql_problems, measurements_in_from
 
 # --------------------------------------------------------------------------
 # The dashboards

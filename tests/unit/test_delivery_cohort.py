@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from service.domain.batching import BatchPolicy
 from service.domain.model import PublishRequest, utcnow
 from service.service_layer.delivery import DeliveryHub
-from tests.unit.fakes import InMemoryNotificationLog, ManualSpawner, RecordingSender
+from tests.support.fakes import InMemoryNotificationLog, ManualSpawner, RecordingSender
 
 USERS = ("ann", "bob", "cy")
 
@@ -131,7 +131,7 @@ def test_a_broadcast_to_connections_in_step_is_queued_once():
 
 
 def test_each_batch_says_what_sent_it():
-    from tests.unit.fakes import RecordingTelemetry
+    from tests.support.fakes import RecordingTelemetry
 
     log, sender, spawn, clock = (InMemoryNotificationLog(), RecordingSender(), ManualSpawner(),
                                  Clock())

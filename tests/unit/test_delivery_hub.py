@@ -9,7 +9,7 @@ from service.domain.errors import InvalidInput, OffsetOutOfRange
 from service.domain.model import PublishRequest, utcnow
 from service.service_layer.delivery import DeliveryHub
 from service.service_layer.recent import RecentEntries
-from tests.unit.fakes import (
+from tests.support.fakes import (
     InMemoryNotificationLog,
     ManualSpawner,
     RecordingSender,

@@ -2,7 +2,7 @@
 provisioning and the dashboards.
 
 The dashboards may name only measurements, fields and tags from the telemetry
-catalogue (service/domain/telemetry.py). Their InfluxQL is parsed roughly:
+catalogue (service/domain/measurements/). Their InfluxQL is parsed roughly:
 identifiers in FROM are measurements, double-quoted identifiers elsewhere are
 fields or tags, and unquoted field or tag names are rejected so that nothing
 escapes the check.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from service.domain.telemetry import CATALOGUE
+from service.domain.measurements import CATALOGUE
 from tests.support.compose import (
     COMPOSE_FILE,
     DATASOURCE_UID,
@@ -28,6 +28,8 @@ from tests.support.compose import (
     load_yaml,
     notify_datasource,
     one_shots,
+    relative,
+    yaml_strings,
 )
 from tests.support.grafana import (
     all_panels,
@@ -37,7 +39,7 @@ from tests.support.grafana import (
     query_variables,
     variable_query,
 )
-from tests.support.influxql import influxql_problems, relative, yaml_strings
+from tests.support.influxql import influxql_problems
 
 DASHBOARD_PROVIDERS_DIR = ROOT / "provisioning" / "dashboards"
 
@@ -300,7 +302,7 @@ def test_dashboard_queries_name_only_catalogue_measurements_fields_and_tags(path
 
 def test_influxdb_2_gets_the_rollup_buckets_the_jobs_write_to():
     # run against a stand-in influx CLI: tests/unit/test_influx_provisioning.py
-    from service.domain.telemetry import ROLLUP_POLICIES
+    from service.domain.measurements import ROLLUP_POLICIES
 
     text = (ROOT / "provisioning" / "influxdb" / "init-buckets.sh").read_text()
     for rp in ROLLUP_POLICIES.values():

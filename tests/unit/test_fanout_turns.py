@@ -11,7 +11,7 @@ from service.domain.model import PublishRequest, utcnow
 from service.service_layer.delivery import DeliveryHub
 from service.service_layer.outbox import FANOUT_SLICE
 from service.service_layer.recent import RecentEntries
-from tests.unit.fakes import InMemoryNotificationLog, ManualSpawner, RecordingSender
+from tests.support.fakes import InMemoryNotificationLog, ManualSpawner, RecordingSender
 
 
 def publish(log, body):

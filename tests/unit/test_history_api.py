@@ -27,7 +27,7 @@ from service.entrypoints.errors import register_http_errors
 from service.entrypoints.history_api import history_blueprint
 from service.service_layer.cached_log import CachedNotificationLog
 from service.service_layer.history import History
-from tests.unit.fakes import InMemoryNotificationLog, RecordingTelemetry
+from tests.support.fakes import InMemoryNotificationLog, RecordingTelemetry
 
 PUBLISH = "unit-publish-token"
 SECRET = "unit-user-secret"

@@ -11,7 +11,7 @@ from service.domain.errors import IdempotencyConflict, InvalidInput
 from service.domain.idempotency import HEADER, parse_key
 from service.service_layer.publishing import publish
 from service.service_layer.write_batching import WriteBatcher
-from tests.unit.fakes import InMemoryNotificationLog, appending
+from tests.support.fakes import InMemoryNotificationLog, appending
 
 BODY = {"user_id": "ann", "category": "chat", "payload": {"n": 1}}
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from service.domain.telemetry import ROLLUP_POLICIES
+from service.domain.measurements import ROLLUP_POLICIES
 from tests.support import influx_cli_stub as stub
 from tests.support.compose import ROOT, compose_services, environment_of, notify_datasource
 

@@ -13,7 +13,7 @@ from service.adapters.influx import InfluxClient
 from service.config import ConfigError, Settings
 from service.domain.job_settings import DEFAULT_INTERVALS, JobSettings, parse_intervals
 from service.service_layer import analysis
-from tests.unit.fakes import RecordingTelemetry
+from tests.support.fakes import RecordingTelemetry
 
 QUIET = {"delivered_per_s": 100.0, "delivery_p99_ms": 30.0, "drops_per_s": 0.0,
          "cache_hit_rate": 0.95, "rss_bytes": 100e6}
@@ -60,7 +60,7 @@ def test_a_bad_value_is_refused_with_the_variable_named(env, words):
 
 
 def test_the_scheduler_gets_the_configured_intervals(tmp_path):
-    from service.entrypoints.jobs import build_jobs
+    from service.wiring.jobs_factory import build_jobs
 
     class Config:
         values = {"max_connections": 10, "memory_budget_mb": 64}

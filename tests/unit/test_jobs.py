@@ -11,18 +11,18 @@ from sqlalchemy import create_engine
 from service.adapters.job_lock import FileJobLock, InMemoryJobLock, job_lock_for, lock_key
 from service.adapters.line_protocol import LineEncoder
 from service.config import Settings
-from service.domain.telemetry import (
+from service.domain.measurements import (
     CATALOGUE,
     JOB_NAMES,
+    ROLLED_UP,
     ROLLUP_AGGREGATES,
-    ROLLUPS,
     FieldType,
     rollup_fields,
 )
 from service.service_layer.jobs import ERROR_TEXT_MAX, JobSpec, run_job
 from service.service_layer.ports import DataPoint
 from service.service_layer.rollups import POLICIES, floor_time, pending, run_rollups
-from tests.unit.fakes import RecordingTelemetry
+from tests.support.fakes import RecordingTelemetry
 
 
 def ticking(step=0.25):
@@ -143,7 +143,8 @@ def test_advisory_lock_keys_are_stable_distinct_64_bit_integers():
 
 
 def test_the_rollup_definitions_name_catalogue_fields_and_known_aggregates():
-    for measurement, fields in ROLLUPS.items():
+    for measurement in ROLLED_UP:
+        fields = CATALOGUE[measurement].rollups
         assert set(fields) <= set(CATALOGUE[measurement].fields), measurement
         assert set(fields.values()) <= set(ROLLUP_AGGREGATES), measurement
     assert rollup_fields("process")["rss_bytes"] is FieldType.FLOAT  # a mean
@@ -151,12 +152,12 @@ def test_the_rollup_definitions_name_catalogue_fields_and_known_aggregates():
     assert rollup_fields("notify_delivery")["count"] is FieldType.INTEGER
     needed = {"notify_publish", "notify_delivery", "notify_drop", "notify_connection",
               "notify_ping", "process", "cache", "db_query", "telemetry_self"}
-    assert needed <= set(ROLLUPS)
+    assert needed <= set(ROLLED_UP)
 
 
 def test_the_scheduler_runs_only_jobs_named_in_the_catalogue(tmp_path):
     from service.adapters.influx import InfluxClient
-    from service.entrypoints.jobs import build_jobs, schedule
+    from service.wiring.jobs_factory import build_jobs, schedule
 
     class Config:
         values = {"max_connections": 10, "memory_budget_mb": 64}

@@ -51,7 +51,7 @@ def test_values_of_the_wrong_type_are_coerced_or_refused():
 def test_catalogue_field_names_need_no_escaping():
     import re
 
-    from service.domain.telemetry import CATALOGUE
+    from service.domain.measurements import CATALOGUE
 
     for m in CATALOGUE.values():
         assert re.fullmatch(r"[a-z][a-z0-9_]*", m.name)

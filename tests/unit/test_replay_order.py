@@ -14,7 +14,7 @@ from service.domain.batching import BatchPolicy
 from service.domain.model import PublishRequest, utcnow
 from service.service_layer.delivery import DeliveryHub
 from service.service_layer.recent import RecentEntries
-from tests.unit.fakes import InMemoryNotificationLog, RecordingSender
+from tests.support.fakes import InMemoryNotificationLog, RecordingSender
 
 
 class GatedLog(InMemoryNotificationLog):

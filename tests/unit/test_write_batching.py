@@ -10,7 +10,7 @@ from service.domain.backpressure import Overloaded
 from service.domain.errors import StorageUnavailable
 from service.domain.model import PublishRequest, utcnow
 from service.service_layer.write_batching import InOrderDelivery, WriteBatcher
-from tests.unit.fakes import InMemoryNotificationLog, RecordingTelemetry
+from tests.support.fakes import InMemoryNotificationLog, RecordingTelemetry
 
 
 class CountingLog(InMemoryNotificationLog):

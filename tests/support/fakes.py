@@ -1,19 +1,33 @@
-"""Simple in-memory stand-ins for the service layer's ports (unit tests only)."""
+"""Simple in-memory stand-ins for the service layer's ports (unit tests only);
+those of the metrics ports are in fake_metrics.py. The contract suites
+(tests/integration/test_contract_*.py) hold them to the real adapters."""
 
 from __future__ import annotations
 
 import json
+import logging
 import zlib
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from service.domain.control import ControlEvent, EventDraft
+from service.domain.errors import ConflictError
 from service.domain.history import HistoryPage, HistoryQuery
 from service.domain.history import select as select_page
 from service.domain.idempotency import KeysTaken, PriorPublish
+from service.domain.measurements import TallySpec
 from service.domain.model import Appended, Notification, PublishRequest
-from service.service_layer.ports import UNREAD_CAP, StreamPosition, Unread
+from service.service_layer.ports import (
+    UNREAD_CAP,
+    Draft,
+    StreamPosition,
+    Tags,
+    Unread,
+)
+
+logger = logging.getLogger(__name__)
 
 
 class InMemoryNotificationLog:
@@ -29,14 +43,19 @@ class InMemoryNotificationLog:
         self.opened_batches: list[list[str]] = []  # the users of each open_streams call
         self.reads = 0  # stream pages read
         self.keys: dict[str, PriorPublish] = {}  # Idempotency-Keys stored
+        self._head = 0  # kept apart from the entries: a trim may remove the newest
 
     @property
     def head_offset(self) -> int:
-        return self.entries[-1][0].offset if self.entries else 0
+        return self._head
 
     def append(self, request: PublishRequest, message_id: str, created_at: datetime) -> Appended:
+        return self.append_many([(request, message_id, created_at)])[0]
+
+    def _append_one(self, request: PublishRequest, message_id: str,
+                    created_at: datetime) -> Appended:
         users = None if request.recipients.broadcast else tuple(sorted(request.recipients.user_ids))
-        offset = self.head_offset + 1
+        self._head = offset = self._head + 1
         for user_id in users or ():
             if user_id not in self.since:
                 self._begin(user_id, offset - 1)
@@ -45,12 +64,12 @@ class InMemoryNotificationLog:
         self.entries.append((notification, users))
         return Appended(notification, users, len(self.since) if users is None else len(users))
 
-    def append_many(self, drafts: list) -> list[Appended]:
+    def append_many(self, drafts: Sequence[Draft]) -> list[Appended]:
         taken = {r.key.key: self.keys[r.key.key] for r, _, _ in drafts
                  if r.key is not None and r.key.key in self.keys}
         if taken:
             raise KeysTaken(taken)  # as the SQL log: nothing of the batch is stored
-        appended = [self.append(*draft) for draft in drafts]
+        appended = [self._append_one(*draft) for draft in drafts]
         for (request, _, created_at), entry in zip(drafts, appended, strict=True):
             if request.key is not None:
                 self.keys[request.key.key] = PriorPublish(
@@ -82,7 +101,9 @@ class InMemoryNotificationLog:
         return select_page(self.stream(user_id), query), self.position(user_id)
 
     def read_span(self, after: int, upto: int, limit: int = 500) -> list[Appended]:
-        return [Appended(n, users, len(self.since) if users is None else len(users))
+        """A broadcast's recipients: the streams begun before it, as when it was appended."""
+        return [Appended(n, users, len(users) if users is not None else
+                         sum(1 for since in self.since.values() if since < n.offset))
                 for n, users in self.entries if after < n.offset <= upto][:limit]
 
     def head(self) -> int:
@@ -113,9 +134,11 @@ class InMemoryNotificationLog:
             self.epochs[user_id] += 1
         self.trimmed[user_id] = max(self.trimmed[user_id], upto)
 
-    def ack_many(self, acks: dict[str, int]) -> int:
+    def ack_many(self, acks: Mapping[str, int]) -> int:
         moved = 0
         for user_id, offset in acks.items():
+            if user_id not in self.since:
+                continue  # no stream: nothing to move, as in SQL
             offset = min(offset, self.head_offset)
             if offset > self.acked[user_id]:
                 self.acked[user_id] = offset
@@ -143,7 +166,7 @@ class RecordingSender:
     def send(self, sid: str, event: str, data: Any) -> None:
         self.sent.append((sid, event, data))
 
-    def batches(self, sid: str) -> list[list[dict]]:
+    def batches(self, sid: str) -> list[list[dict[str, Any]]]:
         return [
             json.loads(zlib.decompress(batch) if isinstance(batch, bytes) else batch)
             for s, event, batch in self.sent
@@ -163,11 +186,12 @@ class RecordingSender:
         return [n["offset"] for batch in self.batches(sid) for n in batch]
 
 
-class _RecordingSummary:
-    def __init__(self, owner: RecordingTelemetry, spec: Any, tags: dict) -> None:
+class RecordingSummary:
+    def __init__(self, owner: RecordingTelemetry, spec: TallySpec,
+                 tags: dict[str, str]) -> None:
         self.owner, self.spec, self.tags = owner, spec, tags
 
-    def add(self, *values: Any, peak: Any = None, peak2: Any = None) -> None:
+    def add(self, *values: float, peak: float | None = None, peak2: float | None = None) -> None:
         padded = values + (0,) * (len(self.spec.sums) - len(values))
         fields = dict(zip(self.spec.sums, padded, strict=True))
         for name, value in zip(self.spec.peaks, (peak, peak2), strict=False):
@@ -178,21 +202,21 @@ class _RecordingSummary:
     def wants_detail(self) -> bool:
         return True
 
-    def observe(self, name: str, values: Any, copies: int = 1) -> None:
+    def observe(self, name: str, values: Sequence[float], copies: int = 1) -> None:
         self.owner.observed.append((self.spec.measurement, self.tags, name,
                                     list(values) * copies))
 
 
 class RecordingTelemetry:
     def __init__(self) -> None:
-        self.records: list[tuple[str, dict, dict]] = []
-        self.observed: list[tuple[str, dict, str, list]] = []
+        self.records: list[tuple[str, dict[str, str], dict[str, Any]]] = []
+        self.observed: list[tuple[str, dict[str, str], str, list[float]]] = []
 
-    def emit(self, measurement: str, tags: Any, fields: Any) -> None:
+    def emit(self, measurement: str, tags: Tags, fields: Mapping[str, Any]) -> None:
         self.records.append((measurement, dict(tags), dict(fields)))
 
-    def tally(self, spec: Any, tags: Any) -> Any:
-        return _RecordingSummary(self, spec, dict(tags))
+    def tally(self, spec: TallySpec, tags: Tags) -> RecordingSummary:
+        return RecordingSummary(self, spec, dict(tags))
 
     def total(self, measurement: str, field: str = "count") -> int:
         return sum(f.get(field, 0) for m, _, f in self.records if m == measurement)
@@ -202,9 +226,9 @@ class ManualSpawner:
     """Runs background work only when the test says so."""
 
     def __init__(self) -> None:
-        self.pending: list[tuple[Any, tuple]] = []
+        self.pending: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
 
-    def __call__(self, target: Any, *args: Any) -> None:
+    def __call__(self, target: Callable[..., Any], /, *args: Any) -> None:
         self.pending.append((target, args))
 
     def run_all(self) -> None:
@@ -218,69 +242,53 @@ class InMemoryControlLog:
     delivery to subscribers after each append (as SQLite does in-process)."""
 
     def __init__(self) -> None:
-        self.events: list[Any] = []
+        self.events: list[ControlEvent] = []
         self.subscribers: list[list[Any]] = []  # [callback, after]
 
-    def append(self, draft: Any, expected_seq: int | None = None) -> Any:
+    def append(self, draft: EventDraft, expected_seq: int | None = None) -> ControlEvent:
         return self.append_many([draft], expected_seq)[0]
 
-    def append_many(self, drafts: Any, expected_seq: int | None = None) -> list[Any]:
-        from service.domain.errors import ConflictError
-
+    def append_many(self, drafts: Sequence[EventDraft],
+                    expected_seq: int | None = None) -> list[ControlEvent]:
+        if not drafts:
+            raise ValueError("nothing to append")
         last = self.events[-1].seq if self.events else 0
         if expected_seq is not None and expected_seq != last:
             raise ConflictError(f"at seq {last}, not {expected_seq}", field="If-Match")
-        appended = [d.recorded(last + i + 1) for i, d in enumerate(drafts)]
+        appended: list[ControlEvent] = []
+        at = self.events[-1].at if self.events else None
+        for draft in drafts:  # time never goes back in seq order, as in SQL
+            at = draft.at if at is None else max(draft.at, at)
+            appended.append(draft.recorded(last + len(appended) + 1, at))
         self.events.extend(appended)
         self.catch_up()
         return appended
 
-    def read_after(self, seq: int, limit: int | None = None) -> list[Any]:
+    def read_after(self, seq: int, limit: int | None = None) -> list[ControlEvent]:
         return [e for e in self.events if e.seq > seq][:limit]
 
-    def read_last(self, limit: int) -> list[Any]:
-        return self.events[-limit:]
+    def read_last(self, limit: int) -> list[ControlEvent]:
+        return self.events[-limit:] if limit > 0 else []
 
-    def subscribe(self, callback: Any, after: int = 0) -> None:
+    def subscribe(self, callback: Callable[[list[ControlEvent]], None], after: int = 0) -> None:
         self.subscribers.append([callback, after])
 
     def catch_up(self) -> None:
         for subscriber in self.subscribers:
             new = self.read_after(subscriber[1])
             if new:
-                subscriber[1] = new[-1].seq
-                subscriber[0](new)
+                subscriber[1] = new[-1].seq  # first: a failing one is not fed again
+                try:
+                    subscriber[0](new)
+                except Exception:  # as in SQL: one bad subscriber must not stop the others
+                    logger.exception("control log subscriber %r failed", subscriber[0])
 
 
-def appending(log: InMemoryNotificationLog, deliver: Callable) -> Callable:
+def appending(log: InMemoryNotificationLog, deliver: Callable[[Appended], None],
+              ) -> Callable[[PublishRequest, str, datetime], Appended]:
     """publish()'s ``append`` for unit tests: store, then hand to delivery, at once."""
     def append(request: PublishRequest, message_id: str, created_at: datetime) -> Appended:
         appended = log.append_many([(request, message_id, created_at)])[0]
         deliver(appended)
         return appended
     return append
-
-
-class InMemoryMetricSeries:
-    """``MetricSeries`` over given points: ``data[(metric, resolution)]`` is a
-    list of (time, value), any order; ``calls`` records what was asked."""
-
-    def __init__(self, data: dict[tuple[str, str], list[tuple[datetime, float]]]) -> None:
-        self.data = data
-        self.calls: list[tuple[str, datetime, datetime, str, str | None]] = []
-
-    def series(self, metric: str, start: datetime, end: datetime, resolution: str = "1m",
-               *, node: str | None = None) -> list[tuple[datetime, float]]:
-        self.calls.append((metric, start, end, resolution, node))
-        return sorted((t, v) for t, v in self.data.get((metric, resolution), [])
-                      if start <= t < end)
-
-
-class RecordingPointWriter:
-    """``PointWriter`` that keeps what it was given, by retention policy."""
-
-    def __init__(self) -> None:
-        self.written: list[tuple[Any, str | None]] = []
-
-    def write(self, points: Any, retention_policy: str | None = None) -> None:
-        self.written.extend((p, retention_policy) for p in points)

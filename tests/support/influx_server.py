@@ -9,18 +9,13 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import urllib3
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.free_port import free_port
 
 
 class PrivateInflux:
@@ -28,13 +23,13 @@ class PrivateInflux:
         if shutil.which("influxd") is None:
             raise RuntimeError("influxd is not installed: run scripts/influxdb.sh start")
         self.directory = directory
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
         directory.mkdir(parents=True, exist_ok=True)
         self.config = directory / "influxdb.conf"
         self.config.write_text(
-            f'reporting-disabled = true\nbind-address = "127.0.0.1:{_free_port()}"\n'
+            f'reporting-disabled = true\nbind-address = "127.0.0.1:{free_port()}"\n'
             f'[meta]\n  dir = "{directory}/meta"\n'
             f'[data]\n  dir = "{directory}/data"\n  wal-dir = "{directory}/wal"\n'
             f"  query-log-enabled = false\n"
