@@ -41,12 +41,15 @@ run: $(VENV)/.installed
 
 test: install influxdb chromium
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m service.entrypoints.telemetry_doc --check
 	$(PY) -m service.entrypoints.api_doc --check
+	$(PY) -m service.entrypoints.config_doc --check
 	$(PY) -m pytest tests/unit tests/integration tests/e2e tests/chaos
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 # Benchmarks are not part of `make test`: they take minutes and want a quiet machine.
 $(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.lock
@@ -59,6 +62,7 @@ bench: install influxdb $(VENV)/.bench-installed
 docs: $(VENV)/.installed
 	$(PY) -m service.entrypoints.telemetry_doc
 	$(PY) -m service.entrypoints.api_doc
+	$(PY) -m service.entrypoints.config_doc
 
 clean:
-	rm -rf $(VENV) $(JS)/node_modules .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(JS)/node_modules .pytest_cache .ruff_cache .mypy_cache

@@ -26,8 +26,8 @@ from service.adapters.influx_levers import (
 )
 from service.domain.control import format_at
 from service.domain.errors import StorageUnavailable, new_error_id
+from service.domain.measurements import CATALOGUE, FieldType
 from service.domain.report import METRIC_KEYS
-from service.domain.telemetry import CATALOGUE, FieldType
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ class InfluxAnalysisReader:
         where = self._where(start, end)
         serving = self._where(start, end, " AND \"role\" = 'serve'")
         per_node = f"WHERE {where} GROUP BY \"node\", \"role\")"
-        rows = [next(_rows(r), None) or {} for r in self._query(
+        rows = [next(_rows(r), {}) for r in self._query(
             f'SELECT sum("count") AS "n" FROM {RAW}."notify_publish" WHERE {where}',
             f'SELECT sum("count") AS "n" FROM {RAW}."notify_throttle" WHERE {where}',
             'SELECT sum("count") AS "n", sum("batches") AS "b", mean("wait_ms_p50") AS "w", '

@@ -46,10 +46,10 @@ def history_statement(user_id: str, query: HistoryQuery) -> Select:
         return offset if query.forward else offset.desc()
 
     fetch = query.limit + 1
-    own = select(recipients.c.log_offset.label("o")).where(recipients.c.user_id == user_id)
+    mine = select(recipients.c.log_offset.label("o")).where(recipients.c.user_id == user_id)
     if query.category is not None or query.priority is not None:  # the filters are the entry's
-        own = own.join(entries, entries.c.log_offset == recipients.c.log_offset)
-    own = (own.where(*window(recipients.c.log_offset))
+        mine = mine.join(entries, entries.c.log_offset == recipients.c.log_offset)
+    own = (mine.where(*window(recipients.c.log_offset))
            .order_by(nearest(recipients.c.log_offset)).limit(fetch).subquery())
     shared = (select(entries.c.log_offset.label("o"))
               .where(IS_BROADCAST, *window(entries.c.log_offset))

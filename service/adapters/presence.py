@@ -43,6 +43,11 @@ class RedisPresence:
     def _users_key(self, node: str) -> str:
         return f"{self._prefix}:users:{node}"
 
+    def _node_names(self) -> list[str]:
+        """The ids of the nodes that reported, sorted."""
+        members = self._redis.smembers(f"{self._prefix}:nodes")
+        return sorted(n.decode() if isinstance(n, bytes) else n for n in members)
+
     def report(self, connections: int, user_ids: Iterable[str]) -> None:
         """Replace this node's report (the user set is swapped in at once)."""
         users = list(user_ids)
@@ -67,7 +72,7 @@ class RedisPresence:
     def read(self) -> Presence:
         with _redis_errors():
             nodes_key = f"{self._prefix}:nodes"
-            names = sorted(n.decode() for n in self._redis.smembers(nodes_key))
+            names = self._node_names()
             pipe = self._redis.pipeline(transaction=False)
             for name in names:
                 pipe.hgetall(self._node_key(name))
@@ -99,7 +104,7 @@ class RedisPresence:
     def nodes_of(self, user_id: str) -> list[str]:
         """The nodes that last reported this user connected."""
         with _redis_errors():
-            names = sorted(n.decode() for n in self._redis.smembers(f"{self._prefix}:nodes"))
+            names = self._node_names()
             pipe = self._redis.pipeline(transaction=False)
             for name in names:
                 pipe.sismember(self._users_key(name), user_id)
@@ -118,10 +123,9 @@ class _redis_errors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> None:
         if exc is not None and isinstance(exc, redis.RedisError):
             error_id = new_error_id()
             log.warning("presence: Redis did not answer [%s]: %r", error_id, exc)
             raise PresenceUnavailable("Redis did not answer; retry",
                                       error_id=error_id) from exc
-        return False

@@ -47,6 +47,7 @@ def margin(value: float, threshold: float) -> float:
 
 def clamp(name: str, value: float) -> Any:
     t = TUNABLES[name]
+    assert t.minimum is not None and t.maximum is not None, f"{name} has no range"
     return t.kind(min(t.maximum, max(t.minimum, value)))
 
 
@@ -58,5 +59,5 @@ def memory_share(f: Figures, config: Config) -> float | None:
 
 def known(f: Figures, *names: str) -> tuple[float, ...] | None:
     """The figures named, or None if any is unknown."""
-    values = tuple(f.get(name) for name in names)
-    return None if any(v is None for v in values) else values  # type: ignore[return-value]
+    values = tuple(v for name in names if (v := f.get(name)) is not None)
+    return values if len(values) == len(names) else None

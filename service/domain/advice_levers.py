@@ -165,8 +165,10 @@ def cache_ttl_up(f: Figures, config: Config) -> Proposal | None:
     to = clamp("cache_ttl_s", p["cache_ttl_s"] * 2)
     if to == p["cache_ttl_s"]:
         return None
-    ttl, lru, by_bytes = (f["cache_evictions_ttl"], f["cache_evictions_lru"],
-                          f["cache_evictions_bytes"])
+    evictions = known(f, "cache_evictions_ttl", "cache_evictions_lru", "cache_evictions_bytes")
+    if evictions is None:  # not reached: cache_misses_expire found them known
+        return None
+    ttl, lru, by_bytes = evictions
     return Proposal("cache-ttl-up", {"parameters": {"cache_ttl_s": to}},
                     {"cache_hit_rate": rate, "ttl_share_of_evictions":
                      ttl / (ttl + lru + by_bytes), "memory_share": share},

@@ -248,13 +248,13 @@ def _jump_z(y: list[float], lo: int, t: int, hi: int, left_scale: float, right_s
     """|jump| / standard error between the fits on [lo, t) and [t, hi) at
     t - 1/2: on each side a straight line (a drift is no step), or a parabola
     where its curvature is at least ``curve`` standard errors (a slow cycle)."""
-    sides = []
+    sides: list[tuple[float, float]] = []
     for seg, x0, scale in ((y[lo:t], t - lo - 0.5, left_scale), (y[t:hi], -0.5, right_scale)):
         line, parabola = polyfit(seg, x0, 1), polyfit(seg, x0, 2)
         if line is None or scale <= 0:
             return 0.0
         bent = parabola is not None and abs(parabola.top_z) >= curve * scale
-        fit = parabola if bent else line
+        fit = parabola if bent and parabola is not None else line
         sides.append((fit.value, fit.value_var * scale * scale))
     (left, lvar), (right, rvar) = sides
     return abs(right - left) / math.sqrt(lvar + rvar)

@@ -28,8 +28,8 @@ class ServiceError(Exception):
         self.field = field
         self.error_id = error_id
 
-    def to_dict(self) -> dict:
-        body = {"error": self.code, "detail": self.message}
+    def to_dict(self) -> dict[str, str | float]:
+        body: dict[str, str | float] = {"error": self.code, "detail": self.message}
         if self.field is not None:
             body["field"] = self.field
         if self.error_id is not None:
@@ -90,7 +90,7 @@ class StorageBusy(StorageUnavailable):
         super().__init__(message, error_id=error_id)
         self.retry_after = retry_after
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, str | float]:
         return {**super().to_dict(), "retry_after": self.retry_after}
 
 

@@ -28,7 +28,7 @@ from service.domain.throttle import Rate, Throttled, TokenBucket, parse_rate
 
 # Defaults, per node (docs/configuration.md): what a real fleet never
 # reaches, and a loop on one machine or one token is cut well below the node's
-# capacity (~600 connections/s, `bench connections`).
+# connect rate (docs/benchmarks.md#connections).
 # 1,000 at once: a campus behind one NAT reconnecting after a node restart;
 # 50/s sustained is the churn of tens of thousands of browsers.
 CONNECT_PER_IP = Rate(per_second=50, burst=1_000)

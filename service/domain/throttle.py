@@ -104,7 +104,9 @@ def parse_rate(value: str) -> Rate | None:
 
 
 def format_rates(rates: dict[Priority, Rate | None]) -> str:
-    return ",".join(f"{p.value}=off" if rates.get(p) is None
-                    else f"{p.value}={rates[p].per_second:g}:{rates[p].burst:g}"
-                    for p in Priority)
+    return ",".join(f"{p.value}={_format_rate(rates.get(p))}" for p in Priority)
+
+
+def _format_rate(rate: Rate | None) -> str:
+    return "off" if rate is None else f"{rate.per_second:g}:{rate.burst:g}"
 

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, redirect, request
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from service.domain.control import parse_time
 from service.domain.errors import InvalidInput, StorageUnavailable
@@ -92,7 +93,7 @@ def grafana_blueprint(grafana_url: str) -> Blueprint:
     bp = Blueprint("grafana", __name__)
 
     @bp.get("/admin/performance")
-    def overview() -> Response:
+    def overview() -> WerkzeugResponse:  # what flask.redirect makes
         return redirect(grafana_url.rstrip("/") + OVERVIEW_DASHBOARD, code=302)
 
     return bp

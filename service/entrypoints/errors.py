@@ -32,6 +32,7 @@ from service.domain.errors import (
     new_error_id,
 )
 from service.domain.throttle import Throttled
+from service.entrypoints.http_input import BEARER_CHALLENGE
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def to_response(error: ServiceError) -> Response:
     response = jsonify(error.to_dict())
     response.status_code = http_status(error)
     if isinstance(error, Unauthorized):
-        response.headers["WWW-Authenticate"] = 'Bearer realm="notify"'
+        response.headers["WWW-Authenticate"] = BEARER_CHALLENGE
     if isinstance(error, PresenceUnavailable):
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     if isinstance(error, Throttled | Overloaded | StorageUnavailable):
@@ -80,7 +81,8 @@ def socket_error(error: ServiceError) -> dict:
 
 
 def register_http_errors(app: Flask) -> None:
-    app.wsgi_app = _answer_when_stopped(app.wsgi_app)
+    # Flask's documented way to wrap its WSGI app; mypy takes it for a method
+    app.wsgi_app = _answer_when_stopped(app.wsgi_app)  # type: ignore[method-assign]
 
     @app.errorhandler(ServiceError)
     def _service_error(error: ServiceError) -> Response:

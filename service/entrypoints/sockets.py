@@ -1,10 +1,10 @@
 """Socket.IO handlers: authenticate, register with the hub, take acks.
 
-Contract (DESIGN.md): connect with ``auth: {token, last_offset?}``; the
-server emits ``notifications`` (a list); the client emits ``ack {offset}``.
-Beyond it: ``auth.compression = "deflate"`` lets large batches arrive
-compressed (binary), and ``reload`` tells a client its missed entries were
-trimmed.
+The contract (docs/architecture.md, "Contracts that other parts rely on"):
+connect with ``auth: {token, last_offset?, compression?}``; the server emits
+``notifications`` (a list; binary and compressed for a large batch when
+``auth.compression = "deflate"``) and ``reload`` (the client's missed
+entries were trimmed); the client emits ``ack {offset}``.
 Errors on events come back as the ack callback's value and as an ``error``
 event: ``{error, detail, field?}``.
 
@@ -115,7 +115,7 @@ def register_socket_handlers(
         """None if the event may go on; else its error, sent already, and the
         connection closed if it keeps flooding."""
         peer = peers.get(sid) if limit_events else None
-        if peer is None:
+        if peer is None or limits is None:
             return None
         try:
             limits.check_event(sid, *peer)

@@ -46,7 +46,7 @@ def receive_grafana(config: LiveConfig, body: Any, actor: str) -> dict[str, Any]
 
 
 def _mitigate(config: LiveConfig, alert: Alert, rule: Mitigation, event: ControlEvent,
-              actor: str) -> dict:
+              actor: str) -> dict[str, Any]:
     answer = {"alert": alert.name, "action": "level_set", "level": rule.level}
     reason = f"mitigation for alert {alert.name} (event #{event.seq}): {rule.why}"
     for _attempt in range(ATTEMPTS):

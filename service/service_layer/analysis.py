@@ -1,7 +1,7 @@
 """The analysis jobs that act on the control log: component health,
 recommendations, and the measured impact of applied changes with automatic
 rollback of a clear regression. Plain functions: the scheduler
-(``entrypoints.jobs``) runs each under a cluster-wide lock.
+(``wiring.jobs_factory``) runs each under a cluster-wide lock.
 
 Every append names the actor ``jobs`` and goes in with the seq the job read
 (optimistic concurrency): if the log moved meanwhile, nothing is appended and
@@ -110,6 +110,11 @@ def run_advice(reader: HealthInputs, config: LiveConfig, now: datetime | None = 
     return _append(config, drafts, events)
 
 
+def _issue_time(state: Recommendation) -> datetime:
+    assert state.issued_at is not None  # only issued ones are sorted by it
+    return state.issued_at
+
+
 def _closing(states: Mapping[str, Recommendation], firing: Mapping[str, str], *,
              evidence_known: bool) -> list[EventDraft]:
     """Dismissals of the jobs' open recommendations that must not stay open:
@@ -118,7 +123,7 @@ def _closing(states: Mapping[str, Recommendation], firing: Mapping[str, str], *,
     rule); one whose rule is silent expires once the evidence is known."""
     open_ = sorted((s for s in states.values()
                     if s.status == "issued" and s.issued.get("rule") and s.issued_at),
-                   key=lambda s: s.issued_at)
+                   key=_issue_time)
     newest = {s.issued["rule"]: s.id for s in open_}
     drafts = []
     for state in open_:

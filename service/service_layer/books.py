@@ -96,4 +96,5 @@ class BookedLog:
         return appended
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
-        return getattr(self._log, name)
+        method: Callable[..., Any] = getattr(self._log, name)
+        return method

@@ -41,7 +41,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from service.domain.cache import TtlLruCache
 from service.domain.history import HistoryPage, HistoryQuery
@@ -59,6 +59,7 @@ from service.service_layer.ports import (
 
 _MISS = object()
 _HEAD = ("head",)
+UserKey = tuple[Any, ...]  # (kind, user id, generation, what the read was given)
 MAX_TOUCHED = 50_000  # users remembered by the stale-read guard before it forgets them all
 
 
@@ -160,9 +161,9 @@ class CachedNotificationLog:
     def head(self) -> int:
         if not self.cache_reads:
             return self._inner.head()
-        head = self.shared.get(_HEAD, _MISS)
-        if head is not _MISS:
-            return head
+        cached = self.shared.get(_HEAD, _MISS)
+        if cached is not _MISS:
+            return cast(int, cached)
         appends = self._appends
         head = self._inner.head()
         if appends == self._appends:  # no append completed meanwhile: still the head
@@ -275,22 +276,24 @@ class CachedNotificationLog:
             self._generation += 1  # every stream got it: every user key is gone
             return
         generation = self._generation
+        added = users if refresh and isinstance(users, Mapping) else None  # entries per user
         for user_id in users:
             self._versions.touch(user_id)
-            for key in self.users.group_keys(user_id):
-                if refresh and key[0] == "unread" and key[2] == generation:
-                    self._refresh_unread(key, users[user_id])
-                elif not (refresh and key[0] == "page" and self._full(key)):
+            # the user level holds only UserKeys (read, history and unread put them)
+            for key in cast(tuple[UserKey, ...], self.users.group_keys(user_id)):
+                if added is not None and key[0] == "unread" and key[2] == generation:
+                    self._refresh_unread(key, added[user_id])
+                elif not (added is not None and key[0] == "page" and self._full(key)):
                     self.users.invalidate(key)
 
-    def _full(self, key: tuple) -> bool:
+    def _full(self, key: UserKey) -> bool:
         """A page that holds its ``limit`` entries does not change when
         entries are appended after them (offsets only grow, and the head is
         patched in on the way out): it stays."""
         value = self.users.peek(key, _MISS)
         return value is not _MISS and len(value[0]) >= key[4]
 
-    def _refresh_unread(self, key: tuple, added: int) -> None:
+    def _refresh_unread(self, key: UserKey, added: int) -> None:
         """The value was stored before this append began (no store while a
         write to the user is in flight), so it lacks exactly ``added``."""
         value = self.users.peek(key, _MISS)

@@ -18,13 +18,14 @@ import gevent
 
 from service.domain.errors import PresenceUnavailable, StorageUnavailable
 from service.domain.presence import NodePresence, Presence
-from service.service_layer.ports import Telemetry
+from service.service_layer.ports import NotificationLog, Telemetry
 
 log = logging.getLogger(__name__)
 
 
 class Hub(Protocol):
-    head: int | None
+    @property
+    def head(self) -> int | None: ...
 
     def follow(self, log_head: int) -> None: ...
 
@@ -69,7 +70,7 @@ class AckRelayingLog:
     """The hub's log, telling the other nodes whose acks it wrote (their
     caches hold those users' positions). Everything else passes through."""
 
-    def __init__(self, inner: Any, relay: Relay) -> None:
+    def __init__(self, inner: NotificationLog, relay: Relay) -> None:
         self._inner = inner
         self._relay = relay
 

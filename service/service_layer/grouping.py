@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 import gevent
 from gevent.event import Event
@@ -55,7 +55,7 @@ class _Waiter(Generic[T, R]):
 class GroupRunner(Generic[T, R]):
     def __init__(
         self,
-        run_batch: Callable[[list[T]], Sequence[R]],
+        run_batch: Callable[[list[T]], Sequence[R | BaseException]],
         *,
         max_batch: int,
         window_s: float = 0.0,
@@ -108,7 +108,7 @@ class GroupRunner(Generic[T, R]):
             self._answered()
         if me.error is not None:
             raise me.error
-        return me.result
+        return cast(R, me.result)  # finished without an error: it holds its result
 
     def _lead(self, me: _Waiter[T, R]) -> None:
         """Run batches from the head of the line until ``me`` is in one;

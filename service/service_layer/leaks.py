@@ -28,7 +28,7 @@ class LeakTracker:
                  max_released: int = 100_000) -> None:
         self.grace_s = grace_s
         self._clock = clock
-        self._alive: dict[str, weakref.WeakSet] = {}
+        self._alive: dict[str, weakref.WeakSet[Any]] = {}
         # [kind, reference, released at, counted as a leak], oldest first; bounded
         self._released: deque[list[Any]] = deque(maxlen=max_released)
         self.leaked: dict[str, int] = {}  # objects found alive after their grace, ever

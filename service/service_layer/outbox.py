@@ -16,8 +16,8 @@ import gevent
 from service.domain.batching import BatchPolicy, BatchQueue
 from service.domain.compression import CompressionPolicy, deflate
 from service.domain.connections import SlowConsumer
+from service.domain.measurements import DELIVERED, DROPPED, RELOADED
 from service.domain.model import Notification
-from service.domain.telemetry import DELIVERED, DROPPED, RELOADED
 from service.domain.wire import RawJSON
 from service.service_layer.ports import Sender, Telemetry
 
@@ -70,6 +70,15 @@ class Connection:
         return covered
 
 
+@dataclass(slots=True)
+class _Encoded:
+    """A batch as sent, kept for the next connections that send the same."""
+
+    text: RawJSON
+    deflated: bytes | None
+    oldest: float  # the oldest entry's created_ts
+
+
 class Outbox:
     def __init__(self, sender: Sender, telemetry: Telemetry | None,
                  compression: CompressionPolicy, clock: Callable[[], float],
@@ -80,8 +89,7 @@ class Outbox:
         self.compression = compression
         self._clock = clock
         self.sent_total = 0  # notifications sent since start, over all connections
-        # offsets -> [text, deflated or None, oldest entry's created_ts]
-        self._recent: dict[tuple[int, ...], list] = {}
+        self._recent: dict[tuple[int, ...], _Encoded] = {}  # by the batch's offsets
 
     def tell_reload(self, conn: Connection, trimmed: int, epoch: int) -> None:
         """Entries this client never received are gone: say so before sending
@@ -167,17 +175,17 @@ class Outbox:
         encoded = self._recent.get(key)
         if encoded is None:
             text = RawJSON("[" + ",".join([n.wire_json for n in items]) + "]")
-            encoded = [text, None, min(map(_CREATED_TS, items))]
+            encoded = _Encoded(text, None, min(map(_CREATED_TS, items)))
             if len(text) <= RECENT_BATCH_MAX_CHARS:  # bounded: at most 64 x 64 KiB (x2)
                 self._recent[key] = encoded
                 if len(self._recent) > RECENT_BATCHES:
                     del self._recent[next(iter(self._recent))]  # the oldest
-        text = encoded[0]
+        text = encoded.text
         if not self.compression.wants(accepts_deflate, len(text)):
-            return text, None, encoded[2]
-        if encoded[1] is None:
-            encoded[1] = deflate(text)
-        return text, encoded[1], encoded[2]
+            return text, None, encoded.oldest
+        if encoded.deflated is None:
+            encoded.deflated = deflate(text)
+        return text, encoded.deflated, encoded.oldest
 
     def _measure(self, items: list[Notification], size: int, wire_bytes: int,
                  tags: tuple[tuple[str, str], ...],
@@ -188,6 +196,7 @@ class Outbox:
         maxima exactly, per-entry histograms when asked. A shared batch's
         latencies are taken at its first send and at its last, half the
         copies each: the two ends of the spread its sends took."""
+        assert self._telemetry is not None  # callers measure only with telemetry
         now = time.time()
         summary = self._telemetry.tally(DELIVERED, tags)
         latency_max = (now - oldest) * 1000.0

@@ -1,7 +1,9 @@
 """The small interfaces the service layer depends on.
 
 Each has one real implementation in ``service.adapters`` and, where unit
-tests need one, a simple in-memory implementation in ``tests/unit/fakes.py``.
+tests need one, a simple in-memory implementation in ``tests/support/fakes.py``.
+``tests/support/port_conformance.py`` holds each implementation to its port
+under mypy: a new implementation gets a line there.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from typing import Any, Protocol
 from service.domain.control import ControlEvent, EventDraft
 from service.domain.history import HistoryPage, HistoryQuery
 from service.domain.idempotency import PriorPublish
+from service.domain.measurements import TallySpec
 from service.domain.model import Appended, Notification, Priority, PublishRequest
-from service.domain.telemetry import TallySpec
 
 
 @dataclass(frozen=True)
@@ -92,9 +94,10 @@ class NotificationLog(Protocol):
         """A page of one stream by ``domain.history``'s rules (cursor, limit,
         filters), and where the stream stands, read together."""
 
-    def read_span(self, after: int, upto: int) -> list[Appended]:
-        """Every entry of the log with after < offset <= upto, with its
-        recipients, oldest first (a node fills a gap in what it was handed)."""
+    def read_span(self, after: int, upto: int, limit: int = 500) -> list[Appended]:
+        """The entries of the log with after < offset <= upto, with their
+        recipients, oldest first, at most ``limit`` of them (a node fills a
+        gap in what it was handed, a page at a time)."""
 
     def head(self) -> int:
         """The log's newest offset."""
@@ -172,7 +175,7 @@ class Sender(Protocol):
 
 
 class Spawner(Protocol):
-    def __call__(self, target: Any, *args: Any) -> Any:
+    def __call__(self, target: Callable[..., Any], /, *args: Any) -> Any:
         """Run target(*args) as a background greenlet."""
 
 
@@ -258,11 +261,11 @@ class RollupStore(PointWriter, Protocol):
     def aggregate(self, measurement: str, start: datetime, end: datetime,
                   resolution: str) -> list[DataPoint]:
         """The rollup points of ``measurement`` for the buckets in [start, end):
-        one per bucket and series with any raw point, by ``telemetry.ROLLUPS``."""
+        one per bucket and series with any raw point, by each catalogue field's ``rollup``."""
 
 
 class MetricSeries(Protocol):
-    """The analysis jobs' key metrics (``telemetry.ANALYSIS_METRICS``), read
+    """The analysis jobs' key metrics (``measurements.ANALYSIS_METRICS``), read
     from the rollups (``adapters.influx_series``)."""
 
     def series(self, metric: str, start: datetime, end: datetime, resolution: str = "1m",

@@ -17,8 +17,8 @@ from service.domain.idempotency import (
     check_same_request,
     parse_key,
 )
+from service.domain.measurements import PUBLISHED
 from service.domain.model import Appended, PublishRequest, PublishResult, utcnow
-from service.domain.telemetry import PUBLISHED
 from service.service_layer.ports import Telemetry
 
 
@@ -54,6 +54,8 @@ def publish(
             appended = append(request, result.id, result.created_at)
             break
         except KeysTaken as taken:
+            if key is None:  # only a publish that carries a key can find it taken
+                raise
             stored = taken.priors.get(key.key) or prior(key.key)
             if stored is not None:
                 return answered_before(request, key, stored)

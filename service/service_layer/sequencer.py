@@ -109,6 +109,7 @@ class LogSequencer:
         try:
             gevent.sleep(0 if len(self._held) >= MAX_HELD else GAP_WAIT_S)
             while True:
+                assert self.head is not None  # a fill starts only once the head is known
                 self._forget_taken()
                 if not (self._held or self._fill_to > self.head):
                     break
@@ -144,5 +145,7 @@ class LogSequencer:
         chaos run found it: a node that delivered nothing after a Redis
         restart)."""
         head = self.head
+        if head is None:  # nothing is held before the head is known
+            return
         for offset in [o for o in self._held if o <= head]:
             del self._held[offset]

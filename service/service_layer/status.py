@@ -70,14 +70,14 @@ class StatusSources:
     sink: TelemetrySinkStatus
     log: NotificationLog
     started_at: float
-    process_stats: Callable[[], dict]  # rss_bytes, cpu_seconds, open_fds
+    process_stats: Callable[[], dict[str, Any]]  # rss_bytes, cpu_seconds, open_fds
     backpressure: Backpressure | None = None
     caches: Mapping[str, Any] = field(default_factory=dict)  # name -> TtlLruCache
-    db_stats: Callable[[], dict] | None = None  # the last interval's statements
+    db_stats: Callable[[], dict[str, Any]] | None = None  # the last interval's statements
     rates: RateMeter = field(default_factory=RateMeter)
 
 
-def live_metrics(src: StatusSources) -> dict:
+def live_metrics(src: StatusSources) -> dict[str, Any]:
     totals = src.ring.totals
     counters = {"published": totals.get("notify_publish", 0), "delivered": src.hub.sent_total,
                 "acked": totals.get("notify_ack", 0)}
@@ -137,7 +137,7 @@ def _cache(cache: Any) -> dict[str, Any]:
             "bytes": stats.bytes}
 
 
-def _backpressure(pressure: Backpressure | None) -> dict | None:
+def _backpressure(pressure: Backpressure | None) -> dict[str, Any] | None:
     if pressure is None:
         return None
     return {"engaged": pressure.engaged, "over_memory_budget": pressure.over_budget,
@@ -147,7 +147,7 @@ def _backpressure(pressure: Backpressure | None) -> dict | None:
             "refused": pressure.refused, "deferred": pressure.deferred}
 
 
-def component_health(src: StatusSources) -> dict:
+def component_health(src: StatusSources) -> dict[str, Any]:
     components = {
         "delivery": _delivery_health(src),
         "storage": _storage_health(src.log),
@@ -157,7 +157,7 @@ def component_health(src: StatusSources) -> dict:
     return {"status": worst, "node": src.node_id, "components": components}
 
 
-def _delivery_health(src: StatusSources) -> dict:
+def _delivery_health(src: StatusSources) -> dict[str, str]:
     pressure = src.backpressure
     if pressure is not None and pressure.over_budget:
         return _component(CRITICAL, "over the memory budget: refusing connections, "
@@ -168,11 +168,11 @@ def _delivery_health(src: StatusSources) -> dict:
     return _component(HEALTHY, f"{src.hub.connection_count} connection(s)")
 
 
-def _component(status: str, reason: str) -> dict:
+def _component(status: str, reason: str) -> dict[str, str]:
     return {"status": status, "reason": reason}
 
 
-def _storage_health(log: NotificationLog) -> dict:
+def _storage_health(log: NotificationLog) -> dict[str, str]:
     try:
         with gevent.Timeout(3, StorageUnavailable("no answer within 3 s")):
             log.ping()
@@ -181,7 +181,7 @@ def _storage_health(log: NotificationLog) -> dict:
     return _component(HEALTHY, "the notification log answers")
 
 
-def _telemetry_health(src: StatusSources) -> dict:
+def _telemetry_health(src: StatusSources) -> dict[str, str]:
     if src.sink.last_error is not None:
         return _component(
             # the writer logged InfluxDB's own words; an answer never carries them

@@ -6,8 +6,8 @@
   tag set per interval: fields summed, up to two maxima. Use it for high-rate
   counters (publishes, dispatch outcomes, deliveries, acks), so that 10,000
   publishes a second cost a few points a second, with exact totals. Values go
-  by position (``TallySpec`` names them), so a tally costs about 0.2 µs
-  rather than the 0.7 µs of building a dict per call.
+  by position (``TallySpec`` names them), so a tally builds no dict per
+  call (what each costs: docs/benchmarks.md, "The hot path's costs").
 - ``Summary.observe`` adds per-entry values (latency, wait) to the summary's
   histograms; the point gets their p50, p95 and p99 (within 2 %). Ask
   ``wants_detail()`` first: past ``DETAIL_FULL`` values in an interval only
@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from service.domain.histogram import Histogram
-from service.domain.telemetry import TallySpec
+from service.domain.measurements import TallySpec
 
 Tags = tuple[tuple[str, str], ...]  # (key, value) pairs; constant tuples cost nothing
 Record = tuple[str, Tags, Mapping[str, Any], int]
@@ -35,11 +35,10 @@ PERCENTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
 # Per-entry values observed in full per tag set and interval; past this, a
 # random half of the calls, then a quarter..., each weighted to stand for
 # the ones skipped, so a busy interval costs no more than a quiet one. Counts
-# and maxima stay exact. 1,024 rather than 8,192: in paired runs of the
-# delivery overhead (on/off), 2,048 gave 0.938 against 8,192's 0.914 (medians
-# of 11 and 6 rounds), then 1,024 gave 0.953 (11 rounds, interleaved with
-# 2,048); 1,024 weighted values a second still place a p99 within about half
-# a percentile.
+# and maxima stay exact. 1,024: the histograms were telemetry's largest cost
+# on delivery, and fewer values measured cheaper in paired on/off runs
+# (docs/benchmarks.md, "The hot path's costs"), while 1,024 weighted values a
+# second still place a p99 within about half a percentile.
 DETAIL_FULL = 1024
 _NONE = float("-inf")
 _random = random.random
@@ -120,7 +119,7 @@ class TelemetryRing:
         self.emitted = 0
         self.drained = 0
         self.errors = 0
-        self._tallies: dict[tuple, Summary] = {}
+        self._tallies: dict[tuple[str, Tags], Summary] = {}
         self._flushed_totals: dict[str, int] = {}
         # each measurement's last flushed summaries, and when: the live metrics
         # route reads latencies here (off the hot path: once a flush)

@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime
+from typing import cast
 
 import gevent
 from gevent.event import Event
@@ -31,8 +32,8 @@ from gevent.event import Event
 from service.domain.backpressure import Overloaded
 from service.domain.errors import StorageUnavailable, new_error_id
 from service.domain.idempotency import KeysTaken
+from service.domain.measurements import WRITE_BATCHES
 from service.domain.model import Appended, PublishRequest
-from service.domain.telemetry import WRITE_BATCHES
 from service.service_layer.grouping import GroupRunner
 from service.service_layer.ports import Draft, NotificationLog, Spawner, Telemetry
 
@@ -59,7 +60,8 @@ class WriteBatcher:
         self._telemetry = telemetry
         self._delivery = InOrderDelivery(deliver, spawn, max_undelivered)
         # one commit in flight: a second one, prepared meanwhile, measured no
-        # faster (the head row's lock serialises them in the database anyway)
+        # faster (the head row's lock serialises them in the database anyway;
+        # docs/benchmarks.md#storage)
         self._group: GroupRunner[Draft, Appended] = GroupRunner(
             self._commit, max_batch=max_batch, window_s=window_s, max_waiting=max_waiting,
             refuse=lambda waiting: Overloaded(
@@ -128,8 +130,7 @@ class WriteBatcher:
             try:
                 appended = self._log.append_many([drafts[place] for place in pending])
             except KeysTaken as taken:
-                left = [p for p in pending
-                        if drafts[p][0].key is None or drafts[p][0].key.key not in taken.keys]
+                left = [p for p in pending if _key_of(drafts[p]) not in taken.keys]
                 if len(left) == len(pending):
                     raise  # none of them: not ours to answer
                 for place in set(pending) - set(left):
@@ -139,7 +140,13 @@ class WriteBatcher:
             for place, entry in zip(pending, appended, strict=True):
                 results[place] = entry
             break
-        return results  # every place is set: appended, or taken
+        return cast(list[Appended | KeysTaken], results)  # every place is set: appended, or taken
+
+
+def _key_of(draft: Draft) -> str | None:
+    """The draft's Idempotency-Key, if it carries one."""
+    key = draft[0].key
+    return None if key is None else key.key
 
 
 class InOrderDelivery:
@@ -175,8 +182,9 @@ class InOrderDelivery:
     def hand_on(self) -> None:
         """In the commit's leader, once its batch's publishers are answered:
         deliver what is queued, unless another greenlet is at it. Delivering
-        in the leader measured 1.3x the throughput of a greenlet of its own:
-        a hand-off per batch left the shared batches half as full."""
+        in the leader rather than in a greenlet of its own keeps throughput:
+        a hand-off per batch left the shared batches half as full
+        (docs/benchmarks.md#fanout)."""
         if self._queue and not self._running:
             self._running = True
             self._drain()
