@@ -47,8 +47,8 @@ def effect_figures(rows: list[dict[str, Any] | None], seconds: float) -> dict[st
     (each its first row, or None): rates are 0 without points, ratios and
     means None without anything to divide by. ``pool_waiting`` is the time
     checkouts waited per second (how many wait at once, on average): fewer
-    checkouts lower it where the wait per checkout stays (measured: a bigger
-    cache cut checkouts 22-fold while each still waited ~70 ms)."""
+    checkouts lower it where the wait per checkout stays (measured when a
+    bigger cache cut checkouts: docs/benchmarks.md#tuning)."""
     refused_conn, refused_pub, pool, delivery, slow = (row or {} for row in rows)
     checkouts = pool.get("n") or 0
     size, wire, batches = (delivery.get(k) or 0 for k in ("bytes", "wire", "b"))

@@ -7,7 +7,7 @@ writer's ring encoder is not used for that reason: it makes timestamps
 strictly increasing per process, which would move rollup buckets apart.
 
 Names and types come from the catalogue: a rollup retention policy's fields
-from ``telemetry.rollup_fields``, any other from the measurement's fields.
+from ``measurements.rollup_fields``, any other from the measurement's fields.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 from service.adapters.influx import InfluxClient
 from service.adapters.line_protocol import SchemaError, escape_tag, field_value
-from service.domain.telemetry import CATALOGUE, ROLLUP_POLICIES, FieldType, rollup_fields
+from service.domain.measurements import CATALOGUE, ROLLUP_POLICIES, FieldType, rollup_fields
 from service.service_layer.ports import DataPoint
 
 LINES_PER_REQUEST = 5000

@@ -28,7 +28,7 @@ from typing import Any
 
 from service.adapters.influx import InfluxClient, InfluxRejected
 from service.adapters.influx_points import from_ms, to_ns
-from service.domain.telemetry import ANALYSIS_METRICS, ROLLUP_POLICIES
+from service.domain.measurements import ANALYSIS_METRICS, ROLLUP_POLICIES
 
 BUCKET = {"1m": timedelta(minutes=1), "1h": timedelta(hours=1)}
 MAX_BUCKETS = 20_000  # per call: two weeks of minutes

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from service.domain.changepoints import detect
 
 DAY_S = 86_400
-MAX_ROWS = 1_000_000  # about two years of 1-minute rollups: 8 s and 340 MB here
+MAX_ROWS = 1_000_000  # two years of 1-minute rollups (its cost: docs/benchmarks.md#changepoints)
 HARD_MAX_ROWS = 10_000_000
 # detect()'s options the command passes on when given (else detect's defaults)
 OPTIONS = ("min_magnitude_pct", "confidence", "threshold", "min_segment", "max_window")

@@ -5,8 +5,9 @@ would make the log's commit rate, not delivery, the limit. Acks are kept per
 user (only the highest offset matters) and written together every
 ``interval`` seconds, in transactions of at most ``CHUNK`` users with a yield
 between them: on SQLite a transaction never yields, and 1,000 users' acks
-in one held the whole node (publishes, fan-out) for 4-20 ms, twice a
-second, under a broadcast load. An ack not yet written when the
+in one held the whole node (publishes, fan-out) twice a second under a
+broadcast load (for how long: docs/benchmarks.md, "Figures behind
+constants"). An ack not yet written when the
 process dies is at most re-delivered: clients that reconnect with their
 ``last_offset`` never notice, and the others get an entry they already had.
 """
@@ -18,7 +19,7 @@ import logging
 import gevent
 
 from service.domain.errors import StorageUnavailable
-from service.domain.telemetry import ACKED
+from service.domain.measurements import ACKED
 from service.service_layer.ports import NotificationLog, Telemetry
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ import gevent
 
 from service.domain.backpressure import Action, BackpressurePolicy, Overloaded
 from service.domain.connections import ConnectionLimitReached
+from service.domain.measurements import QUEUES, THROTTLED
 from service.domain.model import Priority, PublishRequest
-from service.domain.telemetry import QUEUES, THROTTLED
 from service.service_layer.ports import Telemetry
 
 log = logging.getLogger(__name__)

@@ -9,15 +9,18 @@ order. A
 connection is *in sync* once its replay from the log has caught up; from then
 on it takes each new entry of its stream live, and remembers the highest
 offset it was sent (``delivered``).
+
+The hub is one object in three modules: this one holds its state and the
+connections (open, close, idle, acks); service_layer.fan_out takes entries in
+order and fans each out in turn; service_layer.hand_off hands an entry to the
+connections of its recipients (the cohort, the outsiders, deferral).
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
-from typing import Any
 
 import gevent
 
@@ -30,11 +33,12 @@ from service.domain.errors import (
     StorageUnavailable,
     new_error_id,
 )
+from service.domain.measurements import DROPPED
 from service.domain.model import Appended, Notification
-from service.domain.telemetry import DISPATCHED, DROPPED
 from service.service_layer.acks import AckBuffer
 from service.service_layer.books import Books
 from service.service_layer.cohort import Cohort
+from service.service_layer.fan_out import FanOutInTurn
 from service.service_layer.grouping import GroupRunner
 from service.service_layer.leaks import LeakTracker
 from service.service_layer.outbox import Connection, Outbox
@@ -49,18 +53,8 @@ from service.service_layer.ports import (
 from service.service_layer.recent import RecentEntries
 from service.service_layer.replay import REPLAY_PAGE, REPLAY_READS_AT_ONCE, Replayer
 from service.service_layer.scheduling import DeadlineScheduler
-from service.service_layer.sequencer import ACCEPTED, BEFORE_START, UNKNOWN, LogSequencer
+from service.service_layer.sequencer import LogSequencer
 
-log = logging.getLogger(__name__)
-
-_LIVE, _QUEUED, _DROPPED = (
-    (("outcome", "live"),),
-    (("outcome", "queued"),),
-    (("outcome", "dropped"),),
-)
-_DEFERRED = (("outcome", "deferred"),)
-_RELAYED = (("outcome", "relayed"),)
-_HANDOFF_ERROR = (("reason", "handoff_error"),)
 _DISCONNECTED = (("reason", "disconnected"),)
 
 # Streams opened together: one statement for up to OPEN_BATCH connections. A
@@ -73,7 +67,7 @@ OPEN_MAX_WAITING = 20_000
 OPEN_WAIT_S = 10.0
 
 
-class DeliveryHub:
+class DeliveryHub(FanOutInTurn):
     def __init__(
         self,
         log: NotificationLog,
@@ -106,12 +100,12 @@ class DeliveryHub:
                              **({"pause": pause} if pause is not None else {}))
         self.pressure = pressure
         self.leaks = leaks or LeakTracker()
-        self._deferred: set[str] = set()  # connections with entries held back by pressure
+        self._deferred = set()  # connections with entries held back by pressure
         self._clock = clock
         self.batch_timers = DeadlineScheduler(clock)
-        self._connections: dict[str, Connection] = {}
+        self._connections = {}
         self.cohort = Cohort(self.batching)  # in sync: broadcasts from one shared batch
-        self._outsiders: dict[str, Connection] = {}  # every other connection
+        self._outsiders = {}  # every other connection
         self.acks = AckBuffer(log, telemetry)
         self._opener: GroupRunner[str, StreamPosition] = GroupRunner(
             self._open_batch, max_batch=OPEN_BATCH, window_s=OPEN_WINDOW_S,
@@ -120,15 +114,15 @@ class DeliveryHub:
                 f"{waiting} connections are being opened; retry", retry_after=1.0),
             failed=lambda exc: StorageUnavailable(
                 "the notification log failed; retry", error_id=new_error_id()))
-        self._by_user: dict[str, set[str]] = defaultdict(set)
+        self._by_user = defaultdict(set)
         # Several nodes: entries committed elsewhere come through Redis or,
         # when a message is lost, from the log; each one taken is reported
         # (the cached log drops what it changed). None: one node.
         self._on_foreign = on_foreign
         # Fan-out work, one piece at a time in the order asked (``_serially``)
-        self._fan_out: deque[tuple[Callable[..., None], tuple]] = deque()
+        self._fan_out = deque()
         self._fanning = False
-        self._taken: int | None = None  # the last entry whose fan-out began
+        self._taken = None  # the last entry whose fan-out began
         self.recent = RecentEntries()
         self.sequence = LogSequencer(log, spawn, self._take_in_turn, page=replay_page,
                                      from_log_origin="log" if on_foreign else None,
@@ -294,286 +288,6 @@ class DeliveryHub:
     def online_users(self) -> list[str]:
         """The users with a connection here (a copy: connections come and go)."""
         return list(self._by_user)
-
-    # -- delivery -----------------------------------------------------------
-    def deliver(self, appended: Appended) -> None:
-        """Hand one freshly committed entry to the local connections of its
-        recipients, in log order: an entry that comes before the ones ahead
-        of it waits for them (at most ``GAP_WAIT_S``, then the log fills in).
-
-        Records one ``notify_dispatch`` outcome per recipient: ``live`` (sent
-        now or with its batch), ``queued`` (no ready connection here: the
-        offline queue keeps it), ``deferred`` (backpressure holds it back) or
-        ``dropped`` (the hand-off failed; the entry stays in the log).
-        """
-        placed = self.sequence.offer(appended)
-        if placed == ACCEPTED:
-            return  # taken now, or held for a gap: ``_take`` accounts for it
-        if placed in (UNKNOWN, BEFORE_START) and appended.origin is None:
-            # nobody connected yet, or it was committed before the head the hub
-            # started from: never taken here, the log keeps it and replays read it
-            self._count(queued=appended.recipients)
-        self.books.settle(appended.offset)  # (BEHIND: a gap fill took it already)
-
-    def deliver_many(self, entries: list[Appended]) -> None:
-        """Entries another node committed, as its message brought them."""
-        for appended in entries:
-            self.deliver(appended)
-
-    def follow(self, log_head: int) -> None:
-        """The log's head as read just now: entries up to it that were not
-        handed here (another node committed them, and its message was lost)
-        are read from the log."""
-        self.sequence.follow(log_head)
-
-    @property
-    def head(self) -> int | None:
-        """The last offset taken, in order; None until known."""
-        return self.sequence.head
-
-    def _take(self, appended: Appended) -> None:
-        try:
-            self._fan_out_one(appended)
-        finally:  # done with it, whether or not its outcome was counted: the books show which
-            self.books.settle(appended.offset)
-
-    def _fan_out_one(self, appended: Appended) -> None:
-        # An entry another node committed is counted there; here only what
-        # was sent of it, as ``relayed``.
-        self._taken = appended.offset
-        foreign = appended.origin is not None
-        if foreign and self._on_foreign is not None:
-            self._on_foreign(appended)  # before it is sent: reads must see it
-        notification = appended.notification
-        if self.pressure is not None and self.pressure.defers(notification.priority):
-            self._defer(appended, count=not foreign)
-            return
-        now = self._clock()  # one reading for the whole hand-off, not one per connection
-        wait = self.batching.wait_for(notification.priority)  # once, not per connection
-        if appended.user_ids is None:
-            live, dropped = self._take_broadcast(notification, wait, now)
-        else:
-            live, dropped = self._hand_off(self._local_users(appended), notification, wait, now)
-        if not foreign:
-            self._count(live=live, queued=max(0, appended.recipients - live - dropped),
-                        dropped=dropped)
-        elif live and self._telemetry is not None:
-            self._telemetry.tally(DISPATCHED, _RELAYED).add(live)
-
-    def _take_broadcast(self, notification: Notification, wait: float,
-                        now: float) -> tuple[int, int]:
-        """To each connection outside the cohort, as a targeted entry goes;
-        then once into the cohort's shared batch (outsiders first: a flush of
-        the shared batch lets outsiders that caught up join, and they must
-        have had this entry already). Live counts users, once each."""
-        cohort = self.cohort
-        live = dropped = 0
-        users_in_step = len(cohort.users)  # hand-offs below may take some out
-        if self._outsiders:
-            outside: dict[str, set[str]] = {}
-            for sid, conn in self._outsiders.items():
-                outside.setdefault(conn.user_id, set()).add(sid)
-            # a user also in the cohort is counted there; decided before any hand-off
-            also_members = [(u, sids) for u, sids in outside.items() if u in cohort.users]
-            live, dropped = self._hand_off(
-                [(u, sids) for u, sids in outside.items() if u not in cohort.users],
-                notification, wait, now)
-            for user_id, sids in also_members:
-                self._hand_off([(user_id, sids)], notification, wait, now)
-        live += users_in_step
-        if cohort.members:
-            scheduled = cohort.queue.deadline
-            for batch in cohort.add(notification, wait, now):
-                self._flush_cohort(batch, "immediate" if wait == 0.0 else "size")
-            if cohort.queue.deadline is not None and cohort.queue.deadline != scheduled:
-                self.batch_timers.schedule(cohort.queue.deadline, Cohort.TIMER_KEY)
-        return live, dropped
-
-    def _hand_off(self, users: list[tuple[str, set[str]]], notification: Notification,
-                  wait: float, now: float) -> tuple[int, int]:
-        """Offer the entry to each of these users' connections (a member
-        leaves the cohort first: this entry is its own). (live users, dropped)."""
-        live = dropped = 0
-        connections, offer = self._connections, self._offer
-        for user_id, sids in users:
-            sent = False
-            try:
-                for sid in tuple(sids):
-                    conn = connections.get(sid)
-                    if conn is None:
-                        continue
-                    if sid in self.cohort:
-                        self._leave_cohort(conn)
-                    if offer(conn, notification, wait, now):
-                        sent = True
-            except Exception:  # the entry is committed: a replay repairs this
-                log.exception("hand-off to %s failed", user_id)
-                dropped += 1
-                continue
-            live += sent
-        return live, dropped
-
-    def _leave_cohort(self, conn: Connection) -> None:
-        if self.cohort.leave(conn):
-            self._outsiders[conn.sid] = conn
-            if conn.queue.deadline is not None:
-                self.batch_timers.schedule(conn.queue.deadline, conn.sid)
-
-    def _try_join(self, conn: Connection) -> None:
-        # a connection that was sent (or owes nothing) past what the hub has
-        # taken would get those entries again from the shared batch: it waits
-        if (self._connections.get(conn.sid) is conn and self.cohort.can_join(conn)
-                and conn.delivered <= self.taken_head):
-            self._outsiders.pop(conn.sid, None)
-            self.cohort.join(conn)
-
-    def _flush_cohort(self, batch: list[tuple[Notification, float]], trigger: str) -> None:
-        cohort = self.cohort
-        self.outbox.send_shared(cohort.recipients(batch), batch, trigger,
-                                still=lambda conn: conn.sid in cohort)
-        if not cohort.queue.items:  # nothing shared waits: who caught up may join
-            for conn in tuple(self._outsiders.values()):
-                self._try_join(conn)
-
-    def _local_users(self, appended: Appended) -> list[tuple[str, set[str]]]:
-        """(user, sids) of the entry's recipients connected here, as a list:
-        sending may close a connection, and so change ``_by_user``."""
-        by_user = self._by_user
-        if appended.user_ids is None:
-            return list(by_user.items())
-        return [(u, by_user[u]) for u in appended.user_ids if u in by_user]
-
-    def _count(self, *, live: int = 0, queued: int = 0, dropped: int = 0,
-               deferred: int = 0) -> None:
-        """The dispatch outcomes of an entry committed on this node."""
-        self.books.count(live, queued, deferred, dropped)
-        if self._telemetry is None:
-            return
-        tally = self._telemetry.tally
-        if live:
-            tally(DISPATCHED, _LIVE).add(live)
-        if queued:
-            tally(DISPATCHED, _QUEUED).add(queued)
-        if deferred:
-            tally(DISPATCHED, _DEFERRED).add(deferred)
-        if dropped:
-            tally(DISPATCHED, _DROPPED).add(dropped)
-            tally(DROPPED, _HANDOFF_ERROR).add(dropped)
-
-    def _defer(self, appended: Appended, *, count: bool = True) -> None:
-        """Leave the entry in the log; the connections of its recipients stop
-        taking live entries and read them back once the pressure is gone
-        (``resume_deferred``)."""
-        deferred = 0
-        for _user_id, sids in self._local_users(appended):
-            took = False
-            for sid in tuple(sids):
-                conn = self._connections.get(sid)
-                if conn is not None and sid in self.cohort:
-                    self._leave_cohort(conn)  # held back from here on: no longer in step
-                if conn is not None and appended.offset > conn.delivered:
-                    conn.deferred = took = True
-                    self._deferred.add(sid)
-            deferred += took
-        self.pressure.deferred += deferred
-        if count:
-            self._count(deferred=deferred, queued=max(0, appended.recipients - deferred))
-
-    def resume_deferred(self) -> None:
-        """The pressure is gone: send what was held back, from the log, in order."""
-        sids, self._deferred = self._deferred, set()
-        for sid in sids:
-            conn = self._connections.get(sid)
-            if conn is None:
-                continue
-            conn.deferred = False
-            if not conn.catching_up:
-                conn.catching_up = True
-                self._spawn(self.replay.catch_up, conn)
-
-    def _offer(self, conn: Connection, notification: Notification, wait: float,
-               now: float) -> bool:
-        """Queue an entry for one connection if it is in sync and has not had
-        it; return whether it was taken for live delivery (now, or with its
-        batch)."""
-        if conn.catching_up:
-            conn.has_pending = True  # the replay reads it from the log
-            return False
-        if conn.deferred:
-            # not held back itself (a more urgent priority): it goes now, after
-            # what was held back before it, all read from the log in order
-            conn.deferred = False
-            self._deferred.discard(conn.sid)
-            conn.catching_up = True
-            self._spawn(self.replay.catch_up, conn)
-            return False
-        if notification.offset <= conn.delivered:
-            return False
-        conn.delivered = notification.offset
-        queue = conn.queue
-        scheduled = queue.deadline
-        for batch in queue.add_one(notification, wait, now):
-            self._send_queued(conn, batch, "immediate" if wait == 0.0 else "size")
-        # one timer entry per deadline, not one per entry: in a burst the heap
-        # would otherwise hold a stale entry for every notification queued
-        if queue.deadline is not None and queue.deadline != scheduled:
-            self.batch_timers.schedule(queue.deadline, conn.sid)
-        return True
-
-    def _serially(self, work: Callable[..., None], *args: Any) -> None:
-        """Run a piece of fan-out now, or after the one in progress.
-
-        A shared batch goes out in slices that yield to the loop (publishes
-        are read and committed in between), so a piece may be under way in
-        another greenlet: what comes meanwhile (the next entry, a batch
-        deadline) waits its turn rather than overtaking it, which could send
-        a connection a later batch before an earlier one."""
-        self._fan_out.append((work, args))
-        if self._fanning:
-            return
-        self._fanning = True
-        try:
-            while self._fan_out:
-                work, args = self._fan_out.popleft()
-                try:
-                    work(*args)
-                except Exception:  # committed entries stay in the log: a replay repairs
-                    log.exception("fan-out of %s failed", getattr(work, "__name__", work))
-        finally:
-            self._fanning = False
-
-    def _take_in_turn(self, appended: Appended) -> None:
-        self.recent.add(appended)  # in log order, as taken: replays read it from here
-        self._serially(self._take, appended)
-
-    @property
-    def taken_head(self) -> int:
-        """The last offset whose fan-out began (the sequencer's head may be
-        ahead of it while a fan-out is in progress)."""
-        return self._taken if self._taken is not None else (self.sequence.head or 0)
-
-    def flush_due(self, sid: str, now: float) -> None:
-        """A batch deadline came: send what is due on that connection."""
-        self._serially(self._flush_due, sid, now)
-
-    def _flush_due(self, sid: str, now: float) -> None:
-        if sid == Cohort.TIMER_KEY:
-            for batch in self.cohort.queue.due(now):
-                self._flush_cohort(batch, "timeout")
-            return
-        conn = self._connections.get(sid)
-        if conn is not None:
-            for batch in conn.queue.due(now):
-                self._send_queued(conn, batch, "timeout")
-            self._try_join(conn)
-
-    def run_batch_timers(self) -> None:
-        """For sio.start_background_task: sends batches as their deadlines come."""
-        self.batch_timers.run(self.flush_due)
-
-    def _send_queued(self, conn: Connection, batch: list[tuple[Notification, float]],
-                     trigger: str) -> None:
-        self.outbox.send(conn, [n for n, _ in batch], "live", batch, trigger)
 
     # -- acknowledgements ---------------------------------------------------
     def ack(self, sid: str, offset: int) -> None:

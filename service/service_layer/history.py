@@ -22,7 +22,7 @@ from typing import Protocol
 
 from service.domain.errors import OffsetOutOfRange
 from service.domain.history import HistoryPage, HistoryQuery
-from service.domain.telemetry import ACKED
+from service.domain.measurements import ACKED
 from service.service_layer.ports import StreamPosition, Telemetry, Unread
 
 

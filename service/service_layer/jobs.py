@@ -26,7 +26,7 @@ ERROR_TEXT_MAX = 300  # characters of "Type: message" kept in job_run's ``error`
 class JobSpec:
     """A job: ``run`` does one run and returns how many items it produced
     (points, events); it raises when the run failed. ``name`` is the lock's
-    name and the ``job`` tag (``telemetry.JOB_NAMES``)."""
+    name and the ``job`` tag (``job_names.JOB_NAMES``)."""
 
     name: str
     interval_s: float

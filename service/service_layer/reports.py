@@ -13,6 +13,7 @@ from typing import Any
 
 from service.domain.control import ControlEvent, Recommendation, format_at, utc
 from service.domain.errors import InvalidInput
+from service.domain.measurements import ANALYSIS_METRICS, TREND_WINDOWS
 from service.domain.report import (
     METRIC_KEYS,
     METRICS,
@@ -23,7 +24,6 @@ from service.domain.report import (
     open_recommendations,
     render_markdown,
 )
-from service.domain.telemetry import ANALYSIS_METRICS, TREND_WINDOWS
 from service.service_layer.ports import AnalysisReader
 
 __all__ = ["optimization_report", "render_markdown", "trends"]

@@ -16,8 +16,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
+from service.domain.measurements import THROTTLED
 from service.domain.model import Priority, PublishRequest
-from service.domain.telemetry import THROTTLED
 from service.domain.throttle import Rate, Throttled, TokenBucket
 from service.service_layer.ports import Telemetry
 

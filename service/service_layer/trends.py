@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from service.domain.health import p99_target_ms
-from service.domain.telemetry import ANALYSIS_METRICS
+from service.domain.measurements import ANALYSIS_METRICS
 from service.domain.trends import trend
 from service.service_layer.ports import DataPoint, MetricSeries, PointWriter
 
