@@ -49,7 +49,7 @@ from bench.harness import (
 
 PARAMETER = "batch_timeout_ms"
 VALUES = (40.0, 60.0, 80.0)  # balanced's is 50; cycled, consecutive changes always differ
-ANNOUNCE = re.compile(r"config changed by .+? \(#(\d+)\)")  # service_layer/tuning.py
+ANNOUNCE = re.compile(r"config changed by .+? \(#(\d+)\)")  # service_layer/live_config.py
 START_TIMEOUT_S = 30.0
 LIVE_TIMEOUT_S = 10.0
 

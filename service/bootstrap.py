@@ -23,14 +23,14 @@ from flask import Flask
 from gevent.pool import Pool
 from sqlalchemy import Engine
 
-from service.adapters.cluster import ClusterManager
 from service.adapters.control_log import SqlControlLog
 from service.adapters.influx import InfluxClient
 from service.adapters.influx_writer import InfluxWriter
 from service.adapters.job_lock import job_lock_for
 from service.adapters.migrate import migrate
 from service.adapters.patches import PatchesInForce
-from service.adapters.presence import RedisPresence
+from service.adapters.redis_cluster import ClusterManager
+from service.adapters.redis_presence import RedisPresence
 from service.adapters.runtime_metrics import RuntimeSampler, process_snapshot
 from service.config import Settings
 from service.domain.errors import PresenceUnavailable
@@ -39,10 +39,10 @@ from service.service_layer.backpressure import Backpressure
 from service.service_layer.cached_log import InvalidatingTrimmer
 from service.service_layer.cluster import run_log_follower, run_presence
 from service.service_layer.delivery import DeliveryHub
+from service.service_layer.live_config import LiveConfig
 from service.service_layer.offline import run_offline_trimmer
 from service.service_layer.status import StatusSources
 from service.service_layer.telemetry import TelemetryRing
-from service.service_layer.tuning import LiveConfig
 from service.wiring.delivery_factory import build_delivery
 from service.wiring.http_factory import (
     build_flask,

@@ -39,7 +39,7 @@ from service.domain.errors import InvalidInput
 from service.domain.job_settings import JobSettings, job_settings_from
 from service.domain.levels import PoolSettings
 from service.domain.settings_table import DEFAULT_LEVEL, SETTINGS, defaults
-from service.domain.throttle import Rate, format_rates
+from service.domain.token_bucket import Rate, format_rates
 from service.domain.tuning import TUNABLES
 
 __all__ = ["ADMIN_NAME", "MAX_WORKERS", "ConfigError", "Settings", "normalize_database_url"]
@@ -128,7 +128,7 @@ class Settings:
     jobs: JobSettings = field(default_factory=JobSettings, compare=False)
     backpressure_actions: dict = field(default_factory=lambda: dict(_D["backpressure"]),
                                        compare=False)
-    # Socket.IO rate limits (domain/rate_limits.py): None when off
+    # Socket.IO rate limits (domain/socket_rate_limits.py): None when off
     connect_rate_per_ip: Rate | None = _D["connect_rate_per_ip"]
     connect_rate_per_user: Rate | None = _D["connect_rate_per_user"]
     event_rate_per_ip: Rate | None = _D["event_rate_per_ip"]

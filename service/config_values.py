@@ -11,12 +11,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from service.adapters.database import default_sqlite_url
-from service.domain.backpressure import parse_actions
+from service.domain.backpressure_policy import parse_actions
 from service.domain.levels import LEVELS
 from service.domain.model import Priority
-from service.domain.rate_limits import parse_limit
 from service.domain.settings_table import SETTINGS, Kind, Setting
-from service.domain.throttle import Rate, parse_rates
+from service.domain.socket_rate_limits import parse_limit
+from service.domain.token_bucket import Rate, parse_rates
 
 MAX_WORKERS = int(SETTINGS["WORKERS"].maximum or 0)
 _PROXY_HOPS = SETTINGS["PROXY_HOPS"]

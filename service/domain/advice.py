@@ -21,7 +21,7 @@ from service.domain.advice_levers import LEVER_RULES, cache_misses_expire
 from service.domain.batching import longest_wait_ms
 from service.domain.health import MIN_LOOKUPS, p99_target_ms
 from service.domain.levels import LEVELS
-from service.domain.throttle import Rate, format_rates, parse_rates
+from service.domain.token_bucket import Rate, format_rates, parse_rates
 
 __all__ = ["PROMISES", "RULES", "Proposal", "propose"]
 LEVEL_ORDER = tuple(LEVELS)  # conservative, balanced, aggressive, maximum

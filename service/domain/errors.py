@@ -1,7 +1,7 @@
 """One exception type per kind of failure.
 
 The entrypoints map each of these to an HTTP status or a Socket.IO error in
-one place (``service.entrypoints.errors``); nothing below the entrypoints
+one place (``service.entrypoints.error_answers``); nothing below the entrypoints
 knows about HTTP.
 """
 

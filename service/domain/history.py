@@ -26,7 +26,7 @@ from service.domain.errors import InvalidInput
 from service.domain.model import MAX_OFFSET, Notification, Priority, _parse_category
 
 # A page's size and its cursors' range, declared once for parse_query and the
-# OpenAPI document (service.entrypoints.api_spec.history).
+# OpenAPI document (service.entrypoints.api_spec.history_paths).
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 PARAMETERS = ("before", "after", "limit", "category", "priority")

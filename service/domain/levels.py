@@ -14,7 +14,7 @@ from typing import Any
 
 from service.domain.model import Priority
 from service.domain.settings_table import LEVEL_NAMES, SETTINGS, levelled
-from service.domain.throttle import Rate
+from service.domain.token_bucket import Rate
 
 __all__ = ["LEVELS", "LEVEL_NAMES", "Level", "PoolSettings"]
 

@@ -3,13 +3,13 @@ limits. Rows of service.domain.settings_table (see service.domain.setting)."""
 
 from __future__ import annotations
 
-from service.domain.rate_limits import (
+from service.domain.setting import Kind, Setting, Unit
+from service.domain.socket_rate_limits import (
     CONNECT_PER_IP,
     CONNECT_PER_USER,
     EVENT_PER_IP,
     EVENT_PER_USER,
 )
-from service.domain.setting import Kind, Setting, Unit
 
 SECTION = "Tokens and access"
 DEV = "generated for dev"

@@ -5,11 +5,11 @@ service.domain.levels; docs/configuration.md says where they come from."""
 
 from __future__ import annotations
 
-from service.domain.backpressure import DEFAULT_ACTIONS
+from service.domain.backpressure_policy import DEFAULT_ACTIONS
 from service.domain.idempotency import DEFAULT_WINDOW_S
 from service.domain.model import Priority
 from service.domain.setting import DEFAULT_LEVEL, Kind, Setting, Unit
-from service.domain.throttle import Rate
+from service.domain.token_bucket import Rate
 
 SECTION = "Delivery"
 DAY = 86_400

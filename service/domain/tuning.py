@@ -16,7 +16,7 @@ from typing import Any
 from service.domain.errors import InvalidInput
 from service.domain.model import Priority
 from service.domain.settings_table import LEVEL_NAMES, SETTINGS, Kind, Setting, live
-from service.domain.throttle import Rate, format_rates, parse_rates
+from service.domain.token_bucket import Rate, format_rates, parse_rates
 
 
 @dataclass(frozen=True)

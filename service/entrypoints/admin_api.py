@@ -20,8 +20,8 @@ from service.domain.health import overall
 from service.entrypoints.auth import BearerAuth
 from service.entrypoints.http_input import json_object
 from service.service_layer import recommendations as recs
+from service.service_layer.live_config import LiveConfig
 from service.service_layer.status import CRITICAL, StatusSources, component_health, live_metrics
-from service.service_layer.tuning import LiveConfig
 
 OVERVIEW_DASHBOARD = "/d/notify-overview"
 Report = Callable[[datetime | None, datetime | None], dict[str, Any]]

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, jsonify, request
 from service.domain.control import parse_time
 from service.entrypoints.auth import BearerAuth
 from service.entrypoints.http_input import CONTROL_BODY_MAX, if_match, json_body
-from service.service_layer.tuning import LiveConfig
+from service.service_layer.live_config import LiveConfig
 
 
 def config_blueprint(config: LiveConfig, admins: BearerAuth) -> Blueprint:

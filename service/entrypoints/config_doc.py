@@ -29,7 +29,7 @@ from service.domain.settings_table import (
     Unit,
     levelled,
 )
-from service.domain.throttle import Rate, format_rates
+from service.domain.token_bucket import Rate, format_rates
 from service.entrypoints.docgen import write_or_check
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"

@@ -14,8 +14,8 @@ from flask import Blueprint, Response, g, jsonify, request
 from service.entrypoints.auth import BearerAuth
 from service.entrypoints.http_input import if_match, json_body, json_object
 from service.service_layer import recommendations as recs
-from service.service_layer.alerts import receive_grafana
-from service.service_layer.tuning import LiveConfig
+from service.service_layer.alert_webhook import receive_grafana
+from service.service_layer.live_config import LiveConfig
 
 DECISION_FIELDS = ("reason",)
 

@@ -7,7 +7,7 @@ Taken with the publish token (an app's backend) or with the user's own token
 (``Authorization: Bearer <user token>``: the tokens Socket.IO takes, checked
 by the same ``UserTokens.verify``), for that user only: another user's token
 is a 403. Paging rules: service.domain.history; reads and marks:
-service.service_layer.history.
+service.service_layer.user_history.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from service.domain.history import HistoryPage, HistoryQuery, cursors, is_read, 
 from service.domain.model import parse_offset, validate_user_id
 from service.entrypoints.auth import BearerAuth, bearer_token
 from service.entrypoints.http_input import json_object
-from service.service_layer.history import History
 from service.service_layer.ports import StreamPosition
+from service.service_layer.user_history import History
 
 READ_BODY_MAX = 1024  # {"offset": N}
 

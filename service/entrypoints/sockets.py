@@ -9,7 +9,7 @@ Errors on events come back as the ack callback's value and as an ``error``
 event: ``{error, detail, field?}``.
 
 With ``limits``, connection attempts and events are rate-limited per IP
-address and per user (``domain/rate_limits.py``): an attempt over a limit is
+address and per user (``domain/socket_rate_limits.py``): an attempt over a limit is
 refused with ``rate_limited``, an event over one is ignored with an
 ``error``, and a connection that keeps sending past it is closed.
 """
@@ -26,8 +26,8 @@ from service.adapters.tokens import UserTokens
 from service.domain.compression import parse_scheme
 from service.domain.errors import InternalError, InvalidInput, ServiceError, new_error_id
 from service.domain.model import parse_offset
-from service.domain.rate_limits import RateLimited, SocketRateLimits, address_key
-from service.entrypoints.errors import socket_error
+from service.domain.socket_rate_limits import RateLimited, SocketRateLimits, address_key
+from service.entrypoints.error_answers import socket_error
 from service.service_layer.delivery import DeliveryHub
 from service.service_layer.ports import Telemetry
 

@@ -4,7 +4,7 @@ The workers of a node are the nodes of a cluster that happen to share a port:
 each is a whole ``serve`` process with its own node id (``<NODE_ID>-w<k>``,
 so its telemetry, spool and presence are its own), and they meet through
 Redis and the shared log exactly as nodes on different ports do
-(``service/adapters/cluster.py``). Nothing here carries notifications
+(``service/adapters/redis_cluster.py``). Nothing here carries notifications
 between them; there is no broker of our own.
 
 The supervisor (this module, in the process ``python -m service serve``

@@ -39,8 +39,8 @@ from service.service_layer.analysis_points import (
     emit_targets,
     evidence_text,
 )
+from service.service_layer.live_config import LiveConfig
 from service.service_layer.ports import Telemetry
-from service.service_layer.tuning import LiveConfig
 
 log = logging.getLogger(__name__)
 ACTOR = "jobs"

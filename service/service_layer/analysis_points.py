@@ -24,9 +24,9 @@ from service.domain.control import (
     recommendation_states,
 )
 from service.domain.report import METRIC_KEYS as REPORT_FIGURES
+from service.service_layer.live_config import LiveConfig
 from service.service_layer.ports import Telemetry
-from service.service_layer.trends import trend_limits
-from service.service_layer.tuning import LiveConfig
+from service.service_layer.trend_job import trend_limits
 
 log = logging.getLogger(__name__)
 

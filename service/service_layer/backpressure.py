@@ -1,5 +1,5 @@
 """Backpressure at run time: sample the pressure, and apply the policy of
-``service.domain.backpressure`` to publishes, deliveries and connections."""
+``service.domain.backpressure_policy`` to publishes, deliveries and connections."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import gevent
 
-from service.domain.backpressure import Action, BackpressurePolicy, Overloaded
+from service.domain.backpressure_policy import Action, BackpressurePolicy, Overloaded
 from service.domain.connections import ConnectionLimitReached
 from service.domain.measurements import QUEUES, THROTTLED
 from service.domain.model import Priority, PublishRequest

@@ -1,7 +1,7 @@
 """Several nodes on one log: following it, relaying writes, reporting presence.
 
 A node learns of entries committed elsewhere in two ways. Redis brings them
-within milliseconds (adapters.cluster). The log follower reads the log's head
+within milliseconds (adapters.redis_cluster). The log follower reads the log's head
 every ``LOG_FOLLOW_INTERVAL`` and has the hub read from the log whatever did
 not come, so a lost message (Redis down, restarting, or a peer killed between
 its commit and its announcement) delays delivery and loses nothing.

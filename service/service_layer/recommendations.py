@@ -23,7 +23,7 @@ from service.domain.control import (
     recommendation_states,
 )
 from service.domain.errors import ConflictError, InvalidInput, NotFound
-from service.service_layer.tuning import LiveConfig, reason_text
+from service.service_layer.live_config import LiveConfig, reason_text
 
 STATUSES = ("issued", "applied", "dismissed")
 DECIDE_ATTEMPTS = 5  # re-reads after a concurrent append before giving up with 409

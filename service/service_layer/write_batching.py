@@ -29,7 +29,7 @@ from typing import cast
 import gevent
 from gevent.event import Event
 
-from service.domain.backpressure import Overloaded
+from service.domain.backpressure_policy import Overloaded
 from service.domain.errors import StorageUnavailable, new_error_id
 from service.domain.idempotency import KeysTaken
 from service.domain.measurements import WRITE_BATCHES

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import socketio
 
-from service.adapters.cluster import ClusterHandlers, ClusterManager
 from service.adapters.patches import PatchesInForce
-from service.adapters.presence import RedisPresence
+from service.adapters.redis_cluster import ClusterHandlers, ClusterManager
+from service.adapters.redis_presence import RedisPresence
 from service.adapters.runtime_metrics import rss_bytes
 from service.adapters.socketio_server import SocketIOSender, make_socketio_server
 from service.config import Settings

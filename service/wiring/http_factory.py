@@ -18,37 +18,37 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from service.adapters.influx import InfluxClient
 from service.adapters.influx_reader import InfluxAnalysisReader
 from service.adapters.jwt_tokens import jwt_verifier
-from service.adapters.presence import RedisPresence
+from service.adapters.redis_presence import RedisPresence
 from service.adapters.tokens import UserTokens
 from service.config import Settings
 from service.domain.control import recommendation_states
 from service.domain.model import PublishRequest
 from service.domain.presence import Presence
-from service.domain.rate_limits import SocketRateLimits
+from service.domain.socket_rate_limits import SocketRateLimits
 from service.entrypoints.admin_api import admin_blueprint, grafana_blueprint, health_blueprint
 from service.entrypoints.auth import BearerAuth
 from service.entrypoints.config_api import config_blueprint
 from service.entrypoints.control_api import alerts_blueprint, control_blueprint
 from service.entrypoints.docs_site import docs_blueprint
-from service.entrypoints.errors import register_http_errors
+from service.entrypoints.error_answers import register_http_errors
 from service.entrypoints.history_api import history_blueprint
 from service.entrypoints.http_input import MAX_REQUEST_BYTES
 from service.entrypoints.openapi import openapi_blueprint
 from service.entrypoints.presence_api import presence_blueprint
 from service.entrypoints.publish_api import publish_blueprint
-from service.entrypoints.publish_only import refuse_sockets
 from service.entrypoints.sockets import register_socket_handlers
 from service.entrypoints.unread_api import unread_blueprint
+from service.entrypoints.write_only_sockets import refuse_sockets
 from service.service_layer.books import BookedLog
 from service.service_layer.cluster import local_presence
 from service.service_layer.delivery import DeliveryHub
-from service.service_layer.history import History
+from service.service_layer.live_config import LiveConfig
+from service.service_layer.publish_throttle import PublishThrottle
 from service.service_layer.publishing import publish
 from service.service_layer.reports import optimization_report, render_markdown, trends
 from service.service_layer.status import StatusSources
 from service.service_layer.telemetry import TelemetryRing
-from service.service_layer.throttling import PublishThrottle
-from service.service_layer.tuning import LiveConfig
+from service.service_layer.user_history import History
 from service.service_layer.write_batching import WriteBatcher
 from service.wiring.delivery_factory import Delivery, delivery_sink
 from service.wiring.storage_factory import Storage

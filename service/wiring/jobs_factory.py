@@ -28,11 +28,11 @@ from service.service_layer.analysis import (
     run_impact,
     run_recommendations,
 )
-from service.service_layer.jobs import JobSpec, run_job
+from service.service_layer.job_runs import JobSpec, run_job
+from service.service_layer.live_config import LiveConfig
 from service.service_layer.ports import JobLock, Telemetry
 from service.service_layer.rollups import run_rollups
-from service.service_layer.trends import run_trends, trend_limits
-from service.service_layer.tuning import LiveConfig
+from service.service_layer.trend_job import run_trends, trend_limits
 from service.wiring.telemetry_factory import TelemetryPipeline
 
 SAMPLE_INTERVAL_S = 10  # the process's own sample

@@ -12,19 +12,19 @@ from service.adapters.control_log import SqlControlLog
 from service.adapters.patches import SESSIONS_CONNECTION_BYTES
 from service.adapters.socketio_server import SocketIOSender
 from service.config import Settings
-from service.domain.backpressure import BackpressurePolicy
+from service.domain.backpressure_policy import BackpressurePolicy
 from service.domain.batching import BatchPolicy
 from service.domain.cache import TtlLruCache
 from service.domain.capacity import connection_limit
 from service.domain.compression import CompressionPolicy
 from service.domain.connections import ConnectionPolicy
-from service.domain.throttle import parse_rates
+from service.domain.token_bucket import parse_rates
 from service.service_layer.backpressure import Backpressure
 from service.service_layer.cache_stats import retune_caches
 from service.service_layer.delivery import DeliveryHub
+from service.service_layer.live_config import LiveConfig
+from service.service_layer.publish_throttle import PublishThrottle
 from service.service_layer.telemetry import TelemetryRing
-from service.service_layer.throttling import PublishThrottle
-from service.service_layer.tuning import LiveConfig
 from service.service_layer.write_batching import WriteBatcher
 
 Values = Mapping[str, Any]  # tunable name -> value (Settings.tunables, LiveConfig.values)

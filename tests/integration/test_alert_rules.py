@@ -45,9 +45,9 @@ from service.adapters.influx_writer import InfluxWriter
 from service.adapters.line_protocol import encode
 from service.domain.levels import LEVELS
 from service.service_layer import analysis
+from service.service_layer.live_config import LiveConfig
 from service.service_layer.telemetry import TelemetryRing
-from service.service_layer.trends import trend_limits
-from service.service_layer.tuning import LiveConfig
+from service.service_layer.trend_job import trend_limits
 from tests.support.fakes import InMemoryControlLog
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ from service.adapters.influx_reader import InfluxAnalysisReader
 from service.adapters.line_protocol import encode
 from service.domain.tuning import preset
 from service.service_layer import analysis
-from service.service_layer.tuning import LiveConfig
+from service.service_layer.live_config import LiveConfig
 from tests.support.fakes import InMemoryControlLog, RecordingTelemetry
 
 pytestmark = pytest.mark.influx

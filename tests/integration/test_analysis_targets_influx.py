@@ -12,8 +12,8 @@ from service.adapters.influx_writer import InfluxWriter
 from service.domain import health
 from service.domain.tuning import preset
 from service.service_layer import analysis
+from service.service_layer.live_config import LiveConfig
 from service.service_layer.telemetry import TelemetryRing
-from service.service_layer.tuning import LiveConfig
 from tests.support.analysis_figures import Figures
 from tests.support.fakes import InMemoryControlLog
 

@@ -16,7 +16,7 @@ from service.adapters.control_log import SqlControlLog
 from service.adapters.database import make_engine
 from service.domain.control import EventDraft
 from service.domain.errors import ConflictError
-from service.service_layer.tuning import LiveConfig
+from service.service_layer.live_config import LiveConfig
 from tests.support.schema import create_test_schema
 
 pytestmark = pytest.mark.usefixtures("cooperative_psycopg2")  # greenlets share psycopg2

@@ -16,8 +16,8 @@ import pytest
 import redis
 import socketio
 
-from service.adapters.cluster import ClusterHandlers, ClusterManager
 from service.adapters.patches import PatchesInForce
+from service.adapters.redis_cluster import ClusterHandlers, ClusterManager
 from tests.support.backing_services import REDIS_URL, unique
 
 

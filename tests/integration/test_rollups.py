@@ -19,9 +19,9 @@ from service.adapters.influx_series import InfluxMetricSeries
 from service.adapters.job_lock import PgAdvisoryJobLock
 from service.adapters.line_protocol import encode
 from service.domain.measurements import CATALOGUE, ROLLED_UP
-from service.service_layer.jobs import JobSpec, run_job
+from service.service_layer.job_runs import JobSpec, run_job
 from service.service_layer.rollups import run_rollups
-from service.service_layer.trends import run_trends
+from service.service_layer.trend_job import run_trends
 from tests.support.fakes import RecordingTelemetry
 
 pytestmark = pytest.mark.influx

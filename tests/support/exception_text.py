@@ -58,10 +58,10 @@ EXCEPTION_MODULES = (
     "concurrent.futures",
     # the service's own: its answers say what went wrong, not "InvalidInput: …"
     "service.domain.errors",
-    "service.domain.backpressure",
+    "service.domain.backpressure_policy",
     "service.domain.connections",
-    "service.domain.rate_limits",
-    "service.domain.throttle",
+    "service.domain.socket_rate_limits",
+    "service.domain.token_bucket",
     "service.adapters.influx",
 )
 

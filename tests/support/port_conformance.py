@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import gevent
 
-from service.adapters.cluster import ClusterManager
 from service.adapters.control_log import SqlControlLog
 from service.adapters.influx_points import InfluxPointWriter
 from service.adapters.influx_reader import InfluxAnalysisReader
@@ -24,7 +23,8 @@ from service.adapters.influx_series import InfluxMetricSeries
 from service.adapters.influx_writer import InfluxWriter
 from service.adapters.job_lock import FileJobLock, InMemoryJobLock, PgAdvisoryJobLock
 from service.adapters.notification_log import SqlNotificationLog
-from service.adapters.presence import RedisPresence
+from service.adapters.redis_cluster import ClusterManager
+from service.adapters.redis_presence import RedisPresence
 from service.adapters.socketio_server import SocketIOSender
 from service.adapters.stream_trim import SqlStreamTrimmer
 from service.domain.changepoints import detect
@@ -35,7 +35,6 @@ from service.service_layer.books import BookedLog
 from service.service_layer.cached_log import CachedNotificationLog, InvalidatingTrimmer
 from service.service_layer.cluster import AckRelayingLog, Hub, PresenceStore, Relay
 from service.service_layer.delivery import DeliveryHub
-from service.service_layer.history import AckWriter, HistoryLog
 from service.service_layer.ports import (
     AnalysisReader,
     ControlLog,
@@ -52,6 +51,7 @@ from service.service_layer.ports import (
     Telemetry,
 )
 from service.service_layer.status import TelemetrySinkStatus
+from service.service_layer.user_history import AckWriter, HistoryLog
 from tests.support.analysis_figures import Figures
 from tests.support.fake_metrics import InMemoryMetricSeries, RecordingPointWriter
 from tests.support.fakes import (

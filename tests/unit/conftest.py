@@ -3,7 +3,7 @@ live config that follows it."""
 
 import pytest
 
-from service.service_layer.tuning import LiveConfig
+from service.service_layer.live_config import LiveConfig
 from tests.support.fakes import InMemoryControlLog
 
 

@@ -17,7 +17,7 @@ from service.domain.tuning import preset
 from service.service_layer import analysis
 from service.service_layer.analysis_points import apply_command
 from service.service_layer.recommendations import list_recommendations
-from service.service_layer.trends import trend_limits
+from service.service_layer.trend_job import trend_limits
 from tests.support.fakes import RecordingTelemetry
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

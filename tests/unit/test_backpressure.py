@@ -1,6 +1,6 @@
 import pytest
 
-from service.domain.backpressure import (
+from service.domain.backpressure_policy import (
     DEFAULT_ACTIONS,
     Action,
     BackpressurePolicy,

@@ -6,7 +6,7 @@ import logging
 import pytest
 
 from bench.propagation import PARAMETER, announced_seq, percentile, plan
-from service.service_layer.tuning import LiveConfig
+from service.service_layer.live_config import LiveConfig
 
 
 def test_percentile_is_nearest_rank():
@@ -29,7 +29,7 @@ def test_plan_alternates_nodes_and_always_changes_the_value():
 
 
 def test_announced_seq_parses_only_config_lines():
-    line = "2026-11-27 05:42:54,265 INFO service.service_layer.tuning: config changed by " \
+    line = "2026-11-27 05:42:54,265 INFO service.service_layer.live_config: config changed by " \
            "admin (#12): batch_timeout_ms=40.0 (bench propagation)\n"
     assert announced_seq(line) == 12
     assert announced_seq("2026-11-27 05:42:54,265 WARNING influx: unreachable (#3)") is None
@@ -37,7 +37,7 @@ def test_announced_seq_parses_only_config_lines():
 
 def test_announced_seq_matches_what_the_service_logs(caplog):
     config = LiveConfig("balanced", {}, lambda values: None, telemetry=None)
-    with caplog.at_level(logging.INFO, logger="service.service_layer.tuning"):
+    with caplog.at_level(logging.INFO, logger="service.service_layer.live_config"):
         config.change({"parameters": {PARAMETER: 40.0}, "reason": "bench"}, actor="admin")
         config.change({"parameters": {PARAMETER: 40.0}}, actor="admin")  # same value again
     seqs = [announced_seq(record.getMessage()) for record in caplog.records]

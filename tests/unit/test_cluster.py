@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.adapters.cluster import (
+from service.adapters.redis_cluster import (
     CLUSTER_NAMESPACE,
     MAX_PENDING,
     ClusterHandlers,

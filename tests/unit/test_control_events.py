@@ -17,7 +17,7 @@ from service.domain.control import (
 from service.domain.errors import ConflictError, InvalidInput
 from service.domain.levels import LEVELS
 from service.domain.tuning import effective
-from service.service_layer.tuning import LiveConfig
+from service.service_layer.live_config import LiveConfig
 from tests.support.fakes import InMemoryControlLog, RecordingTelemetry
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

@@ -16,7 +16,7 @@ from werkzeug.exceptions import default_exceptions
 
 from service.domain.errors import ServiceError
 from service.domain.model import PublishRequest, parse_offset
-from service.domain.throttle import parse_rates
+from service.domain.token_bucket import parse_rates
 from service.domain.tuning import TUNABLES
 from service.entrypoints.http_input import json_body
 from tests.support.exception_text import (
@@ -248,7 +248,7 @@ REVIEWED = {
      "f'the body is not valid JSON (line {exc.lineno}, column {exc.colno})'"),
     # werkzeug's description of an HTTP error (nothing in service/ raises one with its
     # own words, nor calls request.get_json, whose 400 quotes json's parser)
-    ("service/entrypoints/errors.py", "dict", "error.description"),
+    ("service/entrypoints/error_answers.py", "dict", "error.description"),
     # the status page's "the notification log" component: the StorageUnavailable's own message
     ("service/service_layer/status.py", "_component", "str(exc)"),
     # the history routes: UserTokens.verify's Unauthorized, its own words (as Socket.IO's
@@ -313,7 +313,7 @@ def test_the_messages_made_at_run_time_are_clean():
 
 
 def test_the_http_errors_werkzeug_answers_with_are_clean():
-    """What errors.py's HTTPException handler answers: werkzeug's own name
+    """What error_answers.py's HTTPException handler answers: werkzeug's own name
     and description of each status."""
     for code, kind in default_exceptions.items():
         error = kind()

@@ -2,7 +2,7 @@
 cache: the answer's shape (the Socket.IO form plus ``read``), read marks
 through the ack path, the cache, and who may call them (publish token, the
 user's own token of either kind, no one else). Errors go through the one
-mapping (service.entrypoints.errors)."""
+mapping (service.entrypoints.error_answers)."""
 
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ from service.domain.errors import OffsetOutOfRange
 from service.domain.history import HistoryQuery
 from service.domain.model import PublishRequest, utcnow
 from service.entrypoints.auth import BearerAuth
-from service.entrypoints.errors import register_http_errors
+from service.entrypoints.error_answers import register_http_errors
 from service.entrypoints.history_api import history_blueprint
 from service.service_layer.cached_log import CachedNotificationLog
-from service.service_layer.history import History
+from service.service_layer.user_history import History
 from tests.support.fakes import InMemoryNotificationLog, RecordingTelemetry
 
 PUBLISH = "unit-publish-token"

@@ -19,7 +19,7 @@ from service.domain.measurements import (
     FieldType,
     rollup_fields,
 )
-from service.service_layer.jobs import ERROR_TEXT_MAX, JobSpec, run_job
+from service.service_layer.job_runs import ERROR_TEXT_MAX, JobSpec, run_job
 from service.service_layer.ports import DataPoint
 from service.service_layer.rollups import POLICIES, floor_time, pending, run_rollups
 from tests.support.fakes import RecordingTelemetry

@@ -17,7 +17,7 @@ import schemathesis
 from service.bootstrap import App
 from service.domain.errors import ServiceError
 from service.entrypoints.api_doc import DOC, render
-from service.entrypoints.errors import HTTP_STATUS, http_status
+from service.entrypoints.error_answers import HTTP_STATUS, http_status
 from service.entrypoints.openapi import spec
 from tests.support.api_app import PUBLIC, USER_ROUTES, WEBHOOK, build_app, operations
 

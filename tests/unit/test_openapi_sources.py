@@ -20,7 +20,7 @@ from service.domain.errors import InvalidInput, PayloadTooLarge
 from service.entrypoints import docs_site, http_input, publish_api
 from service.entrypoints.admin_api import OVERVIEW_DASHBOARD
 from service.entrypoints.openapi import spec
-from service.service_layer import recommendations, reports, tuning
+from service.service_layer import live_config, recommendations, reports
 from service.service_layer.ports import UNREAD_CAP
 
 # The patterns the code matches whole (fullmatch), by what they check.
@@ -79,7 +79,7 @@ EXPECTED_REQUEST_LIMITS: dict[str, dict[str, Any]] = {
     "#/components/schemas/ReadRequest/properties/offset": OFFSET,
     "#/components/schemas/Reason": {"maxLength": control.MAX_REASON},
     "#/paths/~1api~1v1~1config~1history/get/parameters/limit": {
-        "minimum": 1, "maximum": tuning.HISTORY_MAX, "default": tuning.HISTORY_DEFAULT},
+        "minimum": 1, "maximum": live_config.HISTORY_MAX, "default": live_config.HISTORY_DEFAULT},
     "#/paths/~1api~1v1~1config~1rollback/post/requestBody/properties/to_seq": {"minimum": 0},
     "#/paths/~1api~1v1~1recommendations~1{recommendation_id}/get/parameters/"
     "recommendation_id": ISSUED_ID,
@@ -250,9 +250,9 @@ def test_the_other_validators_check_the_declared_constants():
                        "r" * control.MAX_REASON)
     assert refused(control.EventDraft, control.LEVEL_SET, level, "admin",
                    "r" * (control.MAX_REASON + 1))
-    assert not refused(tuning._limit, str(tuning.HISTORY_MAX))
-    assert refused(tuning._limit, str(tuning.HISTORY_MAX + 1))
-    assert tuning._limit(None) == tuning.HISTORY_DEFAULT
+    assert not refused(live_config._limit, str(live_config.HISTORY_MAX))
+    assert refused(live_config._limit, str(live_config.HISTORY_MAX + 1))
+    assert live_config._limit(None) == live_config.HISTORY_DEFAULT
 
 
 def test_the_enums_are_the_code_s():

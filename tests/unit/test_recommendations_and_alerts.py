@@ -9,7 +9,7 @@ from service.domain.alerts import MAX_ALERTS, parse_grafana
 from service.domain.control import RECOMMENDATION_ISSUED, EventDraft
 from service.domain.errors import ConflictError, InvalidInput, NotFound
 from service.service_layer import recommendations as recs
-from service.service_layer.alerts import receive_grafana
+from service.service_layer.alert_webhook import receive_grafana
 from tests.support.grafana_webhook import GRAFANA_BODY
 
 

@@ -60,5 +60,5 @@ def test_the_search_finds_emitters_of_each_kind():
     # a check of the check: a literal emit, a tally constant, a DataPoint and an encode
     assert "service_layer.backpressure" in FOUND["notify_backpressure"]
     assert "service_layer.acks" in FOUND["notify_ack"]
-    assert FOUND["analysis_trend"] == {"service_layer.trends"}
+    assert FOUND["analysis_trend"] == {"service_layer.trend_job"}
     assert FOUND["analysis_regression"] == {"adapters.influx_analysis_writer"}

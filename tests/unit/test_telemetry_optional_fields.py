@@ -22,10 +22,10 @@ from datetime import UTC, datetime, timedelta
 import gevent
 import pytest
 
-from service.adapters.cluster import RelayStats
 from service.adapters.influx_writer import InfluxWriter
+from service.adapters.redis_cluster import RelayStats
 from service.adapters.runtime_metrics import RuntimeSampler
-from service.domain.backpressure import BackpressurePolicy
+from service.domain.backpressure_policy import BackpressurePolicy
 from service.domain.batching import BatchPolicy
 from service.domain.errors import PresenceUnavailable
 from service.domain.measurements import CATALOGUE
@@ -36,14 +36,14 @@ from service.service_layer.books import BookedLog
 from service.service_layer.cache_stats import CacheReporter, make_caches
 from service.service_layer.cluster import run_presence
 from service.service_layer.delivery import DeliveryHub
-from service.service_layer.jobs import JobSpec, run_job
+from service.service_layer.job_runs import JobSpec, run_job
 from service.service_layer.leaks import report_leaks
+from service.service_layer.live_config import LiveConfig
 from service.service_layer.offline import trim_offline_queues
 from service.service_layer.ports import TrimResult
 from service.service_layer.publishing import publish
 from service.service_layer.telemetry import TelemetryRing
-from service.service_layer.trends import run_trends
-from service.service_layer.tuning import LiveConfig
+from service.service_layer.trend_job import run_trends
 from service.service_layer.write_batching import WriteBatcher
 from tests.support.analysis_figures import Figures
 from tests.support.fake_metrics import InMemoryMetricSeries, RecordingPointWriter

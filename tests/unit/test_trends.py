@@ -8,7 +8,7 @@ import pytest
 
 from service.domain.measurements import ANALYSIS_METRICS, CATALOGUE
 from service.domain.trends import least_squares, t_two_sided_p, trend
-from service.service_layer.trends import WINDOWS, run_trends, trend_limits
+from service.service_layer.trend_job import WINDOWS, run_trends, trend_limits
 from tests.support.fake_metrics import InMemoryMetricSeries, RecordingPointWriter
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -6,7 +6,7 @@ from service.config import Settings
 from service.domain.errors import InvalidInput
 from service.domain.levels import LEVELS
 from service.domain.tuning import TUNABLES, check_parameters, effective, preset
-from service.service_layer.tuning import LiveConfig
+from service.service_layer.live_config import LiveConfig
 from tests.support.fakes import RecordingTelemetry
 
 
@@ -104,8 +104,8 @@ def test_a_retuned_hub_batches_open_connections_by_the_new_rules():
 
 def test_new_throttle_rates_never_refill_a_bucket():
     from service.domain.model import Priority, PublishRequest
-    from service.domain.throttle import Rate, Throttled
-    from service.service_layer.throttling import PublishThrottle
+    from service.domain.token_bucket import Rate, Throttled
+    from service.service_layer.publish_throttle import PublishThrottle
 
     now = [0.0]
     throttle = PublishThrottle({Priority.NORMAL: Rate(1, 3)}, clock=lambda: now[0])

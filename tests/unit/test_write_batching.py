@@ -6,7 +6,7 @@ import gevent
 import gevent.event
 import pytest
 
-from service.domain.backpressure import Overloaded
+from service.domain.backpressure_policy import Overloaded
 from service.domain.errors import StorageUnavailable
 from service.domain.model import PublishRequest, utcnow
 from service.service_layer.write_batching import InOrderDelivery, WriteBatcher

@@ -35,7 +35,7 @@ MEASUREMENTS: tuple[Measurement, ...] = (
             "`GET /admin/api/performance/trends` reads the newest point of each "
             "series. How the jobs fit it: docs/operations.md."
         ),
-        emitted_by="service_layer.trends.run_trends",
+        emitted_by="service_layer.trend_job.run_trends",
         tags=("metric", "window"),
         tag_values={"metric": ANALYSIS_METRICS, "window": TREND_WINDOWS},
         field_specs={
@@ -112,7 +112,7 @@ MEASUREMENTS: tuple[Measurement, ...] = (
             "`duration_ms` is the whole run, lock included, and `items` what it "
             "produced (points, events), 0 unless `ok`."
         ),
-        emitted_by="service_layer.jobs.run_job",
+        emitted_by="service_layer.job_runs.run_job",
         tags=("job", "outcome"),
         tag_values={"job": JOB_NAMES, "outcome": ("ok", "error", "skipped")},
         field_specs={

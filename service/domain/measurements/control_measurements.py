@@ -15,7 +15,7 @@ MEASUREMENTS: tuple[Measurement, ...] = (
             "it, `text` describes it and `actor` made it (`node` for a start-up, "
             "whose `level` is the one live after the control log's history)."
         ),
-        emitted_by="bootstrap.App.start_background, service_layer.tuning.LiveConfig",
+        emitted_by="bootstrap.App.start_background, service_layer.live_config.LiveConfig",
         tags=("kind",),
         tag_values={"kind": ("startup", "level", "parameter")},
         field_specs={
@@ -36,7 +36,7 @@ MEASUREMENTS: tuple[Measurement, ...] = (
             "and why. The log itself (`GET /api/v1/config/history`) is the record; "
             "this is for Grafana."
         ),
-        emitted_by="service_layer.tuning.LiveConfig.append",
+        emitted_by="service_layer.live_config.LiveConfig.append",
         tags=("type",),
         tag_values={"type": EVENT_TYPES},
         field_specs={

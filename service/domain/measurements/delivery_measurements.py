@@ -89,7 +89,7 @@ MEASUREMENTS: tuple[Measurement, ...] = (
             "stream entries not acknowledged before. A read mark over HTTP "
             "(`POST /api/v1/users/<id>/read`) is one too."
         ),
-        emitted_by="service_layer.acks.AckBuffer, service_layer.history.History",
+        emitted_by="service_layer.acks.AckBuffer, service_layer.user_history.History",
         tags=(),
         field_specs={
             "count": Field(INT, "sum"),

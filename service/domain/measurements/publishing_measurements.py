@@ -39,7 +39,7 @@ MEASUREMENTS: tuple[Measurement, ...] = (
             "was behind and the priority's action is `refuse`. `count` requests, to "
             "`recipients` recipients (1 for backpressure). Nothing of them was stored."
         ),
-        emitted_by="service_layer.throttling.PublishThrottle, "
+        emitted_by="service_layer.publish_throttle.PublishThrottle, "
                    "service_layer.backpressure.Backpressure",
         tags=("priority", "reason"),
         tag_values={"priority": PRIORITIES, "reason": ("rate", "backpressure")},

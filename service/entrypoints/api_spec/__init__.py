@@ -15,7 +15,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.entrypoints.api_spec import common, control, docs, history, performance, publish
+from service.entrypoints.api_spec import (
+    common,
+    control_paths,
+    docs_paths,
+    history_paths,
+    performance_paths,
+    publish_paths,
+)
 
 INTRO = """\
 The HTTP API of the notification service: applications publish notifications \
@@ -49,7 +56,7 @@ TAGS = [
     {"name": "Publish",
      "description": "For an application's backend, with `Authorization: Bearer "
                     "$PUBLISH_TOKEN`."},
-    history.TAG,
+    history_paths.TAG,
     {"name": "Control API",
      "description": "Every route needs `Authorization: Bearer $ADMIN_TOKEN`; the publish "
                     "token is refused. The alert webhook also takes a token of "
@@ -70,15 +77,15 @@ SPEC: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "Notification service", "version": "1", "description": INTRO},
     "tags": TAGS,
-    "paths": {**publish.PATHS, **history.PATHS, **control.PATHS, **performance.PATHS,
-              **docs.PATHS},
+    "paths": {**publish_paths.PATHS, **history_paths.PATHS, **control_paths.PATHS,
+              **performance_paths.PATHS, **docs_paths.PATHS},
     "components": {
         "securitySchemes": common.SECURITY_SCHEMES,
         "schemas": {"Error": common.ERROR_SCHEMA, **common.parameter_schemas(),
-                    **publish.SCHEMAS, **history.SCHEMAS, **control.SCHEMAS,
-                    **performance.SCHEMAS},
+                    **publish_paths.SCHEMAS, **history_paths.SCHEMAS, **control_paths.SCHEMAS,
+                    **performance_paths.SCHEMAS},
         "responses": common.error_responses(),
-        "parameters": control.PARAMETERS,
+        "parameters": control_paths.PARAMETERS,
     },
     "x-errors": [{"status": status, "error": code, "when": when}
                  for status, code, when in common.ERROR_CODES],

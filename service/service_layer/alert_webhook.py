@@ -21,7 +21,7 @@ from service.domain.control import (
     EventDraft,
 )
 from service.domain.errors import ConflictError
-from service.service_layer.tuning import LiveConfig
+from service.service_layer.live_config import LiveConfig
 
 log = logging.getLogger(__name__)
 RECENT_EVENTS = 1000  # how far back a repeat is looked for

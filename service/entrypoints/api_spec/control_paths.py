@@ -19,8 +19,8 @@ from service.entrypoints.api_spec.common import (
     errors,
 )
 from service.entrypoints.http_input import ETAG_PATTERN, IF_MATCH_PATTERN
+from service.service_layer.live_config import HISTORY_DEFAULT, HISTORY_MAX
 from service.service_layer.recommendations import STATUSES
-from service.service_layer.tuning import HISTORY_DEFAULT, HISTORY_MAX
 
 TAG = ["Control API"]
 ETAG = {"ETag": {"required": True, "description": "`\"<seq>\"`: send it back as `If-Match`",

@@ -9,7 +9,7 @@ from typing import Any
 import socketio
 
 from service.domain.errors import PublishOnlyNode
-from service.entrypoints.errors import socket_error
+from service.entrypoints.error_answers import socket_error
 
 
 def refuse_sockets(sio: socketio.Server) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from service.entrypoints.api_spec.builders import answer, body, param, ref
 from service.entrypoints.api_spec.common import ADMIN, errors
-from service.entrypoints.api_spec.control import ISSUED_ID
+from service.entrypoints.api_spec.control_paths import ISSUED_ID
 from service.service_layer import reports
 
 INT0 = {"type": "integer", "minimum": 0}

@@ -12,7 +12,7 @@ from flask import Flask, Response, jsonify
 from gevent import GreenletExit
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from service.domain.backpressure import Overloaded
+from service.domain.backpressure_policy import Overloaded
 from service.domain.connections import ConnectionLimitReached
 from service.domain.errors import (
     ConflictError,
@@ -31,7 +31,7 @@ from service.domain.errors import (
     Unauthorized,
     new_error_id,
 )
-from service.domain.throttle import Throttled
+from service.domain.token_bucket import Throttled
 from service.entrypoints.http_input import BEARER_CHALLENGE
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 
 from service.domain.measurements import THROTTLED
 from service.domain.model import Priority, PublishRequest
-from service.domain.throttle import Rate, Throttled, TokenBucket
+from service.domain.token_bucket import Rate, Throttled, TokenBucket
 from service.service_layer.ports import Telemetry
 
 BROADCAST = "*"  # the key of the node-wide broadcast buckets; not a valid user id

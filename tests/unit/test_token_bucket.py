@@ -5,7 +5,7 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.domain.throttle import TokenBucket
+from service.domain.token_bucket import TokenBucket
 
 requests = st.lists(st.tuples(st.floats(0, 2), st.integers(1, 50)), max_size=200)
 
@@ -64,8 +64,8 @@ def test_a_user_flood_is_refused_past_the_burst_and_let_in_at_the_rate():
     import pytest
 
     from service.domain.model import Priority
-    from service.domain.throttle import Rate, Throttled
-    from service.service_layer.throttling import PublishThrottle
+    from service.domain.token_bucket import Rate, Throttled
+    from service.service_layer.publish_throttle import PublishThrottle
 
     clock = Clock()
     throttle = PublishThrottle({Priority.LOW: Rate(per_second=10, burst=3)}, clock=clock)
@@ -83,8 +83,8 @@ def test_a_multi_user_publish_is_all_or_nothing():
     import pytest
 
     from service.domain.model import Priority
-    from service.domain.throttle import Rate, Throttled
-    from service.service_layer.throttling import PublishThrottle
+    from service.domain.token_bucket import Rate, Throttled
+    from service.service_layer.publish_throttle import PublishThrottle
 
     throttle = PublishThrottle({Priority.LOW: Rate(per_second=1, burst=1)}, clock=Clock())
     throttle.admit(request(user_id="ann"))
@@ -95,8 +95,8 @@ def test_a_multi_user_publish_is_all_or_nothing():
 
 def test_critical_is_never_throttled_and_buckets_stay_bounded():
     from service.domain.model import Priority, PublishRequest
-    from service.domain.throttle import Rate
-    from service.service_layer.throttling import PublishThrottle
+    from service.domain.token_bucket import Rate
+    from service.service_layer.publish_throttle import PublishThrottle
 
     clock = Clock()
     throttle = PublishThrottle({Priority.LOW: Rate(1, 1), Priority.CRITICAL: None},

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from service.config import ConfigError, Settings
-from service.domain.rate_limits import (
+from service.domain.socket_rate_limits import (
     FLOOD_REFUSALS,
     KeyedLimiter,
     RateLimited,
@@ -16,7 +16,7 @@ from service.domain.rate_limits import (
     address_key,
     parse_limit,
 )
-from service.domain.throttle import Rate, TokenBucket
+from service.domain.token_bucket import Rate, TokenBucket
 
 
 class Clock:

@@ -9,7 +9,7 @@ from service.domain.history import DEFAULT_LIMIT, MAX_LIMIT
 from service.domain.model import MAX_OFFSET, Priority
 from service.entrypoints.api_spec.builders import answer, body, integer, param, ref
 from service.entrypoints.api_spec.common import USER_OR_PUBLISH, errors
-from service.entrypoints.api_spec.publish import (
+from service.entrypoints.api_spec.publish_paths import (
     CATEGORY,
     HEAD,
     NOTIFICATION_ID,

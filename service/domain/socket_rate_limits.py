@@ -1,12 +1,13 @@
 """Rate limits on the Socket.IO side: connection attempts and events, per IP
 address and per user. Pure: the caller passes the clock.
 
-Publishes are throttled per user and priority (``throttle.py``); these limit
-what clients do. A connection attempt costs a token check and a read of the
-log, an event a parse and a reply, so a client looping on either would take
-CPU from everyone else on the node. The per-IP check on connect comes first,
-before the token is verified, so a flood of forged tokens is refused at the
-price of a dictionary look-up.
+Publishes are throttled per user and priority
+(``service_layer/publish_throttle.py``); these limit what clients do, with
+the same token buckets (``token_bucket.py``). A connection attempt costs a
+token check and a read of the log, an event a parse and a reply, so a client
+looping on either would take CPU from everyone else on the node. The per-IP
+check on connect comes first, before the token is verified, so a flood of
+forged tokens is refused at the price of a dictionary look-up.
 
 Each limiter keeps one token bucket per key in an LRU of at most
 ``max_keys``. When a new key needs room, buckets untouched long enough to be
@@ -24,7 +25,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable
 
-from service.domain.throttle import Rate, Throttled, TokenBucket, parse_rate
+from service.domain.token_bucket import Rate, Throttled, TokenBucket, parse_rate
 
 # Defaults, per node (docs/configuration.md): what a real fleet never
 # reaches, and a loop on one machine or one token is cut well below the node's
