@@ -170,14 +170,15 @@ class InfluxAnalysisReader:
         All None when the window has no point at all; rates are 0 (not None)
         when the service left points but none of that measurement.
         """
-        summary = self._summary(start, end)
+        summary, _lookups = self._summary(start, end)
         return {key: summary[key] for key in METRIC_KEYS}
 
-    def _summary(self, start: datetime, end: datetime) -> dict[str, float | None]:
-        """``window_summary`` and ``influx_levers.BYTES_KEYS``, in one request."""
+    def _summary(self, start: datetime, end: datetime) -> tuple[dict[str, float | None], float]:
+        """``window_summary`` and ``influx_levers.BYTES_KEYS``, in one
+        request; and the cache lookups behind its hit rate."""
         seconds = (end - start).total_seconds()
         if seconds <= 0:
-            return dict.fromkeys(METRIC_KEYS + BYTES_KEYS)
+            return dict.fromkeys(METRIC_KEYS + BYTES_KEYS), 0.0
         where = self._where(start, end)
         serving = self._where(start, end, " AND \"role\" = 'serve'")
         statements = [
@@ -195,7 +196,7 @@ class InfluxAnalysisReader:
         delivery, live, drops, cache, process, *effects = (next(_rows(r), None)
                                                            for r in self._query(*statements))
         if not any((delivery, live, drops, cache, process, *effects)):
-            return dict.fromkeys(METRIC_KEYS + BYTES_KEYS)
+            return dict.fromkeys(METRIC_KEYS + BYTES_KEYS), 0.0
         hits = (cache or {}).get("hits") or 0
         lookups = hits + ((cache or {}).get("misses") or 0)
         p99 = (live or {}).get("p99")
@@ -207,7 +208,7 @@ class InfluxAnalysisReader:
             "cache_hit_rate": hits / lookups if lookups else None,
             "rss_bytes": None if rss is None else float(rss),
             **effect_figures(effects, seconds),
-        }
+        }, float(lookups)
 
     def health_inputs(self, start: datetime, end: datetime) -> dict[str, float | None]:
         """What the health and recommendation rules read over [start, end):
@@ -238,7 +239,7 @@ class InfluxAnalysisReader:
                 "db_slow", "telemetry_dropped", "spool_bytes", "job_errors", "cache_lookups")
         if seconds <= 0:
             return dict.fromkeys(METRIC_KEYS + BYTES_KEYS + LEVER_KEYS + keys)
-        summary = self._summary(start, end)
+        summary, cache_lookups = self._summary(start, end)
         where = self._where(start, end)
         serving = self._where(start, end, " AND \"role\" = 'serve'")
         per_node = f"WHERE {where} GROUP BY \"node\", \"role\")"
@@ -262,17 +263,15 @@ class InfluxAnalysisReader:
             f'{RAW}."telemetry_self" {per_node}',
             f'SELECT count("duration_ms") AS "n" FROM {RAW}."job_run" WHERE {where} '
             "AND \"outcome\" = 'error'",
-            f'SELECT sum("hits") AS "hits", sum("misses") AS "misses" FROM {RAW}."cache" '
-            f"WHERE {where}",
             *lever_statements(where, serving),
         )]
-        publish, throttle, live, conns, rss, cpu, db, dropped, spool, jobs, cache = rows[:11]
-        levers = [row or None for row in rows[11:]]
+        publish, throttle, live, conns, rss, cpu, db, dropped, spool, jobs = rows[:10]
+        levers = [row or None for row in rows[10:]]
         batches = live.get("b") or 0
         queries = db.get("n") or 0
         return {
             **summary,
-            "cache_lookups": float((cache.get("hits") or 0) + (cache.get("misses") or 0)),
+            "cache_lookups": cache_lookups,
             "published_per_s": (publish.get("n") or 0) / seconds,
             "throttled_per_s": (throttle.get("n") or 0) / seconds,
             "mean_batch": (live.get("n") or 0) / batches if batches else None,

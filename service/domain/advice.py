@@ -21,6 +21,7 @@ from service.domain.advice_levers import LEVER_RULES, cache_misses_expire
 from service.domain.batching import longest_wait_ms
 from service.domain.health import MIN_LOOKUPS, p99_target_ms
 from service.domain.levels import LEVELS
+from service.domain.report import METRIC
 from service.domain.token_bucket import Rate, format_rates, parse_rates
 
 __all__ = ["PROMISES", "RULES", "Proposal", "propose"]
@@ -154,18 +155,21 @@ RULES: dict[str, Callable[[Figures, Config], Proposal | None]] = {
 }
 
 # What each rule's change should move, in the impact job's window summary
-# (``report.METRIC_KEYS``): (figure, "down" or "up"). batch-timeout-up's
+# (``report.METRICS``, which says which way is better). batch-timeout-up's
 # promise (CPU per delivery) is not in the summary.
-PROMISES: dict[str, tuple[str, str]] = {
-    "cache-grow": ("cache_hit_rate", "up"),
-    "burst-down": ("slow_consumer_drops_per_s", "down"),
-    "level-down": ("delivery_p99_ms", "down"),
-    "connections-up": ("refused_connections_per_s", "down"),
-    "memory-budget-up": ("refused_publishes_per_s", "down"),
-    "pool-wait": ("pool_waiting", "down"),
-    "cache-ttl-up": ("cache_hit_rate", "up"),
-    "compression-down": ("wire_ratio", "down"),
+PROMISED_FIGURE: dict[str, str] = {
+    "cache-grow": "cache_hit_rate",
+    "burst-down": "slow_consumer_drops_per_s",
+    "level-down": "delivery_p99_ms",
+    "connections-up": "refused_connections_per_s",
+    "memory-budget-up": "refused_publishes_per_s",
+    "pool-wait": "pool_waiting",
+    "cache-ttl-up": "cache_hit_rate",
+    "compression-down": "wire_ratio",
 }
+# rule -> (figure, "up" or "down")
+PROMISES: dict[str, tuple[str, str]] = {
+    rule: (figure, METRIC[figure].better) for rule, figure in PROMISED_FIGURE.items()}
 
 
 def propose(figures: Figures, config: Config) -> list[Proposal]:

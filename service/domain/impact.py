@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from service.domain.report import METRICS
+
 REGRESSED, IMPROVED, NEUTRAL, INCONCLUSIVE = "regressed", "improved", "neutral", "inconclusive"
 VERDICTS = (REGRESSED, IMPROVED, NEUTRAL, INCONCLUSIVE)
 
@@ -32,16 +34,8 @@ Summary = Mapping[str, float | None]
 # Rates that must not climb: (key, words); past 1/s and doubled is a regression.
 REFUSALS = (("refused_connections_per_s", "connections refused"),
             ("refused_publishes_per_s", "publishes refused"))
-# The rules' promised figures: (key, words, better when "down"/"up", at least
-# this much absolute, and this fraction of the value before).
-PROMISED = (
-    ("refused_connections_per_s", "connections refused", "down", 0.1, 0.5),
-    ("refused_publishes_per_s", "publishes refused", "down", 0.1, 0.5),
-    ("pool_waiting", "checkouts waiting", "down", 0.05, 0.3),
-    ("cache_hit_rate", "cache hit rate", "up", 0.05, 0.0),
-    ("wire_ratio", "wire/JSON bytes", "down", 0.05, 0.1),
-    ("slow_consumer_drops_per_s", "slow-consumer drops", "down", 0.1, 0.5),
-)
+# The rules' promised figures, with how far each must move (report.METRICS)
+PROMISED = tuple(m for m in METRICS if m.moved is not None)
 
 
 def _delta(before: float | None, after: float | None) -> tuple[float, float] | None:
@@ -92,13 +86,14 @@ def _promised(before: Summary, after: Summary) -> list[str]:
     """The promised figures that moved the right way past their thresholds:
     by ``least`` at least, and by ``share`` of the value before at least."""
     signs = []
-    for key, words, better, least, share in PROMISED:
-        b, a = before.get(key), after.get(key)
+    for metric in PROMISED:
+        assert metric.moved is not None
+        b, a = before.get(metric.key), after.get(metric.key)
         if b is None or a is None:
             continue
-        gain = b - a if better == "down" else a - b
-        if gain >= least and gain >= share * abs(b):
-            signs.append(f"{words} {b:.3g} -> {a:.3g}")
+        gain = b - a if metric.better == "down" else a - b
+        if gain >= metric.moved.least and gain >= metric.moved.share * abs(b):
+            signs.append(f"{metric.label} {b:.3g} -> {a:.3g}")
     return signs
 
 

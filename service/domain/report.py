@@ -26,6 +26,16 @@ CHANGE_TYPES = (LEVEL_SET, PARAMETER_OVERRIDDEN, RECOMMENDATION_APPLIED, ROLLBAC
 
 
 @dataclass(frozen=True)
+class Moved:
+    """How far a figure a rule promises to move must move for the impact
+    judge to count it (service.domain.impact): by ``least`` at least, and by
+    ``share`` of its value before at least."""
+
+    least: float
+    share: float
+
+
+@dataclass(frozen=True)
 class Metric:
     key: str  # in a window summary
     label: str
@@ -33,23 +43,31 @@ class Metric:
     shown_unit: str = ""  # in Markdown, after multiplying by ``scale``
     scale: float = 1.0
     digits: int = 1
+    better: str = ""  # "up" or "down": which way is better, for a figure a rule moves
+    moved: Moved | None = None  # a promised move the impact judge counts as a sign
 
 
 METRICS = (
     Metric("delivered_per_s", "delivered", "1/s", "/s"),
-    Metric("delivery_p99_ms", "delivery p99", "ms", "ms"),
+    Metric("delivery_p99_ms", "delivery p99", "ms", "ms", better="down"),
     Metric("drops_per_s", "dropped", "1/s", "/s", digits=3),
-    Metric("cache_hit_rate", "cache hit rate", "ratio 0-1", "%", 100.0),
+    Metric("cache_hit_rate", "cache hit rate", "ratio 0-1", "%", 100.0, better="up",
+           moved=Moved(0.05, 0.0)),
     Metric("rss_bytes", "RSS, serving nodes", "bytes", "MiB", 1 / 2**20),
     # what the lever rules (domain.advice_levers) promise to move
-    Metric("refused_connections_per_s", "connections refused (limit)", "1/s", "/s", digits=3),
+    Metric("refused_connections_per_s", "connections refused (limit)", "1/s", "/s", digits=3,
+           better="down", moved=Moved(0.1, 0.5)),
     Metric("refused_publishes_per_s", "publishes refused (backpressure)", "1/s", "/s",
-           digits=3),
-    Metric("pool_waiting", "database checkouts waiting (mean)", "s/s", digits=3),
-    Metric("wire_ratio", "bytes on the wire / JSON bytes", "ratio 0-1", "%", 100.0),
-    Metric("slow_consumer_drops_per_s", "dropped, slow consumers", "1/s", "/s", digits=3),
+           digits=3, better="down", moved=Moved(0.1, 0.5)),
+    Metric("pool_waiting", "database checkouts waiting (mean)", "s/s", digits=3,
+           better="down", moved=Moved(0.05, 0.3)),
+    Metric("wire_ratio", "bytes on the wire / JSON bytes", "ratio 0-1", "%", 100.0,
+           better="down", moved=Moved(0.05, 0.1)),
+    Metric("slow_consumer_drops_per_s", "dropped, slow consumers", "1/s", "/s", digits=3,
+           better="down", moved=Moved(0.1, 0.5)),
 )
 METRIC_KEYS = tuple(m.key for m in METRICS)
+METRIC = {m.key: m for m in METRICS}
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,6 @@ from service.domain.control import (
     ControlEvent,
     EventDraft,
     Recommendation,
-    fold_config,
     recommendation_states,
 )
 from service.domain.errors import ConflictError
@@ -34,6 +33,7 @@ from service.domain.impact import REGRESSED, impact_payload, judge
 from service.domain.job_settings import JobSettings
 from service.domain.report import changes_of, compare, effect_windows
 from service.service_layer.analysis_points import (
+    configs_around,
     emit_impact,
     emit_open_recommendations,
     emit_targets,
@@ -203,9 +203,7 @@ def run_impact(reader: HealthInputs, config: LiveConfig, *, auto_rollback: bool,
 def p99_allowance(events: list[ControlEvent], change: ControlEvent,
                   config: LiveConfig) -> float:
     """How far ``change`` moved the p99 target (ms; 0 if it lowered it)."""
-    earlier = [e for e in events if e.seq < change.seq]
-    before, after = (fold_config(folded, config.startup, config.default_level)
-                     for folded in (earlier, [*earlier, change]))
+    before, after = configs_around(events, change, config)
     return max(0.0, health.p99_target_ms(after.values["batch_timeout_ms"])
                - health.p99_target_ms(before.values["batch_timeout_ms"]))
 

@@ -113,13 +113,21 @@ def config_diff(before: ConfigState, after: ConfigState) -> str:
     return "; ".join(parts)
 
 
+def configs_around(events: Sequence[ControlEvent], change: ControlEvent,
+                   config: LiveConfig) -> tuple[ConfigState, ConfigState]:
+    """The config in force just before ``change`` and just after it (on the
+    jobs' start-up settings)."""
+    earlier = [e for e in events if e.seq < change.seq]
+    before, after = (fold_config(folded, config.startup, config.default_level)
+                     for folded in (earlier, [*earlier, change]))
+    return before, after
+
+
 def change_text(events: Sequence[ControlEvent], change: ControlEvent,
                 config: LiveConfig) -> str:
     """``#12 batch_timeout_ms 50 -> 75``: the change's seq and its effect on
-    the config (on the jobs' start-up settings)."""
-    before = [e for e in events if e.seq < change.seq]
-    diff = config_diff(fold_config(before, config.startup, config.default_level),
-                       fold_config([*before, change], config.startup, config.default_level))
+    the config."""
+    diff = config_diff(*configs_around(events, change, config))
     return f"#{change.seq} {diff or 'no effective change'}"
 
 

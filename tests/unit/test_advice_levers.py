@@ -212,6 +212,12 @@ def test_every_promised_figure_is_in_the_window_summary():
 
     assert {figure for figure, _ in advice.PROMISES.values()} <= set(METRIC_KEYS)
     assert set(advice.PROMISES) <= set(advice.RULES)
+    # each says which way is better, and the judge counts a move of all but p99's
+    assert {better for _, better in advice.PROMISES.values()} <= {"up", "down"}
+    from service.domain.impact import PROMISED
+
+    judged = {m.key for m in PROMISED}
+    assert {figure for figure, _ in advice.PROMISES.values()} - judged == {"delivery_p99_ms"}
 
 
 @pytest.mark.parametrize(("wait", "query_ms", "fires"), [
