@@ -54,6 +54,7 @@ from service.service_layer.status import TelemetrySinkStatus
 from service.service_layer.user_history import AckWriter, HistoryLog
 from tests.support.analysis_figures import Figures
 from tests.support.fake_metrics import InMemoryMetricSeries, RecordingPointWriter
+from tests.support.fake_stream_trimmer import InMemoryStreamTrimmer
 from tests.support.fakes import (
     InMemoryControlLog,
     InMemoryNotificationLog,
@@ -73,8 +74,8 @@ def notification_logs(sql: SqlNotificationLog, cached: CachedNotificationLog,
 
 
 def stream_trimmers(sql: SqlStreamTrimmer, invalidating: InvalidatingTrimmer,
-                    ) -> list[StreamTrimmer]:
-    return [sql, invalidating]
+                    fake: InMemoryStreamTrimmer) -> list[StreamTrimmer]:
+    return [sql, invalidating, fake]
 
 
 def summaries(ring: telemetry.Summary, fake: RecordingSummary) -> list[Summary]:
