@@ -190,7 +190,7 @@ def test_a_lost_notify_is_made_up_by_the_catch_up(node_a, pg_engine, node_b):
     """The listener's connection dies; what is appended meanwhile arrives
     after it reconnects. An event committed without any NOTIFY at all
     arrives with the next poll."""
-    b, seen = node_b(retry_s=0.05, poll_s=0.3), []
+    b, seen = node_b(retry_s=0.5, poll_s=0.3), []
     b.subscribe(seen.extend)
     b.start(gevent.spawn)
     assert wait_until(lambda: _listening(pg_engine) == 1, 2.0)
@@ -198,9 +198,12 @@ def test_a_lost_notify_is_made_up_by_the_catch_up(node_a, pg_engine, node_b):
         conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                           "WHERE query LIKE 'LISTEN control_events%' "
                           "AND datname = current_database()"))
+    # pg_terminate_backend only signals the backend: append once the listener
+    # has seen its connection die (it then waits retry_s before reconnecting),
+    # or the NOTIFY could still reach the old connection first
+    assert wait_until(lambda: b.reconnects >= 1, 2.0)
     missed = node_a.append(level("maximum"))
     assert wait_until(lambda: seen == [missed], 2.0)
-    assert b.reconnects >= 1
     with pg_engine.begin() as conn:  # a writer that forgot to notify
         conn.execute(text("INSERT INTO control_events (type, payload, actor, reason, at_us) "
                           "VALUES ('level_set', '{\"level\": \"balanced\"}', 'psql', '', 0)"))
